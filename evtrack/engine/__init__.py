@@ -1,0 +1,253 @@
+"""The embedded engine: a Tinybird project running on chDB in a local folder.
+
+    engine = Engine.open(Path(".evtrack"))
+    engine.deploy(load_project(Path(".")))
+    engine.append("events", Path("fixtures/events.ndjson"))
+    engine.query_pipe("user_activity", {"user_id": "user_abc"})
+
+A deployed project is a snapshot (``project.json`` in the folder): editing a datafile changes
+nothing until the next deploy. Datasources are tables in the ``evtrack`` database of the store;
+each has a ``<name>_quarantine`` table with Tinybird's quarantine columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BadRequest, NotFound, QueryError, SchemaConflict
+from ..project import Datasource, Pipe, Project, parse_datasource, parse_pipe
+from .ingest import ingest_statements, quarantine_ddl, quarantine_name, sql_string
+from .pipes import pipe_sql, with_q
+from .sqlapi import read_only_sql
+from .store import Store
+
+__all__ = ["Engine", "AppendResult", "DeployResult", "FORMATS"]
+
+DATABASE = "evtrack"
+SNAPSHOT = "project.json"
+# Tinybird's endpoint extensions and the ClickHouse formats behind them.
+FORMATS = {"json": "JSON", "csv": "CSVWithNames", "ndjson": "JSONEachRow", "parquet": "Parquet"}
+
+
+@dataclass
+class AppendResult:
+    successful_rows: int
+    quarantined_rows: int
+    import_id: str
+    errors: list[str] = field(default_factory=list)  # the first few quarantine reasons
+
+
+@dataclass
+class DeployResult:
+    created: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, store: Store):
+        self.store = store
+        self._snapshot_path = store.path / SNAPSHOT
+        self._load_snapshot()
+
+    @classmethod
+    def open(cls, path: Path) -> "Engine":
+        return cls(Store(Path(path)))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the deployed project -------------------------------------------------------------
+    def _load_snapshot(self) -> None:
+        self._sources = {"datasources": {}, "pipes": {}}
+        if self._snapshot_path.exists():
+            self._sources = json.loads(self._snapshot_path.read_text(encoding="utf-8"))
+        self.datasources = {n: parse_datasource(n, s) for n, s in self._sources["datasources"].items()}
+        self._pipes: dict[str, Pipe] = {}
+
+    def _save_snapshot(self) -> None:
+        tmp = self._snapshot_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._sources, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self._snapshot_path)
+
+    def pipe(self, name: str) -> Pipe:
+        if name not in self._sources["pipes"]:
+            raise NotFound(f"The pipe '{name}' does not exist")
+        if name not in self._pipes:
+            self._pipes[name] = parse_pipe(name, self._sources["pipes"][name])
+        return self._pipes[name]
+
+    def pipes(self) -> list[Pipe]:
+        return [self.pipe(name) for name in sorted(self._sources["pipes"])]
+
+    def datasource(self, name: str) -> Datasource:
+        if name not in self.datasources:
+            raise NotFound(f"Data Source '{name}' not found")
+        return self.datasources[name]
+
+    def tables(self) -> dict[str, tuple[str, str]]:
+        """Every name SQL may use (datasources and their quarantines) and its table."""
+        names = {}
+        for name in self.datasources:
+            names[name] = (DATABASE, name)
+            names[quarantine_name(name)] = (DATABASE, quarantine_name(name))
+        return names
+
+    # -- deploy ----------------------------------------------------------------------------
+    def deploy(self, project: Project, force: bool = False) -> DeployResult:
+        """Datasources, then pipes. Redeploying the same files changes nothing."""
+        result = DeployResult()
+        self.store.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+        for ds in project.datasources.values():
+            self._deploy_datasource(ds, force, result)
+        for pipe in project.pipes.values():
+            self._check_pipe(pipe, project)
+        for pipe in project.pipes.values():
+            old = self._sources["pipes"].get(pipe.name)
+            (result.unchanged if old == pipe.source else result.changed if old else result.created).append(pipe.name)
+        result.removed = sorted(set(self._sources["pipes"]) - set(project.pipes))
+        self._sources["pipes"] = {p.name: p.source for p in project.pipes.values()}
+        self._pipes = dict(project.pipes)
+        self._save_snapshot()
+        return result
+
+    def _deploy_datasource(self, ds: Datasource, force: bool, result: DeployResult) -> None:
+        table = f"{DATABASE}.`{ds.name}`"
+        old = self.datasources.get(ds.name)
+        if old is not None and old.source == ds.source and self._table_exists(ds.name):
+            result.unchanged.append(ds.name)
+            return
+        if old is None or not self._table_exists(ds.name):
+            self._create_tables(ds)
+            result.created.append(ds.name)
+        else:
+            conflict = _incompatibility(old, ds)
+            if conflict and not force:
+                raise SchemaConflict(f"Datasource '{ds.name}': {conflict}. Use --force to rebuild it, keeping the data of its common columns")
+            if conflict:
+                self._rebuild(old, ds)
+            else:
+                self._alter(old, ds, table)
+            result.changed.append(ds.name)
+        self._sources["datasources"][ds.name] = ds.source
+        self.datasources[ds.name] = ds
+        self._save_snapshot()
+
+    def _table_exists(self, name: str) -> bool:
+        out = self.store.run(f"EXISTS TABLE {DATABASE}.`{name}`", "CSV")
+        return out.strip() == b"1"
+
+    def _create_tables(self, ds: Datasource, name: str | None = None) -> None:
+        table = f"{DATABASE}.`{name or ds.name}`"
+        columns = ",\n    ".join(ds.column_ddl)
+        self.store.execute(f"CREATE TABLE IF NOT EXISTS {table} (\n    {columns}\n) ENGINE = {ds.engine}")
+        self.store.execute(quarantine_ddl(ds, f"{DATABASE}.`{quarantine_name(ds.name)}`"))
+
+    def _alter(self, old: Datasource, new: Datasource, table: str) -> None:
+        """Compatible changes only: new columns with a default, changed defaults."""
+        before = {c.name: c for c in old.columns}
+        quarantine = f"{DATABASE}.`{quarantine_name(new.name)}`"
+        for column, ddl in zip(new.columns, new.column_ddl):
+            if column.name not in before:
+                self.store.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {ddl}")
+                self.store.execute(f"ALTER TABLE {quarantine} ADD COLUMN IF NOT EXISTS `{column.name}` Nullable(String) BEFORE insertion_date")
+            elif before[column.name].default != column.default:
+                self.store.execute(f"ALTER TABLE {table} MODIFY COLUMN {ddl}")
+
+    def _rebuild(self, old: Datasource, new: Datasource) -> None:
+        """Rebuild a datasource on --force, copying the columns both schemas share."""
+        suffix = uuid.uuid4().hex[:8]
+        table, staging = f"{DATABASE}.`{new.name}`", f"{DATABASE}.`{new.name}__rebuild_{suffix}`"
+        self._create_tables(new, f"{new.name}__rebuild_{suffix}")
+        common = [c.name for c in new.columns if c.name in {o.name for o in old.columns}]
+        names = ", ".join(f"`{c}`" for c in common)
+        self.store.execute(f"INSERT INTO {staging} ({names}) SELECT {names} FROM {table}")
+        self.store.execute(f"EXCHANGE TABLES {staging} AND {table}")
+        self.store.execute(f"DROP TABLE {staging}")
+
+    def _check_pipe(self, pipe: Pipe, project: Project) -> None:
+        """A pipe must render and name only datasources and its own nodes."""
+        tables = {name: (DATABASE, name) for name in project.datasources}
+        tables.update({quarantine_name(n): (DATABASE, quarantine_name(n)) for n in project.datasources})
+        if pipe.endpoint is None:
+            return
+        try:
+            sql = pipe_sql(pipe, {}, tables, test_mode=True)
+            self.store.run(f"EXPLAIN SYNTAX {sql}")
+        except QueryError as exc:
+            raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
+
+    # -- ingest ----------------------------------------------------------------------------
+    def append(self, datasource: str, source: Path | bytes, import_id: str | None = None) -> AppendResult:
+        """Ingest NDJSON (a file, gzip by its name, or bytes): every non-blank line is stored or quarantined."""
+        ds = self.datasource(datasource)
+        import_id = import_id or uuid.uuid4().hex
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            with tempfile.NamedTemporaryFile(dir=self.store.path, prefix="batch-", suffix=".ndjson") as tmp:
+                tmp.write(source)
+                tmp.flush()
+                return self._append_file(ds, Path(tmp.name), import_id)
+        return self._append_file(ds, Path(source), import_id)
+
+    def _append_file(self, ds: Datasource, path: Path, import_id: str) -> AppendResult:
+        compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
+        source = f"file({sql_string(str(path.resolve()))}, 'LineAsString', 'line String', {compression})"
+        quarantine = f"{DATABASE}.`{quarantine_name(ds.name)}`"
+        good, bad = ingest_statements(ds, f"{DATABASE}.`{ds.name}`", quarantine, source, import_id)
+        stored = self.store.execute(good)
+        quarantined = self.store.execute(bad)
+        errors: list[str] = []
+        if quarantined:
+            out = self.store.run(
+                f"SELECT arrayStringConcat(c__error, '; ') FROM {quarantine} "
+                f"WHERE c__import_id = {sql_string(import_id)} LIMIT 5",
+                "JSONCompactEachRow",
+            )
+            errors = [json.loads(line)[0] for line in out.splitlines() if line.strip()]
+        return AppendResult(stored, quarantined, import_id, errors)
+
+    # -- queries ---------------------------------------------------------------------------
+    def pipe_query(self, name: str, params: dict[str, str], q: str | None = None) -> str:
+        """The SQL a pipe call runs."""
+        sql = pipe_sql(self.pipe(name), params, self.tables())
+        return with_q(sql, q) if q else sql
+
+    def query_pipe(self, name: str, params: dict[str, str], fmt: str = "json", q: str | None = None) -> bytes:
+        return self.run_read(self.pipe_query(name, params, q), fmt)
+
+    def sql(self, query: str, fmt: str | None = None) -> bytes:
+        """Read-only SQL over the datasources, as Tinybird's SQL API runs it."""
+        sql, found = read_only_sql(query, self.tables())
+        return self.run_read(sql, found or fmt or "json")
+
+    def run_read(self, sql: str, fmt: str) -> bytes:
+        return self.store.run(sql, FORMATS.get(fmt, fmt))
+
+
+def _incompatibility(old: Datasource, new: Datasource) -> str | None:
+    """Why ``new`` cannot replace ``old`` in place, or None when ALTERs suffice."""
+    before = {c.name: c for c in old.columns}
+    after = {c.name: c for c in new.columns}
+    for name, column in before.items():
+        if name not in after:
+            return f"column '{name}' would be removed"
+        if after[name].sql_type != column.sql_type:
+            return f"column '{name}' would change type from {column.sql_type} to {after[name].sql_type}"
+    for name, column in after.items():
+        if name not in before and column.required:
+            return f"new column '{name}' has no DEFAULT and is not Nullable"
+    if old.engine != new.engine:
+        return f"the engine would change from {old.engine} to {new.engine}"
+    return None

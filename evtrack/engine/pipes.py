@@ -1,0 +1,83 @@
+"""Pipes rendered with tinybird-cli's template engine and composed into one ClickHouse query.
+
+Each node's template is rendered by ``tinybird.sql_template.render_sql_template`` (so type
+checks, defaults, ``error()`` and ``custom_error()`` behave as on Tinybird) and node and
+datasource names are resolved by ``tinybird.sql_toolset.replace_tables``, which inlines
+earlier nodes as subqueries and refuses table functions.
+"""
+
+from __future__ import annotations
+
+from tinybird.sql_template import (
+    SQLTemplateCustomError,
+    SQLTemplateException,
+    format_SQLTemplateException_message,
+    get_template_and_variables,
+    get_var_names_and_types,
+    render_sql_template,
+)
+from tinybird.sql_toolset import replace_tables
+
+from ..errors import BadRequest, EvtrackError, NotFound, QueryError, TemplateError
+from ..project import Node, Pipe
+
+__all__ = ["RESERVED_PARAMS", "render_node", "pipe_sql", "with_q"]
+
+# Never handed to a template, as on Tinybird.
+RESERVED_PARAMS = frozenset(
+    {"q", "token", "format", "pipeline", "debug", "explain", "query_id", "release_replacements",
+     "template_parameters", "from", "tag", "cli_version", "__tb__semver", "_"}
+)
+
+
+def render_node(node: Node, params: dict[str, str], test_mode: bool = False) -> str:
+    if not node.templated:
+        return node.sql
+    try:
+        sql, _, _ = render_sql_template(node.template, params, test_mode=test_mode, name=node.name)
+        return sql
+    except SQLTemplateCustomError as exc:
+        raise EvtrackError(str(exc.err), status=exc.code, body=exc.err) from None
+    except SQLTemplateException as exc:
+        raise TemplateError(_template_message(node, exc)) from None
+    except (ValueError, TypeError, NameError, SyntaxError) as exc:
+        raise TemplateError(str(exc)) from None
+
+
+def _template_message(node: Node, exc: SQLTemplateException) -> str:
+    template, _, _ = get_template_and_variables(node.template, node.name)
+    try:
+        format_SQLTemplateException_message(exc, get_var_names_and_types(template))
+    except SQLTemplateException as formatted:
+        return str(formatted)
+    return str(exc)
+
+
+def pipe_sql(pipe: Pipe, params: dict[str, str], tables: dict[str, tuple[str, str]], test_mode: bool = False) -> str:
+    """The pipe's endpoint as one query over real tables."""
+    endpoint = pipe.endpoint
+    if endpoint is None:
+        raise NotFound(f"The pipe '{pipe.name}' does not have an endpoint yet")
+    variables = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
+    replacements: dict = dict(tables)
+    sql = ""
+    for node in pipe.nodes:
+        sql = render_node(node, variables, test_mode)
+        if node is endpoint:
+            break
+        replacements[node.name] = f"({sql})"
+    return _replace(sql, replacements)
+
+
+def with_q(pipe_query: str, q: str) -> str:
+    """``q`` is SQL over ``_``, the pipe's result."""
+    if q.lstrip().startswith("%"):
+        raise BadRequest("'q' parameter doesn't support templates")
+    return _replace(q, {"_": f"({pipe_query})"})
+
+
+def _replace(sql: str, replacements: dict) -> str:
+    try:
+        return replace_tables(sql, replacements)
+    except Exception as exc:  # the toolset's parse and policy errors
+        raise QueryError(f"[Error] {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None

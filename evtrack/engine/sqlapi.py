@@ -1,0 +1,46 @@
+"""Read-only SQL over the datasources, as Tinybird's SQL API accepts it.
+
+tinybird-cli's toolset parses the query: only SELECT (and DESCRIBE) pass, table functions
+such as ``file()`` and ``url()`` are refused with Tinybird's text, and every table must be a
+datasource (or its quarantine) of the project. A trailing ``FORMAT X`` picks the output.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tinybird.sql_toolset import sql_get_used_tables
+
+from ..errors import BadRequest, QueryError
+from .pipes import _replace
+
+__all__ = ["read_only_sql", "split_format"]
+
+_FORMAT = re.compile(r"\s+FORMAT\s+([A-Za-z]+)\s*;?\s*$", re.IGNORECASE)
+# Table functions that read nothing but what they generate.
+_HARMLESS_FUNCTIONS = frozenset({"numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series"})
+
+
+def split_format(query: str) -> tuple[str, str | None]:
+    match = _FORMAT.search(query)
+    if not match:
+        return query.strip().rstrip(";"), None
+    return query[: match.start()].strip(), match.group(1)
+
+
+def read_only_sql(query: str, tables: dict[str, tuple[str, str]]) -> tuple[str, str | None]:
+    """The query rewritten onto the store's tables, and its FORMAT if it named one."""
+    sql, fmt = split_format(query)
+    if not sql:
+        raise BadRequest("missing q parameter. example q=select%201")
+    try:
+        used = sql_get_used_tables(sql, raising=True, table_functions=True)
+    except Exception as exc:
+        raise QueryError(f"[Error] {str(exc).strip()}") from None
+    for database, name, function in used:
+        if function and function not in _HARMLESS_FUNCTIONS:
+            raise QueryError(f"[Error] The table function '{function}' is not allowed")
+        if name and (database or name not in tables):
+            full = f"{database}.{name}" if database else name
+            raise QueryError(f"[Error] Resource '{full}' not found")
+    return _replace(sql, tables), fmt

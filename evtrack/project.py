@@ -1,0 +1,215 @@
+"""The Tinybird data project: datasources and pipes, parsed by tinybird-cli's own parser.
+
+Nothing here re-implements Tinybird's datafile format or template language: datafiles go
+through ``tinybird.datafile_common``, column DDL through ``tinybird.sql`` and the engine
+clause through ``tinybird.ch_utils.engine``; template parameters are read with
+``tinybird.sql_template``. Parsing happens once, when a project is loaded or deployed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from .errors import BadRequest
+
+__all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "load_project", "parse_datasource", "parse_pipe"]
+
+# tinybird-cli reads its datafiles with a template pass that may look at the environment; keep
+# its version check and telemetry quiet whenever it is imported by evtrack.
+os.environ.setdefault("TB_VERSION_WARNING", "0")
+os.environ.setdefault("TB_CLI_TELEMETRY_OPTOUT", "1")
+
+from tinybird import datafile_common as _datafile  # noqa: E402
+from tinybird.ch_utils.engine import engine_full_from_dict  # noqa: E402
+from tinybird.sql import schema_to_sql_columns  # noqa: E402
+from tinybird.sql_template import get_template_and_variables, get_var_names_and_types  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    jsonpath: str | None
+    default: str | None  # the SQL expression after DEFAULT, if any
+    nullable: bool
+
+    @property
+    def required(self) -> bool:
+        return self.default is None and not self.nullable
+
+    @property
+    def sql_type(self) -> str:
+        return f"Nullable({self.type})" if self.nullable else self.type
+
+
+@dataclass(frozen=True)
+class Datasource:
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    column_ddl: tuple[str, ...]
+    engine: str
+    tokens: tuple[tuple[str, str], ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: object = None
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    sql: str
+    description: str
+    type: str
+
+    @property
+    def templated(self) -> bool:
+        return self.sql.lstrip().startswith("%")
+
+    @property
+    def template(self) -> str:
+        """The SQL without the leading ``%``, as tinybird-cli's renderer expects it."""
+        return self.sql.lstrip()[1:] if self.templated else self.sql
+
+
+@dataclass(frozen=True)
+class Pipe:
+    name: str
+    description: str
+    nodes: tuple[Node, ...]
+    tokens: tuple[tuple[str, str], ...]
+    params: tuple[Param, ...]
+    source: str
+
+    @property
+    def endpoint(self) -> Node | None:
+        for node in reversed(self.nodes):
+            if node.type == "endpoint":
+                return node
+        return None
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class Project:
+    datasources: dict[str, Datasource] = field(default_factory=dict)
+    pipes: dict[str, Pipe] = field(default_factory=dict)
+
+
+def _parsed(parse, name: str, text: str, kind: str):
+    try:
+        return parse(f"{name}.{kind}", content=text, hide_folders=True)
+    except click.ClickException as exc:
+        raise BadRequest(f"{name}.{kind}: {click.unstyle(exc.format_message())}") from None
+    except Exception as exc:  # the parser raises ValueError and friends on bad files
+        raise BadRequest(f"{name}.{kind}: {exc}") from None
+
+
+def _description(value) -> str:
+    return " ".join((value or "").split())
+
+
+def parse_datasource(name: str, text: str) -> Datasource:
+    doc = _parsed(_datafile.parse_datasource, name, text, "datasource")
+    node = doc.nodes[0]
+    raw_columns = node["columns"]
+    columns = tuple(
+        Column(
+            name=c["name"],
+            type=c["type"],
+            jsonpath=c.get("jsonpath"),
+            default=_default_expression(c.get("default_value")),
+            nullable=bool(c.get("nullable")),
+        )
+        for c in raw_columns
+    )
+    engine = node.get("engine") or {"type": "MergeTree", "args": []}
+    try:
+        engine_full = engine_full_from_dict(engine["type"], dict(engine["args"]), columns=raw_columns)
+    except ValueError as exc:
+        raise BadRequest(f"{name}.datasource: {exc}") from None
+    return Datasource(
+        name=name,
+        description=_description(node.get("description") or getattr(doc, "description", "")),
+        columns=columns,
+        column_ddl=tuple(schema_to_sql_columns(raw_columns, skip_jsonpaths=True)),
+        engine=engine_full,
+        tokens=tuple((t["token_name"], t["permissions"]) for t in doc.tokens),
+        source=text,
+    )
+
+
+def _default_expression(default_value: str | None) -> str | None:
+    if not default_value:
+        return None
+    kind, _, expression = default_value.partition(" ")
+    return expression.strip() if kind.upper() == "DEFAULT" else None
+
+
+def parse_pipe(name: str, text: str) -> Pipe:
+    doc = _parsed(_datafile.parse_pipe, name, text, "pipe")
+    nodes = tuple(
+        Node(
+            name=n["name"],
+            sql=n["sql"],
+            description=_description(n.get("description")),
+            type=(n.get("type") or "standard").lower(),
+        )
+        for n in doc.nodes
+    )
+    return Pipe(
+        name=name,
+        description=_description(getattr(doc, "description", "")),
+        nodes=nodes,
+        tokens=tuple((t["token_name"], t["permissions"]) for t in doc.tokens),
+        params=_params(nodes),
+        source=text,
+    )
+
+
+def _params(nodes: tuple[Node, ...]) -> tuple[Param, ...]:
+    """The template parameters of all nodes, merged by name: the most descriptive use wins."""
+    merged: dict[str, dict] = {}
+    for node in nodes:
+        if not node.templated:
+            continue
+        template, _, _ = get_template_and_variables(node.template, node.name)
+        for var in get_var_names_and_types(template):
+            seen = merged.setdefault(var["name"], {})
+            for key in ("type", "description", "default", "required"):
+                if var.get(key) not in (None, "") and seen.get(key) in (None, ""):
+                    seen[key] = var[key]
+    return tuple(
+        Param(
+            name=name,
+            type=info.get("type") or "String",
+            default=info.get("default"),
+            description=info.get("description") or "",
+            required=bool(info.get("required")),
+        )
+        for name, info in merged.items()
+    )
+
+
+def load_project(root: Path) -> Project:
+    """Read ``datasources/*.datasource`` and ``pipes/*.pipe`` below ``root``."""
+    root = Path(root)
+    datasources = {
+        p.stem: parse_datasource(p.stem, p.read_text(encoding="utf-8"))
+        for p in sorted((root / "datasources").glob("*.datasource"))
+    }
+    pipes = {p.stem: parse_pipe(p.stem, p.read_text(encoding="utf-8")) for p in sorted((root / "pipes").glob("*.pipe"))}
+    return Project(datasources=datasources, pipes=pipes)
