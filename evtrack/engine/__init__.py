@@ -26,7 +26,7 @@ from .pipes import pipe_sql, with_q
 from .sqlapi import read_only_sql
 from .store import Store
 
-__all__ = ["Engine", "AppendResult", "DeployResult", "FORMATS"]
+__all__ = ["Engine", "AppendResult", "DeployResult", "FORMATS", "deployed_pipes", "read_snapshot"]
 
 DATABASE = "evtrack"
 SNAPSHOT = "project.json"
@@ -71,9 +71,7 @@ class Engine:
 
     # -- the deployed project -------------------------------------------------------------
     def _load_snapshot(self) -> None:
-        self._sources = {"datasources": {}, "pipes": {}}
-        if self._snapshot_path.exists():
-            self._sources = json.loads(self._snapshot_path.read_text(encoding="utf-8"))
+        self._sources = read_snapshot(self.store.path)
         self.datasources = {n: parse_datasource(n, s) for n, s in self._sources["datasources"].items()}
         self._pipes: dict[str, Pipe] = {}
 
@@ -116,8 +114,9 @@ class Engine:
             self._check_pipe(pipe, project)
         for pipe in project.pipes.values():
             old = self._sources["pipes"].get(pipe.name)
-            (result.unchanged if old == pipe.source else result.changed if old else result.created).append(pipe.name)
-        result.removed = sorted(set(self._sources["pipes"]) - set(project.pipes))
+            kind = result.unchanged if old == pipe.source else result.changed if old else result.created
+            kind.append(f"{pipe.name}.pipe")
+        result.removed = [f"{n}.pipe" for n in sorted(set(self._sources["pipes"]) - set(project.pipes))]
         self._sources["pipes"] = {p.name: p.source for p in project.pipes.values()}
         self._pipes = dict(project.pipes)
         self._save_snapshot()
@@ -127,11 +126,11 @@ class Engine:
         table = f"{DATABASE}.`{ds.name}`"
         old = self.datasources.get(ds.name)
         if old is not None and old.source == ds.source and self._table_exists(ds.name):
-            result.unchanged.append(ds.name)
+            result.unchanged.append(f"{ds.name}.datasource")
             return
         if old is None or not self._table_exists(ds.name):
             self._create_tables(ds)
-            result.created.append(ds.name)
+            result.created.append(f"{ds.name}.datasource")
         else:
             conflict = _incompatibility(old, ds)
             if conflict and not force:
@@ -140,7 +139,7 @@ class Engine:
                 self._rebuild(old, ds)
             else:
                 self._alter(old, ds, table)
-            result.changed.append(ds.name)
+            result.changed.append(f"{ds.name}.datasource")
         self._sources["datasources"][ds.name] = ds.source
         self.datasources[ds.name] = ds
         self._save_snapshot()
@@ -234,6 +233,18 @@ class Engine:
 
     def run_read(self, sql: str, fmt: str) -> bytes:
         return self.store.run(sql, FORMATS.get(fmt, fmt))
+
+
+def read_snapshot(path: Path) -> dict[str, dict[str, str]]:
+    """The deployed datafiles of the store at ``path``, read without opening the store."""
+    snapshot = Path(path) / SNAPSHOT
+    if not snapshot.exists():
+        return {"datasources": {}, "pipes": {}}
+    return json.loads(snapshot.read_text(encoding="utf-8"))
+
+
+def deployed_pipes(path: Path) -> dict[str, Pipe]:
+    return {name: parse_pipe(name, text) for name, text in sorted(read_snapshot(path)["pipes"].items())}
 
 
 def _incompatibility(old: Datasource, new: Datasource) -> str | None:

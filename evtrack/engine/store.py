@@ -1,8 +1,9 @@
 """The only module that talks to chDB: one embedded ClickHouse per data folder.
 
-chDB allows one data path per process. A store is opened for a folder and closed when done;
-opening a second folder while one is open is a clear error rather than chDB's own. Every
-statement runs under a lock, with UTC as the session time zone and Tinybird's JSON settings.
+chDB allows one data path per process. Stores opened on the same folder in one process share
+one chDB session (closed when the last of them closes); opening a second folder while one is
+open is a clear error rather than chDB's own. Statements run under one lock, with UTC as the
+session time zone and Tinybird's JSON settings.
 """
 
 from __future__ import annotations
@@ -18,57 +19,70 @@ _SESSION_SETTINGS = (
     "SET session_timezone = 'UTC'",
     # Tinybird answers counts as JSON numbers, not quoted strings.
     "SET output_format_json_quote_64bit_integers = 0",
-    "SET date_time_input_format = 'best_effort'",
 )
-_open_lock = threading.Lock()
-_open_path: Path | None = None
+
+
+class _Shared:
+    """The process's one chDB session, with how many stores use it."""
+
+    lock = threading.RLock()
+    path: Path | None = None
+    session = None
+    users = 0
 
 
 class Store:
-    """An open chDB session on ``path``; use as a context manager or call ``close``."""
+    """An open chDB store on ``path``; use as a context manager or call ``close``."""
 
     def __init__(self, path: Path):
-        global _open_path
+        self.path = Path(path).resolve()
+        self._open = False
+        with _Shared.lock:
+            if _Shared.session is None:
+                self._connect()
+            elif _Shared.path != self.path:
+                raise StoreError(f"another store ({_Shared.path}) is open in this process")
+            _Shared.users += 1
+            self._open = True
+
+    def _connect(self) -> None:
         from chdb import session  # imported here: it loads the whole engine
 
-        self.path = Path(path).resolve()
-        self._lock = threading.RLock()
-        with _open_lock:
-            if _open_path is not None and _open_path != self.path:
-                raise StoreError(f"another store ({_open_path}) is open in this process")
-            self.path.mkdir(parents=True, exist_ok=True)
-            try:
-                self._session = session.Session(str(self.path))
-            except Exception as exc:
-                raise StoreError(f"cannot open the store at {self.path}: {_first_line(exc)}") from None
-            _open_path = self.path
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            _Shared.session = session.Session(str(self.path))
+        except Exception as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {_first_line(exc)}") from None
+        _Shared.path = self.path
         for statement in _SESSION_SETTINGS:
-            self.run(statement)
+            _Shared.session.query(statement)
 
-    def run(self, sql: str, fmt: str = "CSV") -> bytes:
-        """Run one statement; the result in ``fmt``. Database errors become ``QueryError``."""
-        with self._lock:
+    def _query(self, sql: str, fmt: str):
+        with _Shared.lock:
+            if not self._open:
+                raise StoreError("the store is closed")
             try:
-                result = self._session.query(sql, fmt)
+                return _Shared.session.query(sql, fmt)
             except Exception as exc:
                 raise QueryError(f"[Error] {_first_line(exc)}") from None
-        return result.bytes()
+
+    def run(self, sql: str, fmt: str = "CSV") -> bytes:
+        """Run one statement; its result in ``fmt``. Database errors become ``QueryError``."""
+        return self._query(sql, fmt).bytes()
 
     def execute(self, sql: str) -> int:
         """Run a write; the number of rows it wrote."""
-        with self._lock:
-            try:
-                return self._session.query(sql).rows_written()
-            except Exception as exc:
-                raise QueryError(f"[Error] {_first_line(exc)}") from None
+        return self._query(sql, "CSV").rows_written()
 
     def close(self) -> None:
-        global _open_path
-        with _open_lock, self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
-                _open_path = None
+        with _Shared.lock:
+            if not self._open:
+                return
+            self._open = False
+            _Shared.users -= 1
+            if _Shared.users == 0:
+                _Shared.session.close()
+                _Shared.session, _Shared.path = None, None
 
     def __enter__(self) -> "Store":
         return self
