@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evtrack.engine import Engine
+from evtrack.project import load_project
+
+from . import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "fixtures" / "events.ndjson"
+BAD_FIXTURE = ROOT / "fixtures" / "bad_events.ndjson"
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(monkeypatch):
+    """No test sees the developer's Tinybird or evtrack settings."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("TB_", "EVTRACK_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def project():
+    return load_project(ROOT)
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory, project) -> Path:
+    """A store with the project deployed and the fixture sent, shared by read-only tests."""
+    path = tmp_path_factory.mktemp("store")
+    with Engine.open(path) as engine:
+        engine.deploy(project)
+        result = engine.append("events", FIXTURE)
+        assert (result.successful_rows, result.quarantined_rows) == (6000, 0)
+    return path
+
+
+@pytest.fixture
+def engine(store_dir):
+    """The shared store, opened for one test (one chDB path per process: closed after)."""
+    with Engine.open(store_dir) as opened:
+        yield opened
+
+
+@pytest.fixture
+def fresh_engine(tmp_path, project):
+    with Engine.open(tmp_path / "store") as opened:
+        opened.deploy(project)
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def rows():
+    return reference.load(FIXTURE)
+
+
+def data(body: bytes) -> list[dict]:
+    return json.loads(body)["data"]
