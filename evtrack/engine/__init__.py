@@ -158,12 +158,15 @@ class Engine:
         """Compatible changes only: new columns with a default, changed defaults."""
         before = {c.name: c for c in old.columns}
         quarantine = f"{DATABASE}.`{quarantine_name(new.name)}`"
+        previous = "c__import_id"
         for column, ddl in zip(new.columns, new.column_ddl):
             if column.name not in before:
                 self.store.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {ddl}")
-                self.store.execute(f"ALTER TABLE {quarantine} ADD COLUMN IF NOT EXISTS `{column.name}` Nullable(String) BEFORE insertion_date")
+                self.store.execute(
+                    f"ALTER TABLE {quarantine} ADD COLUMN IF NOT EXISTS `{column.name}` Nullable(String) AFTER `{previous}`")
             elif before[column.name].default != column.default:
                 self.store.execute(f"ALTER TABLE {table} MODIFY COLUMN {ddl}")
+            previous = column.name
 
     def _rebuild(self, old: Datasource, new: Datasource) -> None:
         """Rebuild a datasource on --force, copying the columns both schemas share."""
