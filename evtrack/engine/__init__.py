@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import BadRequest, NotFound, QueryError, SchemaConflict
 from ..project import Datasource, Pipe, Project, parse_datasource, parse_pipe
-from .ingest import ingest_statements, quarantine_ddl, quarantine_name, sql_string
+from .ingest import ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .pipes import pipe_sql, with_q
 from .sqlapi import read_only_sql
 from .store import Store
@@ -139,6 +139,7 @@ class Engine:
                 self._rebuild(old, ds)
             else:
                 self._alter(old, ds, table)
+            self._create_ingest(ds)
             result.changed.append(f"{ds.name}.datasource")
         self._sources["datasources"][ds.name] = ds.source
         self.datasources[ds.name] = ds
@@ -153,6 +154,12 @@ class Engine:
         columns = ",\n    ".join(ds.column_ddl)
         self.store.execute(f"CREATE TABLE IF NOT EXISTS {table} (\n    {columns}\n) ENGINE = {ds.engine}")
         self.store.execute(quarantine_ddl(ds, f"{DATABASE}.`{quarantine_name(ds.name)}`"))
+        if name is None:
+            self._create_ingest(ds)
+
+    def _create_ingest(self, ds: Datasource) -> None:
+        for statement in ingest_ddl(ds, DATABASE):
+            self.store.execute(statement)
 
     def _alter(self, old: Datasource, new: Datasource, table: str) -> None:
         """Compatible changes only: new columns with a default, changed defaults."""
@@ -207,18 +214,15 @@ class Engine:
         compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
         source = f"file({sql_string(str(path.resolve()))}, 'LineAsString', 'line String', {compression})"
         quarantine = f"{DATABASE}.`{quarantine_name(ds.name)}`"
-        good, bad = ingest_statements(ds, f"{DATABASE}.`{ds.name}`", quarantine, source, import_id)
-        stored = self.store.execute(good)
-        quarantined = self.store.execute(bad)
-        errors: list[str] = []
-        if quarantined:
-            out = self.store.run(
-                f"SELECT arrayStringConcat(c__error, '; ') FROM {quarantine} "
-                f"WHERE c__import_id = {sql_string(import_id)} LIMIT 5",
-                "JSONCompactEachRow",
-            )
-            errors = [json.loads(line)[0] for line in out.splitlines() if line.strip()]
-        return AppendResult(stored, quarantined, import_id, errors)
+        # Every line writes one row to the ingest table and one to exactly one of its two views.
+        lines = self.store.execute(ingest_insert(ds, DATABASE, source, import_id)) // 2
+        out = self.store.run(
+            f"SELECT count(), groupArray(5)(arrayStringConcat(c__error, '; ')) FROM {quarantine} "
+            f"WHERE c__import_id = {sql_string(import_id)}",
+            "JSONCompactEachRow",
+        )
+        quarantined, errors = json.loads(out)
+        return AppendResult(lines - quarantined, quarantined, import_id, errors)
 
     # -- queries ---------------------------------------------------------------------------
     def pipe_query(self, name: str, params: dict[str, str], q: str | None = None) -> str:

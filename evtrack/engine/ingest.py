@@ -1,10 +1,12 @@
-"""Ingestion as two SQL statements over the whole batch: store what fits, quarantine the rest.
+"""Ingestion in ClickHouse SQL over the whole batch: store what fits, quarantine the rest.
 
-A batch is read by ClickHouse as ``LineAsString`` and every line is checked in SQL (valid
-UTF-8 and JSON, each column present or defaulted, each value convertible to its type, dates
-by ClickHouse's best-effort parser in UTC), the way Tinybird's Events API checks them. Good
-rows go to the datasource; the others go to ``<name>_quarantine`` with Tinybird's columns and
-one message per offending column. No Python touches a row.
+Each datasource gets an ingest table (engine Null) and two materialized views: one stores the
+rows that fit into the datasource, the other sends the rest to ``<name>_quarantine`` with
+Tinybird's columns. A batch is one statement, ``INSERT INTO <ingest> SELECT ... FROM <lines>``:
+every line is parsed once (``JSONExtract`` into a tuple of the columns' raw texts), checked
+(valid UTF-8 JSON object; each column present or defaulted; each value convertible to its type,
+dates by ClickHouse's best-effort parser in UTC) and routed by the views. No Python touches a
+row, and a batch streams through in blocks whatever its size.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import re
 
 from ..project import Column, Datasource
 
-__all__ = ["quarantine_ddl", "ingest_statements", "quarantine_name", "sql_string"]
+__all__ = ["ingest_ddl", "ingest_insert", "ingest_table", "quarantine_ddl", "quarantine_name", "sql_string"]
 
 _DATETIME64 = re.compile(r"DateTime64\((\d+)")
 
 
 def quarantine_name(datasource: str) -> str:
     return f"{datasource}_quarantine"
+
+
+def ingest_table(datasource: str) -> str:
+    return f"{datasource}__ingest"
 
 
 def sql_string(value: str) -> str:
@@ -35,14 +41,13 @@ def quarantine_ddl(ds: Datasource, table: str) -> str:
         "    `c__import_id` Nullable(String),\n"
         f"    {originals},\n"
         "    `insertion_date` DateTime DEFAULT now()\n"
-        ") ENGINE = MergeTree ORDER BY tuple() PARTITION BY toYYYYMM(insertion_date)"
+        ") ENGINE = MergeTree ORDER BY insertion_date PARTITION BY toYYYYMM(insertion_date)"
     )
 
 
-def _json_keys(column: Column) -> str:
+def _keys(column: Column) -> list[str]:
     path = column.jsonpath or f"$.{column.name}"
-    keys = path.removeprefix("$.").removeprefix("$").split(".")
-    return ", ".join(sql_string(k) for k in keys if k)
+    return [k for k in path.removeprefix("$").split(".") if k]
 
 
 def _base_type(type_: str) -> str:
@@ -54,8 +59,8 @@ def _base_type(type_: str) -> str:
 def _convert(raw: str, type_: str) -> str:
     """A Nullable expression: the raw text converted to ``type_``, NULL when it does not fit."""
     base = _base_type(type_)
-    if base in ("String", "UUID") or base.startswith("FixedString") or base.startswith("Enum"):
-        return raw if base == "String" else f"accurateCastOrNull({raw}, {sql_string(base)})"
+    if base == "String":
+        return raw
     if match := _DATETIME64.match(base):
         return f"parseDateTime64BestEffortOrNull({raw}, {match.group(1)}, 'UTC')"
     if base.startswith("DateTime"):
@@ -65,61 +70,99 @@ def _convert(raw: str, type_: str) -> str:
     return f"accurateCastOrNull({raw}, {sql_string(base)})"
 
 
-def _parsed_lines(ds: Datasource, source: str) -> str:
-    """One row per non-blank line: validity, and for each column i: present, raw text, value."""
-    fields = ["line", "isValidUTF8(line) AND isValidJSON(line) AND JSONType(line) = 'Object' AS is_json"]
-    for i, col in enumerate(ds.columns):
-        keys = _json_keys(col)
-        fields.append(f"JSONType(line, {keys}) AS t{i}")
-        fields.append(f"if(t{i} = 'String', JSONExtractString(line, {keys}), JSONExtractRaw(line, {keys})) AS r{i}")
-        fields.append(f"is_json AND t{i} != 'Null' AS p{i}")
-        fields.append(f"{_convert(f'r{i}', col.type)} AS v{i}")
-    return f"SELECT {', '.join(fields)} FROM {source} WHERE notEmpty(trimBoth(line))"
+def _raw_texts(ds: Datasource) -> list[str]:
+    """For each column, its value's text (strings decoded, objects as compact JSON), NULL if absent or null.
+
+    Top-level paths are read in one parse of the line, as one tuple; nested paths one by one.
+    """
+    flat = [i for i, c in enumerate(ds.columns) if len(_keys(c)) == 1]
+    fields = ", ".join(f"{sql_string(_keys(ds.columns[i])[0])[1:-1].join('``')} Nullable(String)" for i in flat)
+    texts = []
+    for i, column in enumerate(ds.columns):
+        if i in flat:
+            texts.append(f"tupleElement(__j, {flat.index(i) + 1})")
+        else:
+            keys = ", ".join(sql_string(k) for k in _keys(column))
+            texts.append(f"JSONExtract(line, {keys}, 'Nullable(String)')")
+    return [f"JSONExtract(line, 'Tuple({fields})') AS __j"] + texts if flat else texts
 
 
 def _error(i: int, col: Column) -> str:
     """The message for column i, or '' when its value is fine."""
     suffix = sql_string(f"' on column '{col.name}' is not {col.type}")
-    bad_value = f"concat('value ', char(39), r{i}, {suffix})"
+    bad_value = f"concat('value ', char(39), __r{i}, {suffix})"
     if col.required:
-        missing = sql_string(f"missing value on column {col.name!r} (required: {col.type} with no DEFAULT)")
-        return f"multiIf(NOT p{i}, {missing}, v{i} IS NULL, {bad_value}, '')"
-    return f"if(p{i} AND v{i} IS NULL, {bad_value}, '')"
+        missing = sql_string(f"missing value on column '{col.name}' (required: {col.type} with no DEFAULT)")
+        return f"multiIf(__r{i} IS NULL, {missing}, __v{i} IS NULL, {bad_value}, '')"
+    return f"if(__r{i} IS NOT NULL AND __v{i} IS NULL, {bad_value}, '')"
 
 
 def _value(i: int, col: Column) -> str:
     if col.nullable:
-        fallback = col.default or "NULL"
-        return f"if(p{i}, v{i}, {fallback}) AS `{col.name}`"
+        return f"if(__r{i} IS NOT NULL, __v{i}, {col.default or 'NULL'})"
     fallback = col.default or f"defaultValueOfTypeName({sql_string(col.type)})"
-    return f"if(p{i}, assumeNotNull(v{i}), {fallback}) AS `{col.name}`"
+    return f"if(__r{i} IS NOT NULL AND __v{i} IS NOT NULL, assumeNotNull(__v{i}), {fallback})"
 
 
-def ingest_statements(ds: Datasource, table: str, quarantine: str, source: str, import_id: str) -> tuple[str, str]:
-    """The INSERT of good rows into ``table`` and of bad rows into ``quarantine``.
+def _staging_columns(ds: Datasource) -> list[str]:
+    return [
+        "`__import_id` String",
+        "`__is_json` UInt8",
+        "`__line` String",
+        "`__errors` Array(String)",
+        "`__error_columns` Array(String)",
+        *(f"`{c.name}` {c.sql_type}" for c in ds.columns),
+        *(f"`__raw_{c.name}` Nullable(String)" for c in ds.columns),
+    ]
 
-    ``source`` is a table expression yielding one String column ``line`` (for example
-    ``file('batch.ndjson', 'LineAsString')``). Defaults may name other columns, as in
-    ClickHouse: each output column is an alias the others can use.
+
+def ingest_ddl(ds: Datasource, database: str) -> list[str]:
+    """Statements (re)creating the ingest table and its two views for ``ds``."""
+    db = f"`{database}`"
+    ingest = f"{db}.`{ingest_table(ds.name)}`"
+    store_view, quarantine_view = f"{db}.`{ds.name}__store`", f"{db}.`{ds.name}__quarantine`"
+    columns = ", ".join(f"`{c.name}`" for c in ds.columns)
+    raw = ", ".join(f"`__raw_{c.name}` AS `{c.name}`" for c in ds.columns)
+    not_json = "[concat('Line is not a valid JSON: ', char(39), __line, char(39))]"
+    return [
+        f"DROP VIEW IF EXISTS {store_view}",
+        f"DROP VIEW IF EXISTS {quarantine_view}",
+        f"DROP TABLE IF EXISTS {ingest}",
+        f"CREATE TABLE {ingest} ({', '.join(_staging_columns(ds))}) ENGINE = Null",
+        f"CREATE MATERIALIZED VIEW {store_view} TO {db}.`{ds.name}` AS "
+        f"SELECT {columns} FROM {ingest} WHERE __is_json AND empty(__errors)",
+        f"CREATE MATERIALIZED VIEW {quarantine_view} TO {db}.`{quarantine_name(ds.name)}` AS "
+        f"SELECT if(__is_json, __error_columns, ['']) AS c__error_column, "
+        f"if(__is_json, __errors, {not_json}) AS c__error, __import_id AS c__import_id, {raw} "
+        f"FROM {ingest} WHERE NOT __is_json OR notEmpty(__errors)",
+    ]
+
+
+def ingest_insert(ds: Datasource, database: str, source: str, import_id: str) -> str:
+    """The one statement that ingests the lines of ``source`` (a table expression with a String column ``line``).
+
+    Defaults may name other columns, as in ClickHouse: each output column is an alias the others can use.
     """
-    parsed = _parsed_lines(ds, source)
+    texts = _raw_texts(ds)
+    raws = texts[-len(ds.columns):]
+    parsed = [*texts[: len(texts) - len(ds.columns)]]
+    for i, col in enumerate(ds.columns):
+        parsed.append(f"if(__is_json, {raws[i]}, NULL) AS __r{i}")
+        parsed.append(f"{_convert(f'__r{i}', col.type)} AS __v{i}")
     errors = ", ".join(_error(i, c) for i, c in enumerate(ds.columns))
     names = ", ".join(sql_string(c.name) for c in ds.columns)
-    checks = (
-        f"arrayFilter(e -> e != '', [{errors}]) AS errs, "
-        f"arrayFilter((n, e) -> e != '', [{names}], [{errors}]) AS err_cols"
+    select = [
+        f"{sql_string(import_id)} AS __import_id",
+        "isValidUTF8(line) AND JSONType(line) = 'Object' AS __is_json",
+        "if(__is_json, '', toValidUTF8(line)) AS __line",
+        f"arrayFilter(e -> e != '', [{errors}]) AS __errors",
+        f"arrayFilter((n, e) -> e != '', [{names}], [{errors}]) AS __error_columns",
+        *(f"{_value(i, c)} AS `{c.name}`" for i, c in enumerate(ds.columns)),
+        *(f"__r{i} AS `__raw_{c.name}`" for i, c in enumerate(ds.columns)),
+        *parsed,
+    ]
+    staging = ", ".join(f"`{c.split('`')[1]}`" for c in _staging_columns(ds))
+    return (
+        f"INSERT INTO `{database}`.`{ingest_table(ds.name)}` ({staging}) "
+        f"SELECT {staging} FROM (SELECT {', '.join(select)} FROM {source} WHERE notEmpty(trimBoth(line)))"
     )
-    columns = ", ".join(f"`{c.name}`" for c in ds.columns)
-    values = ", ".join(_value(i, c) for i, c in enumerate(ds.columns))
-    good = (
-        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM "
-        f"(SELECT {values}, {checks}, is_json FROM ({parsed})) WHERE is_json AND empty(errs)"
-    )
-    raw = ", ".join(f"if(p{i}, r{i}, NULL) AS `{c.name}`" for i, c in enumerate(ds.columns))
-    not_json = "concat('Line is not a valid JSON: ', char(39), toValidUTF8(line), char(39))"
-    bad = (
-        f"INSERT INTO {quarantine} (c__error_column, c__error, c__import_id, {columns}) "
-        f"SELECT if(is_json, err_cols, ['']), if(is_json, errs, [{not_json}]), {sql_string(import_id)}, {columns} "
-        f"FROM (SELECT line, is_json, {checks}, {raw} FROM ({parsed})) WHERE NOT is_json OR notEmpty(errs)"
-    )
-    return good, bad
