@@ -253,5 +253,38 @@ def pipes(ctx: click.Context) -> None:
             click.echo(f"  --{p.name.replace('_', '-'):<14} {p.type:<9}{flags}  {p.description}")
 
 
+# -- serve, token ------------------------------------------------------------------------------
+@cli.command()
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=7181, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
+@click.pass_context
+def serve(ctx: click.Context, bind: str, port: int) -> None:
+    """Serve Tinybird's API (events, pipes, SQL, what `tb` needs) over the embedded store."""
+    from .server import serve as run_server
+
+    engine = _engine(ctx)
+
+    def ready(url: str) -> None:
+        click.echo(f"evtrack serving {engine.store.path} at {url}")
+        click.echo(f"admin token: evtrack token ls --show-tokens, or GET {url}/tokens from this machine")
+        click.echo("Ctrl-C to stop")
+
+    run_server(engine, bind, port, on_ready=ready)
+
+
+@cli.group()
+def token() -> None:
+    """Tokens of the embedded workspace."""
+
+
+@token.command("ls")
+@click.option("--show-tokens", is_flag=True, help="Show the token values.")
+@click.pass_context
+def token_ls(ctx: click.Context, show_tokens: bool) -> None:
+    """List tokens and their scopes."""
+    for t in _engine(ctx).tokens.all():
+        click.echo(f"{t.name:<14} {t.token if show_tokens else 'p.' + '*' * 8:<48} {', '.join(t.scopes)}")
+
+
 def main() -> None:
     cli(prog_name="evtrack")

@@ -25,6 +25,7 @@ from .ingest import ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, 
 from .pipes import pipe_sql, with_q
 from .sqlapi import read_only_sql
 from .store import Store
+from .tokens import TokenStore, datafile_scope
 
 __all__ = ["Engine", "AppendResult", "DeployResult", "FORMATS", "deployed_pipes", "read_snapshot"]
 
@@ -55,6 +56,7 @@ class Engine:
         self.store = store
         self._snapshot_path = store.path / SNAPSHOT
         self._load_snapshot()
+        self.tokens = TokenStore(store.path)
 
     @classmethod
     def open(cls, path: Path) -> "Engine":
@@ -105,32 +107,27 @@ class Engine:
 
     # -- deploy ----------------------------------------------------------------------------
     def deploy(self, project: Project, force: bool = False) -> DeployResult:
-        """Datasources, then pipes. Redeploying the same files changes nothing."""
+        """Datasources, then pipes, then the tokens their TOKEN lines name. Redeploying the same files changes nothing."""
         result = DeployResult()
-        self.store.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
         for ds in project.datasources.values():
-            self._deploy_datasource(ds, force, result)
+            getattr(result, self.deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
+        known = set(self.datasources) | set(project.datasources)
         for pipe in project.pipes.values():
-            self._check_pipe(pipe, project)
-        for pipe in project.pipes.values():
-            old = self._sources["pipes"].get(pipe.name)
-            kind = result.unchanged if old == pipe.source else result.changed if old else result.created
-            kind.append(f"{pipe.name}.pipe")
-        result.removed = [f"{n}.pipe" for n in sorted(set(self._sources["pipes"]) - set(project.pipes))]
-        self._sources["pipes"] = {p.name: p.source for p in project.pipes.values()}
-        self._pipes = dict(project.pipes)
-        self._save_snapshot()
+            getattr(result, self.deploy_pipe(pipe, known)).append(f"{pipe.name}.pipe")
+        for name in sorted(set(self._sources["pipes"]) - set(project.pipes)):
+            self.drop_pipe(name)
+            result.removed.append(f"{name}.pipe")
         return result
 
-    def _deploy_datasource(self, ds: Datasource, force: bool, result: DeployResult) -> None:
-        table = f"{DATABASE}.`{ds.name}`"
+    def deploy_datasource(self, ds: Datasource, force: bool = False) -> str:
+        """Create or update one datasource; 'created', 'changed' or 'unchanged'."""
+        self.store.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
         old = self.datasources.get(ds.name)
         if old is not None and old.source == ds.source and self._table_exists(ds.name):
-            result.unchanged.append(f"{ds.name}.datasource")
-            return
+            return "unchanged"
         if old is None or not self._table_exists(ds.name):
             self._create_tables(ds)
-            result.created.append(f"{ds.name}.datasource")
+            outcome = "created"
         else:
             conflict = _incompatibility(old, ds)
             if conflict and not force:
@@ -138,12 +135,34 @@ class Engine:
             if conflict:
                 self._rebuild(old, ds)
             else:
-                self._alter(old, ds, table)
+                self._alter(old, ds, f"{DATABASE}.`{ds.name}`")
             self._create_ingest(ds)
-            result.changed.append(f"{ds.name}.datasource")
+            outcome = "changed"
         self._sources["datasources"][ds.name] = ds.source
         self.datasources[ds.name] = ds
         self._save_snapshot()
+        self._grant(ds.tokens, "datasource", ds.name)
+        return outcome
+
+    def deploy_pipe(self, pipe: Pipe, datasources: set[str] | None = None) -> str:
+        """Store one pipe (a snapshot of its file); 'created', 'changed' or 'unchanged'."""
+        self._check_pipe(pipe, datasources if datasources is not None else set(self.datasources))
+        old = self._sources["pipes"].get(pipe.name)
+        self._sources["pipes"][pipe.name] = pipe.source
+        self._pipes[pipe.name] = pipe
+        self._save_snapshot()
+        self._grant(pipe.tokens, "pipe", pipe.name)
+        return "unchanged" if old == pipe.source else "changed" if old else "created"
+
+    def drop_pipe(self, name: str) -> None:
+        self.pipe(name)
+        del self._sources["pipes"][name]
+        self._pipes.pop(name, None)
+        self._save_snapshot()
+
+    def _grant(self, tokens, kind: str, resource: str) -> None:
+        for token_name, permission in tokens:
+            self.tokens.grant(token_name, [datafile_scope(kind, permission, resource)])
 
     def _table_exists(self, name: str) -> bool:
         out = self.store.run(f"EXISTS TABLE {DATABASE}.`{name}`", "CSV")
@@ -186,10 +205,10 @@ class Engine:
         self.store.execute(f"EXCHANGE TABLES {staging} AND {table}")
         self.store.execute(f"DROP TABLE {staging}")
 
-    def _check_pipe(self, pipe: Pipe, project: Project) -> None:
+    def _check_pipe(self, pipe: Pipe, datasources: set[str]) -> None:
         """A pipe must render and name only datasources and its own nodes."""
-        tables = {name: (DATABASE, name) for name in project.datasources}
-        tables.update({quarantine_name(n): (DATABASE, quarantine_name(n)) for n in project.datasources})
+        tables = {name: (DATABASE, name) for name in datasources}
+        tables.update({quarantine_name(n): (DATABASE, quarantine_name(n)) for n in datasources})
         if pipe.endpoint is None:
             return
         try:
@@ -233,9 +252,18 @@ class Engine:
     def query_pipe(self, name: str, params: dict[str, str], fmt: str = "json", q: str | None = None) -> bytes:
         return self.run_read(self.pipe_query(name, params, q), fmt)
 
-    def sql(self, query: str, fmt: str | None = None) -> bytes:
-        """Read-only SQL over the datasources, as Tinybird's SQL API runs it."""
-        sql, found = read_only_sql(query, self.tables())
+    def sql(self, query: str, fmt: str | None = None, pipeline: str | None = None, readable=None) -> bytes:
+        """Read-only SQL over the datasources (and endpoints, as tables), as Tinybird's SQL API runs it.
+
+        ``pipeline`` makes ``_`` that pipe's result; ``readable(name)`` limits what may be read.
+        """
+        tables: dict = dict(self.tables())
+        for pipe in self.pipes():
+            if pipe.endpoint is not None and pipe.name in query:
+                tables.setdefault(pipe.name, f"({self.pipe_query(pipe.name, {})})")
+        if pipeline:
+            tables["_"] = f"({self.pipe_query(pipeline, {})})"
+        sql, found = read_only_sql(query, tables, readable)
         return self.run_read(sql, found or fmt or "json")
 
     def run_read(self, sql: str, fmt: str) -> bytes:

@@ -11,7 +11,7 @@ import re
 
 from tinybird.sql_toolset import sql_get_used_tables
 
-from ..errors import BadRequest, QueryError
+from ..errors import BadRequest, Forbidden, QueryError
 from .pipes import _replace
 
 __all__ = ["read_only_sql", "split_format"]
@@ -28,8 +28,12 @@ def split_format(query: str) -> tuple[str, str | None]:
     return query[: match.start()].strip(), match.group(1)
 
 
-def read_only_sql(query: str, tables: dict[str, tuple[str, str]]) -> tuple[str, str | None]:
-    """The query rewritten onto the store's tables, and its FORMAT if it named one."""
+def read_only_sql(query: str, tables: dict[str, tuple[str, str] | str], readable=None) -> tuple[str, str | None]:
+    """The query rewritten onto the store's tables, and its FORMAT if it named one.
+
+    ``tables`` maps each name SQL may use to a table or a subquery (a pipe). ``readable(name)``,
+    when given, says whether the caller may read that name; a refusal is Tinybird's 403.
+    """
     sql, fmt = split_format(query)
     if not sql:
         raise BadRequest("missing q parameter. example q=select%201")
@@ -43,4 +47,6 @@ def read_only_sql(query: str, tables: dict[str, tuple[str, str]]) -> tuple[str, 
         if name and (database or name not in tables):
             full = f"{database}.{name}" if database else name
             raise QueryError(f"[Error] Resource '{full}' not found")
+        if name and readable is not None and not readable(name):
+            raise Forbidden(f"token needs scope DATASOURCES:READ:{name}")
     return _replace(sql, tables), fmt

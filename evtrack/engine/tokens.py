@@ -1,0 +1,119 @@
+"""Tokens and scopes of the embedded workspace, kept in the store as ``tokens.json``.
+
+An admin token is made the first time the store is used. ``TOKEN`` lines in datafiles add
+scoped tokens at deploy, as on Tinybird: ``TOKEN "tracker" APPEND`` on a datasource gives
+``DATASOURCES:APPEND:<datasource>``, ``TOKEN "dashboard" READ`` on a pipe gives
+``PIPES:READ:<pipe>``. Tokens are looked up in constant time and never printed unless asked.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BadRequest
+
+__all__ = ["ADMIN", "Token", "TokenStore", "datafile_scope"]
+
+ADMIN = "ADMIN"
+_FILE = "tokens.json"
+_DATAFILE_SCOPES = {
+    ("datasource", "APPEND"): "DATASOURCES:APPEND",
+    ("datasource", "READ"): "DATASOURCES:READ",
+    ("pipe", "READ"): "PIPES:READ",
+}
+
+
+def datafile_scope(kind: str, permission: str, resource: str) -> str:
+    try:
+        return f"{_DATAFILE_SCOPES[(kind, permission.upper())]}:{resource}"
+    except KeyError:
+        raise BadRequest(f"TOKEN ... {permission} is not a permission of a {kind}") from None
+
+
+@dataclass
+class Token:
+    id: str
+    name: str
+    token: str
+    scopes: list[str] = field(default_factory=list)
+
+    def allows(self, *scopes: str) -> bool:
+        """True when the token has ADMIN or any one of ``scopes``."""
+        return ADMIN in self.scopes or any(s in self.scopes for s in scopes)
+
+    def public(self, show: bool = False) -> dict:
+        return {"id": self.id, "name": self.name, "token": self.token if show else "p.****",
+                "scopes": [_scope_json(s) for s in self.scopes]}
+
+
+def _scope_json(scope: str) -> dict:
+    kind, _, resource = scope.rpartition(":") if scope.count(":") == 2 else (scope, "", "")
+    return {"type": kind, "resource": resource, "filter": ""} if resource else {"type": scope}
+
+
+class TokenStore:
+    def __init__(self, folder: Path):
+        self._path = Path(folder) / _FILE
+        self._lock = threading.Lock()
+        self.workspace_id = ""
+        self._tokens: list[Token] = []
+        self._load()
+
+    def _load(self) -> None:
+        if self._path.exists():
+            saved = json.loads(self._path.read_text(encoding="utf-8"))
+            self.workspace_id = saved["workspace_id"]
+            self._tokens = [Token(**t) for t in saved["tokens"]]
+        if not self.workspace_id:
+            self.workspace_id = str(uuid.uuid4())
+            self._tokens = [_new("admin token", [ADMIN])]
+            self._save()
+
+    def _save(self) -> None:
+        tmp = self._path.with_suffix(".tmp")
+        body = {"workspace_id": self.workspace_id, "tokens": [t.__dict__ for t in self._tokens]}
+        tmp.write_text(json.dumps(body, indent=2), encoding="utf-8")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self._path)
+
+    @property
+    def admin(self) -> Token:
+        return next(t for t in self._tokens if ADMIN in t.scopes)
+
+    def all(self) -> list[Token]:
+        return list(self._tokens)
+
+    def get(self, name_or_id: str) -> Token | None:
+        return next((t for t in self._tokens if name_or_id in (t.name, t.id)), None)
+
+    def find(self, value: str | None) -> Token | None:
+        """The token whose value is ``value``, comparing every one in constant time."""
+        found = None
+        for token in self._tokens:
+            if hmac.compare_digest(token.token.encode(), (value or "").encode()):
+                found = token
+        return found
+
+    def grant(self, name: str, scopes: list[str], replace: bool = False) -> Token:
+        """Create the token ``name`` or add ``scopes`` to it (``replace`` sets them instead)."""
+        with self._lock:
+            token, created = self.get(name), False
+            if token is None:
+                token, created = _new(name, []), True
+                self._tokens.append(token)
+            merged = list(scopes) if replace else token.scopes + [s for s in scopes if s not in token.scopes]
+            if created or merged != token.scopes:
+                token.scopes = merged
+                self._save()
+            return token
+
+
+def _new(name: str, scopes: list[str]) -> Token:
+    return Token(id=str(uuid.uuid4()), name=name, token=f"p.{secrets.token_urlsafe(32)}", scopes=scopes)

@@ -1,0 +1,327 @@
+"""What the unmodified ``tb`` CLI and the SDKs need besides events and endpoints: the workspace,
+datasources, pipes and tokens, in the shapes Tinybird answers with.
+
+Datasources and pipes pushed over HTTP are turned back into datafile text and parsed by
+tinybird-cli's own parser, then deployed by the same engine calls as ``evtrack deploy``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import textwrap
+from datetime import datetime, timezone
+from urllib.parse import parse_qsl
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..engine import FORMATS, Engine
+from ..engine.ingest import quarantine_name
+from ..errors import BadRequest, NotFound
+from ..project import Datasource, Pipe, parse_datasource, parse_pipe
+from .auth import require
+
+__all__ = ["routes"]
+
+_STARTED = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def routes(pipe_endpoint) -> list[Route]:
+    async def pipe_file(request: Request) -> Response:
+        name, dot, ext = request.path_params["name"].rpartition(".")
+        if dot and ext in FORMATS:
+            return await pipe_endpoint(request, name, ext)
+        if request.method == "DELETE":
+            return await delete_pipe(request)
+        if request.method == "POST":
+            return await pipe_endpoint(request, request.path_params["name"], "json")
+        return await get_pipe(request)
+
+    return [
+        Route("/v0/workspace", workspace, methods=["GET"]),
+        Route("/v0/datasources", datasources, methods=["GET", "POST"]),
+        Route("/v0/datasources/{name}", get_datasource, methods=["GET"]),
+        Route("/v0/pipes", pipes, methods=["GET", "POST"]),
+        Route("/v0/pipes/{name}", pipe_file, methods=["GET", "POST", "DELETE"]),
+        Route("/v0/pipes/{name}/nodes/{node}/endpoint", set_endpoint, methods=["POST"]),
+        Route("/v0/tokens", tokens, methods=["GET", "POST"]),
+        Route("/v0/tokens/{name}", token, methods=["GET", "PUT"]),
+        Route("/v0/sql_tables", sql_tables, methods=["POST"]),
+    ]
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def _id(*parts: str) -> str:
+    return "t_" + hashlib.md5("/".join(parts).encode()).hexdigest()
+
+
+# -- workspace ------------------------------------------------------------------------------
+async def workspace(request: Request) -> Response:
+    engine = _engine(request)
+    require(request, engine.tokens, "ADMIN")
+    return JSONResponse({
+        "id": engine.tokens.workspace_id, "name": "evtrack", "user_email": "evtrack@localhost",
+        "user_id": engine.tokens.workspace_id, "scope": "admin", "is_branch": False, "release": None,
+        "main": None, "releases": [], "plan": "dev",
+    })
+
+
+# -- datasources ----------------------------------------------------------------------------
+def _datasource_json(engine: Engine, ds: Datasource, rows: int = 0) -> dict:
+    engine_args = ds.engine
+    return {
+        "id": _id("datasource", ds.name), "name": ds.name, "description": ds.description,
+        "cluster": "evtrack", "tags": {}, "created_at": _STARTED, "updated_at": _STARTED,
+        "replicated": False, "version": 0, "project": None, "headers": {}, "shared_with": [],
+        "engine": {"engine": engine_args.split("(")[0], "engine_full": engine_args},
+        "columns": [
+            {"name": c.name, "type": c.type, "codec": None, "default_value": f"DEFAULT {c.default}" if c.default else None,
+             "jsonpath": c.jsonpath, "nullable": c.nullable, "normalized_name": c.name}
+            for c in ds.columns
+        ],
+        "type": "ndjson", "indexes": [], "new_columns_detected": {}, "used_by": [],
+        "statistics": {"bytes": 0, "row_count": rows},
+        "quarantine": quarantine_name(ds.name),
+    }
+
+
+async def datasources(request: Request) -> Response:
+    engine = _engine(request)
+    if request.method == "POST":
+        return await post_datasource(request)
+    require(request, engine.tokens, "ADMIN")
+    return JSONResponse({"datasources": [_datasource_json(engine, ds) for ds in engine.datasources.values()]})
+
+
+async def get_datasource(request: Request) -> Response:
+    engine = _engine(request)
+    require(request, engine.tokens, "ADMIN")
+    name = request.path_params["name"]
+    if name.endswith(".datasource"):
+        return PlainTextResponse(engine.datasource(name.removesuffix(".datasource")).source)
+    return JSONResponse(_datasource_json(engine, engine.datasource(name)))
+
+
+async def post_datasource(request: Request) -> Response:
+    engine = _engine(request)
+    form = await _form(request)
+    params = {**dict(request.query_params), **{k: v for k, v in form.items() if isinstance(v, str)}}
+    name, mode = params.get("name", ""), params.get("mode", "create")
+    if not name:
+        raise BadRequest("Missing 'name' parameter")
+    if mode == "append":
+        require(request, engine.tokens, "DATASOURCES:CREATE", f"DATASOURCES:APPEND:{name}")
+        return await _append(request, engine, name, form)
+    require(request, engine.tokens, "DATASOURCES:CREATE")
+    if not params.get("schema"):
+        raise BadRequest("Only datasources created from a schema are supported: send 'schema'")
+    ds = parse_datasource(name, _datasource_text(params))
+    await run_in_threadpool(engine.deploy_datasource, ds, params.get("force", "").lower() == "true")
+    return JSONResponse({"datasource": _datasource_json(engine, engine.datasource(name))})
+
+
+async def _form(request: Request) -> dict:
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        form = await request.form(max_part_size=request.app.state.max_body)
+        return {k: v for k, v in form.items()}
+    from .app import read_body
+
+    body = await read_body(request)
+    if kind.startswith("application/x-www-form-urlencoded"):
+        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    return {"__body__": body} if body else {}
+
+
+async def _append(request: Request, engine: Engine, name: str, form: dict) -> Response:
+    from .events import decode_body
+
+    upload = next((v for v in form.values() if hasattr(v, "read")), None)
+    data = await upload.read() if upload is not None else form.get("__body__", b"")
+    if request.query_params.get("format", "ndjson") not in ("ndjson", "json"):
+        raise BadRequest("Only NDJSON appends are supported")
+    result = await run_in_threadpool(engine.append, name, decode_body(data, request.headers.get("content-encoding", "")))
+    return JSONResponse({
+        "id": result.import_id, "job_id": result.import_id, "import_id": result.import_id, "status": "done",
+        "datasource": _datasource_json(engine, engine.datasource(name)), "quarantine_rows": result.quarantined_rows,
+        "invalid_lines": 0, "error": False, "blocks": [], "successful_rows": result.successful_rows,
+    })
+
+
+def _datasource_text(params: dict) -> str:
+    """The datafile a ``tb push`` form describes, for tinybird-cli's parser."""
+    lines = []
+    if params.get("description"):
+        lines += ["DESCRIPTION >", textwrap.indent(params["description"], "    "), ""]
+    schema = ",\n".join(f"    {c.strip()}" for c in _split_columns(params["schema"]))
+    lines += ["SCHEMA >", schema, ""]
+    for key in ("engine", "engine_sorting_key", "engine_partition_key", "engine_ttl", "engine_ver",
+                "engine_primary_key", "engine_settings"):
+        if params.get(key):
+            lines.append(f'{key.upper()} "{params[key]}"')
+    return "\n".join(lines) + "\n"
+
+
+def _split_columns(schema: str) -> list[str]:
+    """Column definitions separated by top-level commas (not those inside brackets or quotes)."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in schema:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'`\"":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+# -- pipes ------------------------------------------------------------------------------------
+def _pipe_json(request: Request, pipe: Pipe) -> dict:
+    endpoint = pipe.endpoint
+    nodes = [{
+        "id": _id("pipe", pipe.name, n.name), "name": n.name, "sql": n.sql, "description": n.description or None,
+        "materialized": None, "cluster": None, "tags": {}, "created_at": _STARTED, "updated_at": _STARTED,
+        "version": 0, "project": None, "result": None, "ignore_sql_errors": False,
+        "node_type": "endpoint" if n is endpoint else "standard", "dependencies": [], "params": [],
+    } for n in pipe.nodes]
+    return {
+        "id": _id("pipe", pipe.name), "name": pipe.name, "description": pipe.description or None,
+        "endpoint": _id("pipe", pipe.name, endpoint.name) if endpoint else None,
+        "type": "endpoint" if endpoint else "default", "created_at": _STARTED, "updated_at": _STARTED,
+        "parent": None, "nodes": nodes, "url": f"{str(request.base_url).rstrip('/')}/v0/pipes/{pipe.name}.json",
+    }
+
+
+async def pipes(request: Request) -> Response:
+    engine = _engine(request)
+    if request.method == "POST":
+        return await post_pipe(request)
+    require(request, engine.tokens, "ADMIN")
+    return JSONResponse({"pipes": [_pipe_json(request, p) for p in engine.pipes()]})
+
+
+async def get_pipe(request: Request) -> Response:
+    engine = _engine(request)
+    require(request, engine.tokens, "ADMIN")
+    name = request.path_params["name"]
+    if name.endswith(".pipe"):
+        return PlainTextResponse(engine.pipe(name.removesuffix(".pipe")).source)
+    return JSONResponse(_pipe_json(request, engine.pipe(name)))
+
+
+async def delete_pipe(request: Request) -> Response:
+    engine = _engine(request)
+    require(request, engine.tokens, "ADMIN")
+    await run_in_threadpool(engine.drop_pipe, request.path_params["name"])
+    return Response(status_code=204)
+
+
+async def post_pipe(request: Request) -> Response:
+    engine = _engine(request)
+    require(request, engine.tokens, "PIPES:CREATE")
+    from .app import read_body
+
+    body = await read_body(request)
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError:
+        document = {"name": request.query_params.get("name"), "nodes": [{"name": "node_0", "sql": body.decode()}]}
+    name = document.get("name") or request.query_params.get("name")
+    if not name or not document.get("nodes"):
+        raise BadRequest("A pipe needs a name and at least one node")
+    pipe = parse_pipe(name, _pipe_text(document))
+    await run_in_threadpool(engine.deploy_pipe, pipe)
+    return JSONResponse(_pipe_json(request, engine.pipe(name)))
+
+
+async def set_endpoint(request: Request) -> Response:
+    engine = _engine(request)
+    require(request, engine.tokens, "PIPES:CREATE")
+    pipe = engine.pipe(request.path_params["name"])
+    node_ref = request.path_params["node"]
+    node = next((n for n in pipe.nodes if node_ref in (n.name, _id("pipe", pipe.name, n.name))), None)
+    if node is None:
+        raise NotFound(f"Node '{node_ref}' not found")
+    document = {"name": pipe.name, "description": pipe.description,
+                "nodes": [{"name": n.name, "sql": n.sql, "description": n.description,
+                           "type": "endpoint" if n is node else "standard"} for n in pipe.nodes]}
+    text = _pipe_text(document, tokens=pipe.tokens)
+    await run_in_threadpool(engine.deploy_pipe, parse_pipe(pipe.name, text))
+    return JSONResponse(_pipe_json(request, engine.pipe(pipe.name)))
+
+
+def _pipe_text(document: dict, tokens=()) -> str:
+    """The datafile a pipe's JSON describes, for tinybird-cli's parser."""
+    lines = []
+    if document.get("description"):
+        lines += ["DESCRIPTION >", textwrap.indent(document["description"], "    "), ""]
+    lines += [f'TOKEN "{name}" {permission}' for name, permission in tokens] + ([""] if tokens else [])
+    for node in document["nodes"]:
+        lines.append(f"NODE {node['name']}")
+        if node.get("description"):
+            lines += ["DESCRIPTION >", textwrap.indent(node["description"], "    ")]
+        lines += ["SQL >", textwrap.indent(textwrap.dedent(node["sql"]).strip("\n"), "    "), ""]
+        if (node.get("type") or node.get("node_type") or "").lower() == "endpoint":
+            lines += ["TYPE endpoint", ""]
+    return "\n".join(lines)
+
+
+# -- tokens -----------------------------------------------------------------------------------
+async def tokens(request: Request) -> Response:
+    engine = _engine(request)
+    require(request, engine.tokens, "TOKENS")
+    if request.method == "POST":
+        name = request.query_params.get("name")
+        if not name:
+            raise BadRequest("Missing 'name' parameter")
+        scopes = [v for k, v in request.query_params.multi_items() if k == "scope"]
+        made = engine.tokens.grant(name, scopes, replace=True)
+        return JSONResponse(made.public(show=True))
+    return JSONResponse({"tokens": [t.public(show=True) for t in engine.tokens.all()]})
+
+
+async def token(request: Request) -> Response:
+    engine = _engine(request)
+    require(request, engine.tokens, "TOKENS")
+    found = engine.tokens.get(request.path_params["name"])
+    if request.method == "PUT":
+        from .app import read_body
+
+        body = (await read_body(request)).decode("utf-8", "replace")
+        scopes = [v for k, v in request.query_params.multi_items() if k == "scope"]
+        scopes += [v for k, v in parse_qsl(body) if k == "scope"]
+        found = engine.tokens.grant(request.path_params["name"], scopes)
+    if found is None:
+        raise NotFound(f"Token '{request.path_params['name']}' not found")
+    return JSONResponse(found.public(show=True))
+
+
+async def sql_tables(request: Request) -> Response:
+    """Tables a query uses, for a ``tb`` without tinybird-cli's local toolset."""
+    engine = _engine(request)
+    require(request, engine.tokens, "ADMIN")
+    from tinybird.sql_toolset import sql_get_used_tables
+
+    from .app import read_body
+
+    body = await read_body(request)
+    try:
+        queries = json.loads(body).get("queries", [])
+    except ValueError:
+        raise BadRequest("The body must be JSON: {\"queries\": [...]}") from None
+    tables = [[list(t) for t in sql_get_used_tables(q, raising=False)] for q in queries]
+    return JSONResponse({"tables": tables})

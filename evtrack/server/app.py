@@ -1,0 +1,189 @@
+"""``create_app(engine)``: Tinybird's HTTP API over the embedded engine.
+
+A thin skin: each route checks the token's scope, reads its parameters, calls one engine
+method (in a worker thread: chDB calls block) and shapes the answer as Tinybird does. Errors
+are ``EvtrackError``s turned into one body by one handler: JSON ``{"error", "documentation"}``
+everywhere, plain text ending in a newline on the Events API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..engine import FORMATS, Engine
+from ..errors import BadRequest, EvtrackError, Forbidden, NotFound
+from . import admin
+from .auth import INVALID_TOKEN, require_pipe_read, request_token
+from .events import as_ndjson, decode_body
+
+__all__ = ["create_app", "DOCS"]
+
+log = logging.getLogger("evtrack.server")
+DOCS = "https://www.tinybird.co/docs/api-reference"
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "ndjson": "application/x-ndjson",
+               "parquet": "application/vnd.apache.parquet"}
+EVENTS_PATH = "/v0/events"
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+
+
+def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route(EVENTS_PATH, events, methods=["POST"]),
+            Route("/v0/sql", sql, methods=["GET", "POST"]),
+            Route("/tokens", local_tokens, methods=["GET"]),
+            *admin.routes(pipe_endpoint),
+        ],
+        exception_handlers={EvtrackError: evtrack_error, HTTPException: http_error, Exception: unexpected_error},
+    )
+    app.state.engine = engine
+    app.state.max_body = max_body
+    return app
+
+
+# -- errors ---------------------------------------------------------------------------------
+def error_response(request: Request, status: int, message: str, body=None) -> Response:
+    if request.url.path == EVENTS_PATH:
+        return PlainTextResponse(message.rstrip("\n") + "\n", status_code=status)
+    if body is not None:
+        return JSONResponse(body, status_code=status)
+    return JSONResponse({"error": message, "documentation": DOCS}, status_code=status)
+
+
+async def evtrack_error(request: Request, exc: EvtrackError) -> Response:
+    return error_response(request, exc.status, exc.message, exc.body)
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    text = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
+    return error_response(request, exc.status_code, text)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(request, 500, "Internal server error")
+
+
+# -- parameters -----------------------------------------------------------------------------
+async def request_params(request: Request) -> dict[str, str]:
+    """Query string, then (on POST) form fields or a JSON object body, as Tinybird reads them."""
+    params = dict(request.query_params)
+    if request.method != "POST":
+        return params
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_body(request)
+    if kind == "application/json":
+        try:
+            document = json.loads(body or b"{}")
+        except ValueError:
+            raise BadRequest("The body is not valid JSON") from None
+        if not isinstance(document, dict):
+            raise BadRequest("The JSON body must be an object of parameters")
+        params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items()})
+    elif kind in ("application/x-www-form-urlencoded", ""):
+        params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    return params
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 once it passes the limit (without reading the rest)."""
+    limit = request.app.state.max_body
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- the Events API -------------------------------------------------------------------------
+async def events(request: Request) -> Response:
+    engine: Engine = request.app.state.engine
+    name = request.query_params.get("name")
+    if not name:
+        raise BadRequest("Missing 'name' parameter")
+    token = request_token(request, engine.tokens)
+    if token is None or not token.allows("DATASOURCES:CREATE", f"DATASOURCES:APPEND:{name}"):
+        raise Forbidden("Invalid token")
+    engine.datasource(name)
+    body = as_ndjson(decode_body(await read_body(request), request.headers.get("content-encoding", "")))
+    result = await run_in_threadpool(engine.append, name, body)
+    wait = request.query_params.get("wait", "").lower() == "true"
+    return JSONResponse({"successful_rows": result.successful_rows, "quarantined_rows": result.quarantined_rows},
+                        status_code=200 if wait else 202)
+
+
+# -- endpoints --------------------------------------------------------------------------------
+async def pipe_endpoint(request: Request, name: str, fmt: str) -> Response:
+    engine: Engine = request.app.state.engine
+    if request_token(request, engine.tokens) is None:
+        raise Forbidden(INVALID_TOKEN)
+    engine.pipe(name)
+    require_pipe_read(request, engine.tokens, name)
+    if fmt not in FORMATS:
+        raise NotFound(f"Format '{fmt}' is not supported; use json, csv, ndjson or parquet")
+    params = await request_params(request)
+    body = await run_in_threadpool(engine.query_pipe, name, params, fmt, params.get("q"))
+    return Response(body, media_type=MEDIA_TYPES[fmt])
+
+
+# -- the SQL API ------------------------------------------------------------------------------
+async def sql(request: Request) -> Response:
+    engine: Engine = request.app.state.engine
+    token = request_token(request, engine.tokens)
+    if token is None:
+        raise Forbidden(INVALID_TOKEN)
+    params = dict(request.query_params)
+    if request.method == "POST":
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await read_body(request)
+        if kind == "application/x-www-form-urlencoded" and b"q=" in body:
+            params.update(parse_qsl(body.decode("utf-8", "replace")))
+        elif body and "q" not in params:
+            params["q"] = body.decode("utf-8", "replace")
+    if not params.get("q", "").strip():
+        raise BadRequest("missing q parameter. example q=select%201")
+    pipeline = params.get("pipeline")
+    if pipeline:
+        engine.pipe(pipeline)
+        require_pipe_read(request, engine.tokens, pipeline)
+
+    def readable(table: str) -> bool:
+        return table == "_" or token.allows(f"DATASOURCES:READ:{table}", f"PIPES:READ:{table}")
+
+    body = await run_in_threadpool(engine.sql, params["q"], "json", pipeline, readable)
+    return Response(body, media_type=_media_type(params["q"]))
+
+
+def _media_type(query: str) -> str:
+    from ..engine.sqlapi import split_format
+
+    fmt = (split_format(query)[1] or "JSON").lower()
+    if fmt.startswith("json") and "each" not in fmt:
+        return "application/json"
+    if "each" in fmt:
+        return "application/x-ndjson"
+    return "text/csv" if fmt.startswith("csv") else "application/octet-stream" if fmt == "parquet" else "text/plain"
+
+
+# -- Tinybird Local's token discovery ----------------------------------------------------------
+async def local_tokens(request: Request) -> Response:
+    client = request.client.host if request.client else ""
+    # "testclient" is what Starlette's in-process test client reports: it never comes off a socket.
+    if client not in ("127.0.0.1", "::1", "testclient"):
+        raise NotFound("Not found")
+    admin_token = request.app.state.engine.tokens.admin.token
+    return JSONResponse({"user_token": admin_token, "admin_token": admin_token, "workspace_admin_token": admin_token})
