@@ -13,16 +13,17 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .engine import Engine, deployed_pipes
 from .errors import EvtrackError
 from .output import OUTPUT_FORMATS, engine_format, render
-from .params import InvalidParam, expected_format, validate_params
-from .project import Pipe, load_project
+from .params import InvalidParam, validate_params
+from .project import Pipe
+from .settings import resolve
+from .targets import Embedded, Receipt, open_target
 
-__all__ = ["cli"]
+__all__ = ["cli", "main"]
 
 DEFAULT_DATA = ".evtrack"
-CHUNK_BYTES = 32 * 1024 * 1024  # stdin and progress-bar sends go to the engine in blocks this big
+PROGRESS_BYTES = 64 * 1024 * 1024  # files at least this big show a progress bar on a terminal
 
 
 class Group(click.Group):
@@ -36,24 +37,35 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--data",
-    envvar="EVTRACK_DATA",
-    default=DEFAULT_DATA,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of the embedded store (env EVTRACK_DATA).",
-)
+@click.option("--data", envvar="EVTRACK_DATA", default=DEFAULT_DATA, show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Folder of the embedded store (env EVTRACK_DATA).")
+@click.option("--host", help="Tinybird API host (else TB_HOST, else .tinyb, else the embedded store).")
+@click.option("--token", help="Token for --host (else TB_TOKEN, else .tinyb).")
 @click.version_option(__version__, prog_name="evtrack")
 @click.pass_context
-def cli(ctx: click.Context, data: Path) -> None:
+def cli(ctx: click.Context, data: Path, host: str | None, token: str | None) -> None:
     """Real-time event tracking on Tinybird datafiles, embedded by default."""
-    ctx.obj = data
+    ctx.obj = {"data": data, "host": host, "token": token}
 
 
-def _engine(ctx: click.Context) -> Engine:
-    data = ctx.find_root().obj
-    return ctx.with_resource(Engine.open(data))
+def _target(ctx: click.Context):
+    """The command's target, opened once and closed when the command ends."""
+    root = ctx.find_root()
+    if "target" not in root.obj:
+        settings = resolve(root.obj["data"], root.obj["host"], root.obj["token"])
+        root.obj["target"] = root.with_resource(_closing(open_target(settings)))
+    return root.obj["target"]
+
+
+class _closing:
+    def __init__(self, target):
+        self.target = target
+
+    def __enter__(self):
+        return self.target
+
+    def __exit__(self, *exc):
+        self.target.close()
 
 
 def _default_format() -> str:
@@ -63,25 +75,15 @@ def _default_format() -> str:
 # -- deploy ---------------------------------------------------------------------------------
 @cli.command()
 @click.option("--force", is_flag=True, help="Rebuild datasources whose schema changed incompatibly.")
-@click.option(
-    "--project",
-    "project_dir",
-    default=".",
-    show_default=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder holding datasources/ and pipes/.",
-)
+@click.option("--project", "project_dir", default=".", show_default=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder holding datasources/ and pipes/.")
 @click.pass_context
 def deploy(ctx: click.Context, force: bool, project_dir: Path) -> None:
-    """Create or update the datasources, then the pipes."""
-    project = load_project(project_dir)
-    if not project.datasources and not project.pipes:
+    """Create or update the datasources, then the pipes (on a host: through tinybird-cli's push)."""
+    if not any((project_dir / kind).is_dir() for kind in ("datasources", "pipes")):
         raise click.UsageError(f"no datasources/ or pipes/ found in {project_dir.resolve()}")
-    result = _engine(ctx).deploy(project, force=force)
-    for label, names in (("created", result.created), ("changed", result.changed),
-                         ("unchanged", result.unchanged), ("removed", result.removed)):
-        for name in names:
-            click.echo(f"{label:<10} {name}")
+    for line in _target(ctx).deploy(project_dir, force):
+        click.echo(line)
 
 
 # -- send -----------------------------------------------------------------------------------
@@ -90,85 +92,58 @@ def deploy(ctx: click.Context, force: bool, project_dir: Path) -> None:
 @click.option("--datasource", default="events", show_default=True, help="Datasource to append to.")
 @click.pass_context
 def send(ctx: click.Context, files: tuple[Path, ...], datasource: str) -> None:
-    """Send NDJSON events (a file, a .gz file, or - for stdin) and print a receipt."""
+    """Send NDJSON events (files, .gz files, or - for stdin) and print a receipt."""
     for path in files:
         if str(path) != "-" and not path.exists():
             raise click.BadParameter(f"file {str(path)!r} does not exist", param_hint="FILES")
-    engine = _engine(ctx)
-    engine.datasource(datasource)
-    started = time.monotonic()
-    stored = quarantined = 0
-    reasons: list[str] = []
+    target = _target(ctx)
+    started, total = time.monotonic(), Receipt()
     for path in files:
-        for result in _append(engine, datasource, path):
-            stored += result.successful_rows
-            quarantined += result.quarantined_rows
-            reasons += result.errors
+        for receipt in _send_one(target, datasource, path):
+            total = Receipt(total.stored + receipt.stored, total.quarantined + receipt.quarantined,
+                            total.reasons + receipt.reasons)
     elapsed = time.monotonic() - started
-    click.echo(f"stored       {stored}")
-    click.echo(f"quarantined  {quarantined}")
-    for reason in reasons[:5]:
+    click.echo(f"stored       {total.stored}")
+    click.echo(f"quarantined  {total.quarantined}")
+    for reason in total.reasons[:5]:
         click.echo(f"  - {reason}")
-    if quarantined:
+    if total.quarantined:
         click.echo(f"  see: evtrack sql \"SELECT c__error, * FROM {datasource}_quarantine\"")
     click.echo("rejected     0")
-    click.echo(f"elapsed      {elapsed:.2f}s ({(stored + quarantined) / max(elapsed, 1e-9):,.0f} events/s)")
-    if quarantined:
+    click.echo(f"elapsed      {elapsed:.2f}s ({(total.stored + total.quarantined) / max(elapsed, 1e-9):,.0f} events/s)")
+    if total.quarantined:
         ctx.exit(1)
 
 
-def _append(engine: Engine, datasource: str, path: Path):
-    """Whole files go straight to the engine; stdin and large files on a terminal in blocks."""
-    if str(path) == "-":
-        yield from (engine.append(datasource, block) for block in _blocks(sys.stdin.buffer))
-        return
-    size = path.stat().st_size
-    if not sys.stderr.isatty() or size < 2 * CHUNK_BYTES or path.name.endswith(".gz"):
-        yield engine.append(datasource, path)
+def _send_one(target, datasource: str, path: Path):
+    big = str(path) != "-" and path.stat().st_size >= PROGRESS_BYTES and not path.name.endswith(".gz")
+    if not (big and sys.stderr.isatty()):
+        yield from (receipt for _, receipt in target.send(datasource, path))
         return
     started, events = time.monotonic(), 0
-    with open(path, "rb") as stream, click.progressbar(
-        length=size, label=path.name, file=sys.stderr,
-        item_show_func=lambda n: f"{n:,.0f} events/s" if n else None,
-    ) as bar:
-        for block in _blocks(stream):
-            result = engine.append(datasource, block)
-            events += result.successful_rows + result.quarantined_rows
-            bar.update(len(block), events / max(time.monotonic() - started, 1e-9))
-            yield result
-
-
-def _blocks(stream):
-    """Blocks of about CHUNK_BYTES that end at a newline, so no line is split."""
-    rest = b""
-    while chunk := stream.read(CHUNK_BYTES):
-        chunk = rest + chunk
-        cut = chunk.rfind(b"\n") + 1
-        if cut == 0:
-            rest = chunk
-            continue
-        rest = chunk[cut:]
-        yield chunk[:cut]
-    if rest.strip():
-        yield rest
+    with click.progressbar(length=path.stat().st_size, label=path.name, file=sys.stderr,
+                           item_show_func=lambda rate: f"{rate:,.0f} events/s" if rate else None) as bar:
+        for size, receipt in target.send(datasource, path, whole_files=False):
+            events += receipt.stored + receipt.quarantined
+            bar.update(size, events / max(time.monotonic() - started, 1e-9))
+            yield receipt
 
 
 # -- query ----------------------------------------------------------------------------------
 class PipeCommands(click.Group):
-    """``evtrack query PIPE``: one subcommand per deployed pipe, its options from the pipe."""
-
-    def _pipes(self, ctx: click.Context) -> dict[str, Pipe]:
-        return deployed_pipes(ctx.find_root().obj or Path(DEFAULT_DATA))
+    """``evtrack query PIPE``: one subcommand per pipe, its options from the pipe's own parameters."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self._pipes(ctx))
+        return list(_target(ctx).pipes())
 
     def get_command(self, ctx: click.Context, name: str):
-        pipes = self._pipes(ctx)
-        if name not in pipes:
+        target = _target(ctx)
+        pipes = target.pipes()
+        pipe = pipes.get(name) or (target.pipe(name) if hasattr(target, "pipe") else None)
+        if pipe is None:
             known = ", ".join(pipes) or "none; run `evtrack deploy` first"
             raise click.UsageError(f"no deployed pipe named {name!r} (deployed: {known})", ctx)
-        return _pipe_command(pipes[name])
+        return _pipe_command(pipe)
 
 
 def _option_names(name: str) -> list[str]:
@@ -187,10 +162,8 @@ def _facts(param) -> list[str]:
 
 def _pipe_command(pipe: Pipe) -> click.Command:
     options = [
-        click.Option(
-            [*_option_names(p.name), p.name], metavar=p.type, show_default=False,
-            help=f"{p.description} [{', '.join(_facts(p))}]".strip(),
-        )
+        click.Option([*_option_names(p.name), p.name], metavar=p.type, show_default=False,
+                     help=f"{p.description} [{', '.join(_facts(p))}]".strip())
         for p in pipe.params
     ]
     options.append(click.Option(["--param", "extra"], multiple=True, metavar="NAME=VALUE",
@@ -211,7 +184,7 @@ def _pipe_command(pipe: Pipe) -> click.Command:
         except InvalidParam as exc:
             raise click.BadParameter(str(exc), param_hint=f"'{_option_names(exc.name)[0]}'") from None
         fmt = fmt or _default_format()
-        click.echo(render(_engine(ctx).query_pipe(pipe.name, params, engine_format(fmt)), fmt))
+        click.echo(render(_target(ctx).query_pipe(pipe.name, params, engine_format(fmt)), fmt))
 
     return click.Command(pipe.name, params=options, callback=run, help=pipe.description,
                          short_help=pipe.description.split(". ")[0][:80])
@@ -219,7 +192,7 @@ def _pipe_command(pipe: Pipe) -> click.Command:
 
 @cli.group(cls=PipeCommands)
 def query() -> None:
-    """Call a deployed pipe: evtrack query PIPE [--PARAM VALUE]... (see evtrack query PIPE --help)."""
+    """Call a pipe: evtrack query PIPE [--PARAM VALUE]... (see evtrack query PIPE --help)."""
 
 
 # -- sql, pipes -----------------------------------------------------------------------------
@@ -234,7 +207,7 @@ def sql(ctx: click.Context, query_text: str, fmt: str | None) -> None:
 
     named = split_format(query_text)[1]
     fmt = fmt or _default_format()
-    body = _engine(ctx).sql(query_text, None if named else engine_format(fmt))
+    body = _target(ctx).sql(query_text, None if named else engine_format(fmt))
     click.echo(render(body, "raw" if named else fmt))
 
 
@@ -242,7 +215,7 @@ def sql(ctx: click.Context, query_text: str, fmt: str | None) -> None:
 @click.pass_context
 def pipes(ctx: click.Context) -> None:
     """List deployed pipes and their parameters."""
-    found = deployed_pipes(ctx.find_root().obj)
+    found = _target(ctx).pipes()
     if not found:
         click.echo("No pipes deployed. Run `evtrack deploy`.")
     for pipe in found.values():
@@ -253,7 +226,14 @@ def pipes(ctx: click.Context) -> None:
             click.echo(f"  --{p.name.replace('_', '-'):<14} {p.type:<9}{flags}  {p.description}")
 
 
-# -- serve, token ------------------------------------------------------------------------------
+# -- serve, token ---------------------------------------------------------------------------
+def _embedded(ctx: click.Context) -> Embedded:
+    target = _target(ctx)
+    if not isinstance(target, Embedded):
+        raise click.UsageError(f"{ctx.info_name} works on the embedded store, and the target is {target.label}")
+    return target
+
+
 @cli.command()
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=7181, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
@@ -262,11 +242,11 @@ def serve(ctx: click.Context, bind: str, port: int) -> None:
     """Serve Tinybird's API (events, pipes, SQL, what `tb` needs) over the embedded store."""
     from .server import serve as run_server
 
-    engine = _engine(ctx)
+    engine = _embedded(ctx).engine
 
     def ready(url: str) -> None:
         click.echo(f"evtrack serving {engine.store.path} at {url}")
-        click.echo(f"admin token: evtrack token ls --show-tokens, or GET {url}/tokens from this machine")
+        click.echo(f"admin token: `evtrack token ls --show-tokens`, or GET {url}/tokens from this machine")
         click.echo("Ctrl-C to stop")
 
     run_server(engine, bind, port, on_ready=ready)
@@ -282,7 +262,9 @@ def token() -> None:
 @click.pass_context
 def token_ls(ctx: click.Context, show_tokens: bool) -> None:
     """List tokens and their scopes."""
-    for t in _engine(ctx).tokens.all():
+    from .engine.tokens import TokenStore
+
+    for t in TokenStore(ctx.find_root().obj["data"]).all():
         click.echo(f"{t.name:<14} {t.token if show_tokens else 'p.' + '*' * 8:<48} {', '.join(t.scopes)}")
 
 

@@ -9,6 +9,7 @@ clause through ``tinybird.ch_utils.engine``; template parameters are read with
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import click
 
 from .errors import BadRequest
 
-__all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "load_project", "parse_datasource", "parse_pipe"]
+__all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "load_project", "parse_datasource", "parse_pipe", "pipe_text"]
 
 # tinybird-cli reads its datafiles with a template pass that may look at the environment; keep
 # its version check and telemetry quiet whenever it is imported by evtrack.
@@ -213,3 +214,19 @@ def load_project(root: Path) -> Project:
     }
     pipes = {p.stem: parse_pipe(p.stem, p.read_text(encoding="utf-8")) for p in sorted((root / "pipes").glob("*.pipe"))}
     return Project(datasources=datasources, pipes=pipes)
+
+
+def pipe_text(document: dict, tokens=()) -> str:
+    """The datafile a pipe's JSON describes, for tinybird-cli's parser."""
+    lines = []
+    if document.get("description"):
+        lines += ["DESCRIPTION >", textwrap.indent(document["description"], "    "), ""]
+    lines += [f'TOKEN "{name}" {permission}' for name, permission in tokens] + ([""] if tokens else [])
+    for node in document["nodes"]:
+        lines.append(f"NODE {node['name']}")
+        if node.get("description"):
+            lines += ["DESCRIPTION >", textwrap.indent(node["description"], "    ")]
+        lines += ["SQL >", textwrap.indent(textwrap.dedent(node["sql"]).strip("\n"), "    "), ""]
+        if (node.get("type") or node.get("node_type") or "").lower() == "endpoint":
+            lines += ["TYPE endpoint", ""]
+    return "\n".join(lines)

@@ -89,6 +89,9 @@ class Engine:
             self._pipes[name] = parse_pipe(name, self._sources["pipes"][name])
         return self._pipes[name]
 
+    def pipe_names(self) -> list[str]:
+        return sorted(self._sources["pipes"])
+
     def pipes(self) -> list[Pipe]:
         return [self.pipe(name) for name in sorted(self._sources["pipes"])]
 

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from ..engine import FORMATS, Engine
 from ..engine.ingest import quarantine_name
 from ..errors import BadRequest, NotFound
-from ..project import Datasource, Pipe, parse_datasource, parse_pipe
+from ..project import Datasource, Pipe, parse_datasource, parse_pipe, pipe_text
 from .auth import require
 
 __all__ = ["routes"]
@@ -34,6 +34,8 @@ def routes(pipe_endpoint) -> list[Route]:
         name, dot, ext = request.path_params["name"].rpartition(".")
         if dot and ext in FORMATS:
             return await pipe_endpoint(request, name, ext)
+        if dot and ext not in ("pipe",) and name in _engine(request).pipe_names():
+            raise BadRequest(f"Format '{ext}' is not supported; use .json, .csv, .ndjson or .parquet")
         if request.method == "DELETE":
             return await delete_pipe(request)
         if request.method == "POST":
@@ -243,7 +245,7 @@ async def post_pipe(request: Request) -> Response:
     name = document.get("name") or request.query_params.get("name")
     if not name or not document.get("nodes"):
         raise BadRequest("A pipe needs a name and at least one node")
-    pipe = parse_pipe(name, _pipe_text(document))
+    pipe = parse_pipe(name, pipe_text(document))
     await run_in_threadpool(engine.deploy_pipe, pipe)
     return JSONResponse(_pipe_json(request, engine.pipe(name)))
 
@@ -259,25 +261,9 @@ async def set_endpoint(request: Request) -> Response:
     document = {"name": pipe.name, "description": pipe.description,
                 "nodes": [{"name": n.name, "sql": n.sql, "description": n.description,
                            "type": "endpoint" if n is node else "standard"} for n in pipe.nodes]}
-    text = _pipe_text(document, tokens=pipe.tokens)
+    text = pipe_text(document, tokens=pipe.tokens)
     await run_in_threadpool(engine.deploy_pipe, parse_pipe(pipe.name, text))
     return JSONResponse(_pipe_json(request, engine.pipe(pipe.name)))
-
-
-def _pipe_text(document: dict, tokens=()) -> str:
-    """The datafile a pipe's JSON describes, for tinybird-cli's parser."""
-    lines = []
-    if document.get("description"):
-        lines += ["DESCRIPTION >", textwrap.indent(document["description"], "    "), ""]
-    lines += [f'TOKEN "{name}" {permission}' for name, permission in tokens] + ([""] if tokens else [])
-    for node in document["nodes"]:
-        lines.append(f"NODE {node['name']}")
-        if node.get("description"):
-            lines += ["DESCRIPTION >", textwrap.indent(node["description"], "    ")]
-        lines += ["SQL >", textwrap.indent(textwrap.dedent(node["sql"]).strip("\n"), "    "), ""]
-        if (node.get("type") or node.get("node_type") or "").lower() == "endpoint":
-            lines += ["TYPE endpoint", ""]
-    return "\n".join(lines)
 
 
 # -- tokens -----------------------------------------------------------------------------------

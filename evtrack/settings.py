@@ -1,0 +1,75 @@
+"""Where commands go, resolved once, in tinybird-cli's order.
+
+1. ``--host`` / ``--token``
+2. ``TB_HOST`` / ``TB_TOKEN``
+3. ``.tinyb`` in the working folder (JSON ``host`` and ``token``, as ``tb auth`` writes it)
+4. otherwise the embedded store (``--data``, ``EVTRACK_DATA``, ``./.evtrack``); when
+   ``evtrack serve`` is running on that store, commands go through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BadRequest
+
+__all__ = ["Secret", "Target", "resolve"]
+
+
+class Secret:
+    """A token that never prints itself."""
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Target:
+    data: Path
+    host: str | None = None
+    token: Secret | None = None
+    origin: str = "embedded"
+
+    @property
+    def remote(self) -> bool:
+        return self.host is not None
+
+
+def _tinyb(folder: Path) -> dict:
+    path = folder / ".tinyb"
+    if not path.exists():
+        return {}
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise BadRequest(f"{path} is not valid JSON") from None
+    return found if isinstance(found, dict) else {}
+
+
+def resolve(data: Path, host: str | None = None, token: str | None = None, cwd: Path | None = None) -> Target:
+    tinyb = _tinyb(Path(cwd or Path.cwd()))
+    for origin, (h, t) in (
+        ("--host", (host, token)),
+        ("TB_HOST", (os.environ.get("TB_HOST"), os.environ.get("TB_TOKEN"))),
+        (".tinyb", (tinyb.get("host"), tinyb.get("token"))),
+    ):
+        if h:
+            t = t or token or os.environ.get("TB_TOKEN") or tinyb.get("token")
+            if not t:
+                raise BadRequest(f"no token for {h}: pass --token, set TB_TOKEN, or add \"token\" to .tinyb")
+            return Target(data=data, host=h.rstrip("/"), token=Secret(t), origin=origin)
+    return Target(data=data)

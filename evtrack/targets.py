@@ -1,0 +1,187 @@
+"""The two kinds of target a command runs against, behind one interface.
+
+- ``Embedded``: the chDB store in a folder, opened only when something must run.
+- ``Remote``: any Tinybird API (Tinybird Cloud or Local, or ``evtrack serve``) through ``Client``;
+  deploys go through tinybird-cli's own ``tb push``.
+
+Both answer ``pipes()`` (for the CLI's options), ``query_pipe``, ``sql``, ``send`` and ``deploy``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .client import Client
+from .engine import Engine, deployed_pipes
+from .engine.tokens import TokenStore
+from .errors import EvtrackError
+from .project import Pipe, load_project, parse_pipe, pipe_text
+from .server import running_server
+from .settings import Target
+
+__all__ = ["Embedded", "Remote", "Receipt", "open_target", "blocks"]
+
+BLOCK_BYTES = 8 * 1024 * 1024  # under Tinybird's 10 MB per Events API request before compression
+
+
+@dataclass
+class Receipt:
+    stored: int = 0
+    quarantined: int = 0
+    reasons: tuple[str, ...] = ()
+
+
+def blocks(stream, size: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """Blocks of about ``size`` bytes that end at a newline, so no line is split."""
+    rest = b""
+    while chunk := stream.read(size):
+        chunk = rest + chunk
+        cut = chunk.rfind(b"\n") + 1
+        if cut == 0:
+            rest = chunk
+            continue
+        rest = chunk[cut:]
+        yield chunk[:cut]
+    if rest.strip():
+        yield rest
+
+
+def _open_input(path: Path):
+    if str(path) == "-":
+        return sys.stdin.buffer
+    if path.name.endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+class Embedded:
+    """The store in ``data``; chDB is loaded on first use."""
+
+    label = "embedded"
+
+    def __init__(self, data: Path):
+        self.data = Path(data)
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine.open(self.data)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+    def pipes(self) -> dict[str, Pipe]:
+        return deployed_pipes(self.data)
+
+    def query_pipe(self, name: str, params: dict[str, str], fmt: str) -> bytes:
+        return self.engine.query_pipe(name, params, fmt)
+
+    def sql(self, query: str, fmt: str | None) -> bytes:
+        return self.engine.sql(query, fmt)
+
+    def send(self, datasource: str, path: Path, whole_files: bool = True) -> Iterator[tuple[int, Receipt]]:
+        """(bytes read, receipt) per batch: a file in one statement, stdin or a progress bar in blocks."""
+        self.engine.datasource(datasource)
+        if whole_files and str(path) != "-":
+            result = self.engine.append(datasource, path)
+            yield path.stat().st_size, Receipt(result.successful_rows, result.quarantined_rows, tuple(result.errors))
+            return
+        with _open_input(path) as stream:
+            for block in blocks(stream, 4 * BLOCK_BYTES):
+                result = self.engine.append(datasource, block)
+                yield len(block), Receipt(result.successful_rows, result.quarantined_rows, tuple(result.errors))
+
+    def deploy(self, project_dir: Path, force: bool) -> list[str]:
+        result = self.engine.deploy(load_project(project_dir), force=force)
+        return [f"{label:<10} {name}" for label in ("created", "changed", "unchanged", "removed")
+                for name in getattr(result, label)]
+
+    def tokens(self):
+        return self.engine.tokens.all()
+
+
+class Remote:
+    """A Tinybird API at ``host``."""
+
+    def __init__(self, target: Target, client: Client | None = None, snapshot: Path | None = None):
+        self.target = target
+        self.label = target.host
+        self.client = client or Client(target.host, target.token.reveal())
+        self._snapshot = snapshot  # the store of a local `evtrack serve`, whose deployed pipes are on disk
+
+    def close(self) -> None:
+        self.client.close()
+
+    def pipes(self) -> dict[str, Pipe]:
+        if self._snapshot is not None:
+            return deployed_pipes(self._snapshot)
+        return load_project(Path.cwd()).pipes
+
+    def pipe(self, name: str) -> Pipe | None:
+        """A pipe as deployed on the host, for its parameters; None when the host won't say."""
+        try:
+            document = self.client.pipe(name)
+        except EvtrackError:
+            return None
+        return parse_pipe(name, pipe_text(document))
+
+    def query_pipe(self, name: str, params: dict[str, str], fmt: str) -> bytes:
+        return self.client.query_pipe(name, params, fmt)
+
+    def sql(self, query: str, fmt: str | None) -> bytes:
+        from .engine.sqlapi import split_format
+
+        sql, named = split_format(query)
+        return self.client.sql(f"{sql} FORMAT {named or _CH_FORMATS.get(fmt or 'json', 'JSON')}")
+
+    def send(self, datasource: str, path: Path, whole_files: bool = True) -> Iterator[tuple[int, Receipt]]:
+        with _open_input(path) as stream:
+            for block in blocks(stream):
+                answer = self.client.send(datasource, block, wait=True)
+                yield len(block), Receipt(answer.get("successful_rows", 0), answer.get("quarantined_rows", 0))
+
+    def deploy(self, project_dir: Path, force: bool) -> list[str]:
+        return tb_push(project_dir, self.target.host, self.target.token.reveal(), force)
+
+
+_CH_FORMATS = {"json": "JSON", "csv": "CSVWithNames", "ndjson": "JSONEachRow"}
+
+
+def tb_push(project_dir: Path, host: str, token: str, force: bool = False) -> list[str]:
+    """Run tinybird-cli's own push; its summary lines, or its errors as an EvtrackError."""
+    files = sorted(str(p.relative_to(project_dir)) for kind in ("datasources", "pipes")
+                   for p in (Path(project_dir) / kind).glob(f"*.{kind[:-1]}"))
+    command = [sys.executable, "-m", "tinybird.tb_cli", "--host", host, "--token", token, "push", "--push-deps",
+               "--no-check", *(["--force"] if force else []), *files]
+    env = {**os.environ, "TB_VERSION_WARNING": "0", "TB_CLI_TELEMETRY_OPTOUT": "1"}
+    done = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True, timeout=600)
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    if done.returncode != 0:
+        errors = [line for line in lines if "error" in line.lower()] or lines[-3:]
+        raise EvtrackError("tb push failed: " + " | ".join(e.removeprefix("** ") for e in errors), status=400)
+    keep = ("created", "updated", "unchanged", "already", "token")
+    return [line.removeprefix("** ") for line in lines if any(k in line.lower() for k in keep)]
+
+
+def open_target(target: Target):
+    """Embedded, unless a host is configured or `evtrack serve` is running on the store."""
+    if target.remote:
+        return Remote(target)
+    url = running_server(target.data)
+    if url is None:
+        return Embedded(target.data)
+    from .settings import Secret
+
+    admin = TokenStore(target.data).admin.token
+    served = Target(data=target.data, host=url, token=Secret(admin), origin="evtrack serve")
+    return Remote(served, snapshot=target.data)

@@ -1,0 +1,239 @@
+"""`evtrack serve`'s app in-process (Starlette's TestClient): Tinybird's routes, shapes, errors and scopes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from evtrack.client import Client, RemoteError
+from evtrack.server import create_app
+
+from . import reference
+from .conftest import FIXTURE, data
+from .test_endpoints import GET_EVENTS, RANGES, STATS, USERS, _normalise
+
+SEED_BODY = """{
+      "event_id": "e123456",
+      "event_type": "page_view",
+      "user_id": "user_abc",
+      "session_id": "sess_123",
+      "timestamp": "2023-07-15 14:30:00",
+      "platform": "web",
+      "app_version": "1.2.3",
+      "device_type": "desktop",
+      "os": "Windows",
+      "country": "US",
+      "properties": "{\\"page\\":\\"home\\",\\"referrer\\":\\"google\\"}"
+    }"""
+
+
+@pytest.fixture
+def http(engine):
+    with TestClient(create_app(engine), base_url="http://127.0.0.1:7181") as client:
+        yield client
+
+
+@pytest.fixture
+def fresh_http(fresh_engine):
+    with TestClient(create_app(fresh_engine), base_url="http://127.0.0.1:7181") as client:
+        yield client
+
+
+def admin(engine) -> dict:
+    return {"Authorization": f"Bearer {engine.tokens.admin.token}"}
+
+
+def token_of(engine, name: str) -> str:
+    return engine.tokens.get(name).token
+
+
+# -- the description's four curl calls ------------------------------------------------------------
+def test_seed_ingest_of_one_pretty_printed_object_stores_one_event(fresh_engine, fresh_http):
+    response = fresh_http.post("/v0/events?name=events", headers=admin(fresh_engine), content=SEED_BODY)
+    assert response.status_code == 202
+    assert response.text == '{"successful_rows":1,"quarantined_rows":0}'
+    [row] = data(fresh_engine.sql("SELECT * FROM events"))
+    assert row["event_id"] == "e123456" and row["timestamp"] == "2023-07-15 14:30:00"
+
+
+def test_seed_endpoint_calls(engine, http, rows):
+    t = engine.tokens.admin.token
+    got = http.get(f"/v0/pipes/get_events.json?token={t}&event_type=page_view&platform=web"
+                   "&start_date=2023-07-01%2000:00:00&end_date=2023-07-31%2023:59:59&limit=50")
+    assert got.status_code == 200 and got.headers["content-type"] == "application/json"
+    assert _normalise(got.json()["data"]) == _normalise(reference.get_events(
+        rows, event_type="page_view", platform="web", start_date="2023-07-01 00:00:00",
+        end_date="2023-07-31 23:59:59", limit=50))
+    got = http.get(f"/v0/pipes/user_activity.json?token={t}&user_id=user_abc"
+                   "&start_date=2023-01-01%2000:00:00&end_date=2023-12-31%2023:59:59")
+    assert got.json()["data"] == reference.user_activity(rows, "user_abc", "2023-01-01 00:00:00", "2023-12-31 23:59:59")
+    got = http.get(f"/v0/pipes/event_stats.json?token={t}&start_date=2023-06-01%2000:00:00"
+                   "&end_date=2023-06-30%2023:59:59&platform=mobile")
+    assert got.json()["data"] == reference.event_stats(rows, "2023-06-01 00:00:00", "2023-06-30 23:59:59", "mobile")
+    assert set(got.json()) == {"meta", "data", "rows", "statistics"}
+
+
+# -- one matrix, three ways: engine, client over HTTP, raw HTTP -----------------------------------
+CALLS = ([("get_events", p) for p in GET_EVENTS] + [("event_stats", p) for p in STATS]
+         + [("user_activity", {"user_id": u, **r}) for u in USERS[:3] for r in RANGES])
+
+
+@pytest.mark.parametrize("pipe, params", CALLS, ids=[f"{p}-{i}" for i, (p, _) in enumerate(CALLS)])
+def test_same_rows_through_engine_client_and_raw_http(engine, http, pipe, params):
+    direct = data(engine.query_pipe(pipe, params))
+    client = Client("http://127.0.0.1:7181", token_of(engine, "dashboard"), http=http)
+    assert data(client.query_pipe(pipe, params)) == direct
+    raw = http.get(f"/v0/pipes/{pipe}.json", params={**params, "token": token_of(engine, "dashboard")})
+    assert raw.json()["data"] == direct
+
+
+def test_post_parameters_as_form_and_json(engine, http):
+    expected = data(engine.query_pipe("event_stats", {"platform": "web"}))
+    form = http.post("/v0/pipes/event_stats.json", headers=admin(engine), data={"platform": "web"})
+    body = http.post("/v0/pipes/event_stats.json", headers=admin(engine), json={"platform": "web"})
+    assert form.json()["data"] == body.json()["data"] == expected
+
+
+@pytest.mark.parametrize("fmt, media_type", [("csv", "text/csv"), ("ndjson", "application/x-ndjson"),
+                                             ("parquet", "application/vnd.apache.parquet")])
+def test_formats(engine, http, fmt, media_type):
+    response = http.get(f"/v0/pipes/event_stats.{fmt}", headers=admin(engine))
+    assert response.status_code == 200 and response.headers["content-type"].startswith(media_type)
+    if fmt == "parquet":
+        assert response.content[:4] == b"PAR1"
+
+
+def test_q_over_the_pipe(engine, http, rows):
+    response = http.get("/v0/pipes/get_events.json", headers=admin(engine),
+                        params={"limit": "10000", "q": "SELECT count() AS n FROM _"})
+    assert response.json()["data"] == [{"n": len(rows)}]
+
+
+# -- every failure path, through one assertion helper --------------------------------------------
+def assert_error(response, status: int, text: str, *, plain: bool = False) -> None:
+    assert response.status_code == status, response.text
+    if plain:
+        assert response.text == text + "\n"
+    else:
+        assert response.json()["error"] == text
+        assert "documentation" in response.json()
+
+
+def test_every_failure_path(engine, http):
+    a = admin(engine)
+    tracker = {"Authorization": f"Bearer {token_of(engine, 'tracker')}"}
+    dashboard = {"Authorization": f"Bearer {token_of(engine, 'dashboard')}"}
+    cases = [
+        (http.get("/v0/pipes/nope.json", headers=a), 404, "The pipe 'nope' does not exist"),
+        (http.get("/v0/pipes/get_events.xml", headers=a), 400,
+         "Format 'xml' is not supported; use .json, .csv, .ndjson or .parquet"),
+        (http.get("/v0/pipes/get_events.json?start_date=2023-07-01", headers=a), 400,
+         "Template Syntax Error: Error validating '2023-07-01' to type DateTime"),
+        (http.get("/v0/pipes/user_activity.json", headers=a), 400, "user_id (String) query param is required"),
+        (http.get("/v0/pipes/get_events.json?limit=20000", headers=a), 400, "limit must be between 0 and 10000"),
+        (http.get("/v0/pipes/get_events.json?q=%25select%201", headers=a), 400, "'q' parameter doesn't support templates"),
+        (http.get("/v0/pipes/get_events.json"), 403, "invalid authentication token"),
+        (http.get("/v0/pipes/get_events.json?token=wrong"), 403, "invalid authentication token"),
+        (http.get("/v0/pipes/get_events.json", headers=tracker), 403,
+         "The token you have provided doesn't have access to this resource"),
+        (http.get("/v0/sql?q=select%20count()%20from%20events", headers=tracker), 403,
+         "token needs scope DATASOURCES:READ:events"),
+        (http.get("/v0/sql", headers=a), 400, "missing q parameter. example q=select%201"),
+        (http.get("/v0/sql?q=SELECT%20*%20FROM%20file('/etc/passwd')", headers=a), 400,
+         "[Error] DB::Exception: Usage of function file is restricted. Contact support@tinybird.co if you require access to this feature"),
+        (http.get("/v0/sql?q=DROP%20TABLE%20events", headers=a), 400,
+         "[Error] DB::Exception: Only SELECT or DESCRIBE queries are supported. Got: DropQuery"),
+        (http.get("/v0/workspace", headers=dashboard), 403, "token needs scope ADMIN"),
+        (http.get("/v0/datasources/nope", headers=a), 404, "Data Source 'nope' not found"),
+    ]
+    for response, status, text in cases:
+        assert_error(response, status, text)
+    events = [
+        (http.post("/v0/events", headers=a, content=b"{}"), 400, "Missing 'name' parameter"),
+        (http.post("/v0/events?name=events", content=b"{}"), 403, "Invalid token"),
+        (http.post("/v0/events?name=events", headers=dashboard, content=b"{}"), 403, "Invalid token"),
+        (http.post("/v0/events?name=events&token=wrong", content=b"{}"), 403, "Invalid token"),
+        (http.post("/v0/events?name=nope", headers=a, content=b"{}"), 404, "Data Source 'nope' not found"),
+        (http.post("/v0/events?name=events", headers={**a, "Content-Encoding": "gzip"}, content=b"not gzip"), 400,
+         "Invalid gzip body: Not a gzipped file (b'no')"),
+    ]
+    for response, status, text in events:
+        assert_error(response, status, text, plain=True)
+
+
+def test_template_syntax_of_a_broken_value_is_never_a_500(engine, http):
+    for value in ["", "%", "'", "\\", "2023-07-01 00:00:00' OR 1=1 --", "\x00", "9" * 400]:
+        for pipe in ("get_events", "event_stats"):
+            response = http.get(f"/v0/pipes/{pipe}.json", headers=admin(engine),
+                                params={"start_date": value, "platform": value, "event_type": value})
+            assert response.status_code in (200, 400), (value, response.text)
+
+
+# -- ingestion over HTTP ----------------------------------------------------------------------
+def test_events_wait_true_answers_200(fresh_engine, fresh_http):
+    response = fresh_http.post("/v0/events?name=events&wait=true", headers=admin(fresh_engine),
+                               content=b'{"event_type":"a","timestamp":"2023-01-01 00:00:00"}\n')
+    assert (response.status_code, response.json()) == (200, {"successful_rows": 1, "quarantined_rows": 0})
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["content-encoding", "magic-bytes"])
+def test_events_gzip(fresh_engine, fresh_http, header):
+    headers = {**admin(fresh_engine), **({"Content-Encoding": "gzip"} if header else {})}
+    response = fresh_http.post("/v0/events?name=events&wait=true", headers=headers,
+                               content=gzip.compress(FIXTURE.read_bytes()))
+    assert response.json() == {"successful_rows": 6000, "quarantined_rows": 0}
+
+
+def test_events_json_array_and_ndjson_with_bad_lines(fresh_engine, fresh_http):
+    array = json.dumps([{"event_type": "a", "timestamp": "2023-01-01 00:00:00"},
+                        {"event_type": "b", "timestamp": "2023-01-01 00:00:01"}])
+    response = fresh_http.post("/v0/events?name=events", headers=admin(fresh_engine), content=array)
+    assert response.json() == {"successful_rows": 2, "quarantined_rows": 0}
+    ndjson = b'{"event_type":"a","timestamp":"2023-01-01 00:00:02"}\nnot json\n\n{"event_type":"c"}\n'
+    response = fresh_http.post("/v0/events?name=events", headers=admin(fresh_engine), content=ndjson)
+    assert response.json() == {"successful_rows": 1, "quarantined_rows": 2}
+
+
+def test_tracker_token_appends_and_cannot_read(fresh_engine, fresh_http):
+    tracker = token_of(fresh_engine, "tracker")
+    ok = fresh_http.post(f"/v0/events?name=events&token={tracker}", content=SEED_BODY)
+    assert ok.status_code == 202
+    assert fresh_http.get(f"/v0/pipes/get_events.json?token={tracker}").status_code == 403
+
+
+def test_a_token_for_one_pipe_cannot_read_another(fresh_engine, fresh_http):
+    made = fresh_http.post("/v0/tokens?name=only_stats&scope=PIPES:READ:event_stats", headers=admin(fresh_engine))
+    value = made.json()["token"]
+    assert fresh_http.get(f"/v0/pipes/event_stats.json?token={value}").status_code == 200
+    assert_error(fresh_http.get(f"/v0/pipes/get_events.json?token={value}"), 403,
+                 "The token you have provided doesn't have access to this resource")
+
+
+def test_tokens_route_answers_on_loopback(engine, http):
+    body = http.get("/tokens").json()
+    assert set(body) == {"user_token", "admin_token", "workspace_admin_token"}
+    assert body["admin_token"] == engine.tokens.admin.token
+
+
+def test_tokens_route_is_hidden_from_other_hosts(engine):
+    with TestClient(create_app(engine), client=("203.0.113.9", 5000)) as remote:
+        assert remote.get("/tokens").status_code == 404
+
+
+def test_sql_api(engine, http, rows):
+    response = http.get("/v0/sql", headers=admin(engine), params={"q": "SELECT count() AS n FROM events FINAL FORMAT JSON"})
+    assert response.json()["data"] == [{"n": len(rows)}]
+    csv = http.post("/v0/sql", headers=admin(engine), content="SELECT count() AS n FROM events FINAL FORMAT CSV")
+    assert csv.text == f"{len(rows)}\n"
+    piped = http.get("/v0/sql", headers=admin(engine), params={"q": "SELECT count() AS n FROM _", "pipeline": "event_stats"})
+    assert piped.json()["data"] == [{"n": len(reference.event_stats(rows))}]
+
+
+def test_client_errors_carry_status_and_text(engine, http):
+    client = Client("http://127.0.0.1:7181", "wrong", http=http)
+    with pytest.raises(RemoteError) as caught:
+        client.query_pipe("get_events", {})
+    assert (caught.value.status, caught.value.text) == (403, "invalid authentication token")
