@@ -100,6 +100,17 @@ class Engine:
             raise NotFound(f"Data Source '{name}' not found")
         return self.datasources[name]
 
+    def datasource_stats(self, name: str) -> dict[str, int]:
+        """Stored rows and bytes of a datasource, from its active parts (as Tinybird reports them)."""
+        self.datasource(name)
+        out = self.store.run(
+            f"SELECT toUInt64(sum(rows)), toUInt64(sum(bytes_on_disk)) FROM system.parts "
+            f"WHERE database = '{DATABASE}' AND table = {sql_string(name)} AND active",
+            "JSONCompactEachRow",
+        )
+        rows, size = json.loads(out)
+        return {"row_count": rows, "bytes": size}
+
     def tables(self) -> dict[str, tuple[str, str]]:
         """Every name SQL may use (datasources and their quarantines) and its table."""
         names = {}

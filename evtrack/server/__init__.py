@@ -6,8 +6,10 @@ commands on the same folder go through it (chDB allows one process per folder).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from pathlib import Path
 
 from ..engine import Engine
@@ -39,11 +41,27 @@ def serve(engine: Engine, host: str, port: int, on_ready=None) -> None:
                 on_ready(real)
 
     server.startup = announced_startup
+    server.capture_signals = lambda: _stop_on_signals(server)
     try:
         server.run()
     finally:
         if marker.exists() and json.loads(marker.read_text() or "{}").get("pid") == os.getpid():
             marker.unlink()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(server):
+    """Ctrl-C and SIGTERM stop the server gracefully, and the process then exits normally."""
+
+    def stop(*_):
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def running_server(data: Path) -> str | None:

@@ -75,7 +75,7 @@ async def workspace(request: Request) -> Response:
 
 
 # -- datasources ----------------------------------------------------------------------------
-def _datasource_json(engine: Engine, ds: Datasource, rows: int = 0) -> dict:
+def _datasource_json(engine: Engine, ds: Datasource) -> dict:
     engine_args = ds.engine
     return {
         "id": _id("datasource", ds.name), "name": ds.name, "description": ds.description,
@@ -88,7 +88,7 @@ def _datasource_json(engine: Engine, ds: Datasource, rows: int = 0) -> dict:
             for c in ds.columns
         ],
         "type": "ndjson", "indexes": [], "new_columns_detected": {}, "used_by": [],
-        "statistics": {"bytes": 0, "row_count": rows},
+        "statistics": engine.datasource_stats(ds.name),
         "quarantine": quarantine_name(ds.name),
     }
 
