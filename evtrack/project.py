@@ -17,7 +17,7 @@ import click
 
 from .errors import BadRequest
 
-__all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "load_project", "parse_datasource", "parse_pipe", "pipe_text"]
+__all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "load_project", "datasource_text", "parse_datasource", "parse_pipe", "pipe_text"]
 
 # tinybird-cli reads its datafiles with a template pass that may look at the environment; keep
 # its version check and telemetry quiet whenever it is imported by evtrack.
@@ -56,6 +56,9 @@ class Datasource:
     engine: str
     tokens: tuple[tuple[str, str], ...]
     source: str
+    # The ENGINE* settings as the datafile (and `tb push`) name them, e.g. ("engine_sorting_key", "...").
+    engine_settings: tuple[tuple[str, str], ...] = ()
+    schema: str = ""  # the SCHEMA block's columns, with their jsonpaths
 
 
 @dataclass(frozen=True)
@@ -144,13 +147,49 @@ def parse_datasource(name: str, text: str) -> Datasource:
         raise BadRequest(f"{name}.datasource: {exc}") from None
     return Datasource(
         name=name,
-        description=_description(node.get("description") or getattr(doc, "description", "")),
+        description=node.get("description") or getattr(doc, "description", "") or "",
         columns=columns,
         column_ddl=tuple(schema_to_sql_columns(raw_columns, skip_jsonpaths=True)),
         engine=engine_full,
         tokens=tuple((t["token_name"], t["permissions"]) for t in doc.tokens),
         source=text,
+        schema=",\n".join(schema_to_sql_columns(raw_columns)),
+        engine_settings=(("engine", engine["type"]), *((f"engine_{k}", str(v)) for k, v in engine["args"])),
     )
+
+
+def datasource_text(settings: dict) -> str:
+    """A datafile from the fields ``tb push`` sends (``schema``, ``description``, ``engine*``)."""
+    lines = []
+    if settings.get("description"):
+        lines += ["DESCRIPTION >", textwrap.indent(settings["description"], "    "), ""]
+    lines += ["SCHEMA >", ",\n".join(f"    {c}" for c in split_columns(settings["schema"])), ""]
+    for key in ("engine", "engine_sorting_key", "engine_partition_key", "engine_ttl", "engine_ver",
+                "engine_primary_key", "engine_settings"):
+        if settings.get(key):
+            lines.append(f'{key.upper()} "{settings[key]}"')
+    return "\n".join(lines) + "\n"
+
+
+def split_columns(schema: str) -> list[str]:
+    """Column definitions separated by top-level commas (not those inside brackets or quotes)."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in schema:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'`\"":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current).strip())
+    return [p for p in parts if p]
 
 
 def _default_expression(default_value: str | None) -> str | None:

@@ -161,15 +161,19 @@ def tb_push(project_dir: Path, host: str, token: str, force: bool = False) -> li
     """Run tinybird-cli's own push; its summary lines, or its errors as an EvtrackError."""
     files = sorted(str(p.relative_to(project_dir)) for kind in ("datasources", "pipes")
                    for p in (Path(project_dir) / kind).glob(f"*.{kind[:-1]}"))
+    # --force so that changed pipes are replaced and datasources altered (compatible changes only: an
+    # incompatible one fails, naming the column); --yes answers tb's confirmation; --no-check skips its
+    # comparison of old and new endpoint results.
     command = [sys.executable, "-m", "tinybird.tb_cli", "--host", host, "--token", token, "push", "--push-deps",
-               "--no-check", *(["--force"] if force else []), *files]
+               "--force", "--yes", "--no-check", *files]
     env = {**os.environ, "TB_VERSION_WARNING": "0", "TB_CLI_TELEMETRY_OPTOUT": "1"}
     done = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True, timeout=600)
     lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     if done.returncode != 0:
-        errors = [line for line in lines if "error" in line.lower()] or lines[-3:]
-        raise EvtrackError("tb push failed: " + " | ".join(e.removeprefix("** ") for e in errors), status=400)
-    keep = ("created", "updated", "unchanged", "already", "token")
+        first = next((i for i, line in enumerate(lines) if line.lower().startswith("error")), max(len(lines) - 3, 0))
+        detail = " ".join(line.removeprefix("** ").removeprefix("Error:").strip() for line in lines[first:])
+        raise EvtrackError(f"tb push failed: {detail.strip()}", status=400)
+    keep = ("created", "updated", "unchanged", "already", "token", "alter", "-  ")
     return [line.removeprefix("** ") for line in lines if any(k in line.lower() for k in keep)]
 
 

@@ -139,3 +139,22 @@ def test_tb_host_environment_and_tinyb_file_pick_the_target(loaded, tmp_path, ro
     (tmp_path / ".tinyb").write_text(json.dumps({"host": loaded.url, "token": loaded.admin}))
     by_file = evtrack("sql", "SELECT count() AS n FROM events WHERE user_id = 'user_abc'", "--format", "json", cwd=tmp_path)
     assert json.loads(by_file.stdout)["data"] == [{"n": 7}]
+
+
+def test_deploy_to_a_host_updates_pipes_alters_datasources_and_refuses_incompatible_changes(writable, project):
+    def deploy():
+        return evtrack("--host", writable.url, "--token", writable.admin, "deploy", "--project", str(project))
+
+    pipe = project / "pipes" / "event_stats.pipe"
+    pipe.write_text(pipe.read_text().replace("ORDER BY event_count DESC, event_type ASC", "ORDER BY event_type DESC"))
+    ds = project / "datasources" / "events.datasource"
+    ds.write_text(ds.read_text().replace("    `properties`", "    `referrer` String `json:$.referrer` DEFAULT '',\n    `properties`"))
+    changed = deploy()
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert "-  ADD COLUMN `referrer` String DEFAULT ''" in changed.stdout
+    stats = httpx.get(f"{writable.url}/v0/pipes/event_stats.json", params={"token": writable.admin}).json()["data"]
+    assert stats[0]["event_type"] == "signup"  # the edited ORDER BY is live
+    ds.write_text(ds.read_text().replace("`country` LowCardinality(String)", "`country` UInt8"))
+    refused = deploy()
+    assert refused.returncode == 1
+    assert "column 'country' would change type from LowCardinality(String) to UInt8" in refused.stderr

@@ -158,6 +158,20 @@ class Engine:
         self._grant(ds.tokens, "datasource", ds.name)
         return outcome
 
+    def plan_datasource(self, ds: Datasource) -> list[str]:
+        """What deploying ``ds`` over the current one would do; a SchemaConflict if it cannot be done in place."""
+        old = self.datasource(ds.name)
+        conflict = _incompatibility(old, ds)
+        if conflict:
+            raise SchemaConflict(f"Datasource '{ds.name}': {conflict}")
+        before = {c.name: c for c in old.columns}
+        operations = [f"ADD COLUMN {ddl}" for c, ddl in zip(ds.columns, ds.column_ddl) if c.name not in before]
+        operations += [f"MODIFY COLUMN {ddl}" for c, ddl in zip(ds.columns, ds.column_ddl)
+                       if c.name in before and before[c.name].default != c.default]
+        if old.description != ds.description:
+            operations.append("CHANGE DESCRIPTION")
+        return operations
+
     def deploy_pipe(self, pipe: Pipe, datasources: set[str] | None = None) -> str:
         """Store one pipe (a snapshot of its file); 'created', 'changed' or 'unchanged'."""
         self._check_pipe(pipe, datasources if datasources is not None else set(self.datasources))

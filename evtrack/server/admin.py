@@ -21,7 +21,7 @@ from starlette.routing import Route
 from ..engine import FORMATS, Engine
 from ..engine.ingest import quarantine_name
 from ..errors import BadRequest, NotFound
-from ..project import Datasource, Pipe, parse_datasource, parse_pipe, pipe_text
+from ..project import Datasource, Pipe, datasource_text, parse_datasource, parse_pipe, pipe_text
 from .auth import require
 
 __all__ = ["routes"]
@@ -46,6 +46,7 @@ def routes(pipe_endpoint) -> list[Route]:
         Route("/v0/workspace", workspace, methods=["GET"]),
         Route("/v0/datasources", datasources, methods=["GET", "POST"]),
         Route("/v0/datasources/{name}", get_datasource, methods=["GET"]),
+        Route("/v0/datasources/{name}/alter", alter_datasource, methods=["POST"]),
         Route("/v0/pipes", pipes, methods=["GET", "POST"]),
         Route("/v0/pipes/{name}", pipe_file, methods=["GET", "POST", "DELETE"]),
         Route("/v0/pipes/{name}/nodes/{node}/endpoint", set_endpoint, methods=["POST"]),
@@ -87,7 +88,7 @@ def _datasource_json(engine: Engine, ds: Datasource) -> dict:
              "jsonpath": c.jsonpath, "nullable": c.nullable, "normalized_name": c.name}
             for c in ds.columns
         ],
-        "type": "ndjson", "indexes": [], "new_columns_detected": {}, "used_by": [],
+        "schema": {"sql_schema": ds.schema}, "type": "ndjson", "indexes": [], "new_columns_detected": {}, "used_by": [],
         "statistics": engine.datasource_stats(ds.name),
         "quarantine": quarantine_name(ds.name),
     }
@@ -123,9 +124,26 @@ async def post_datasource(request: Request) -> Response:
     require(request, engine.tokens, "DATASOURCES:CREATE")
     if not params.get("schema"):
         raise BadRequest("Only datasources created from a schema are supported: send 'schema'")
-    ds = parse_datasource(name, _datasource_text(params))
+    ds = parse_datasource(name, datasource_text(params))
     await run_in_threadpool(engine.deploy_datasource, ds, params.get("force", "").lower() == "true")
     return JSONResponse({"datasource": _datasource_json(engine, engine.datasource(name))})
+
+
+async def alter_datasource(request: Request) -> Response:
+    """tb push --force on an existing datasource: a dry run lists the operations, then they are applied."""
+    engine = _engine(request)
+    require(request, engine.tokens, "DATASOURCES:CREATE")
+    old = engine.datasource(request.path_params["name"])
+    params = {**dict(request.query_params), **await _form(request)}
+    settings = {**dict(old.engine_settings), "description": params.get("description") or old.description,
+                "schema": params.get("schema") or old.schema}
+    new = parse_datasource(old.name, datasource_text(settings))
+    operations = engine.plan_datasource(new)
+    if not operations:
+        raise BadRequest("There were no operations to perform")
+    if params.get("dry", "false").lower() != "true":
+        await run_in_threadpool(engine.deploy_datasource, new)
+    return JSONResponse({"operations": operations, "dependencies": []})
 
 
 async def _form(request: Request) -> dict:
@@ -154,41 +172,6 @@ async def _append(request: Request, engine: Engine, name: str, form: dict) -> Re
         "datasource": _datasource_json(engine, engine.datasource(name)), "quarantine_rows": result.quarantined_rows,
         "invalid_lines": 0, "error": False, "blocks": [], "successful_rows": result.successful_rows,
     })
-
-
-def _datasource_text(params: dict) -> str:
-    """The datafile a ``tb push`` form describes, for tinybird-cli's parser."""
-    lines = []
-    if params.get("description"):
-        lines += ["DESCRIPTION >", textwrap.indent(params["description"], "    "), ""]
-    schema = ",\n".join(f"    {c.strip()}" for c in _split_columns(params["schema"]))
-    lines += ["SCHEMA >", schema, ""]
-    for key in ("engine", "engine_sorting_key", "engine_partition_key", "engine_ttl", "engine_ver",
-                "engine_primary_key", "engine_settings"):
-        if params.get(key):
-            lines.append(f'{key.upper()} "{params[key]}"')
-    return "\n".join(lines) + "\n"
-
-
-def _split_columns(schema: str) -> list[str]:
-    """Column definitions separated by top-level commas (not those inside brackets or quotes)."""
-    parts, depth, quote, current = [], 0, "", []
-    for ch in schema:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'`\"":
-            quote = ch
-        elif ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    parts.append("".join(current))
-    return [p.strip() for p in parts if p.strip()]
 
 
 # -- pipes ------------------------------------------------------------------------------------
