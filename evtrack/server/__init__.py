@@ -27,7 +27,6 @@ def serve(engine: Engine, host: str, port: int, on_ready=None) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     marker = engine.store.path / SERVER_FILE
-    url = f"http://{host}:{port}"
 
     startup = server.startup
 

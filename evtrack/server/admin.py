@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import textwrap
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
@@ -23,6 +22,7 @@ from ..engine.ingest import quarantine_name
 from ..errors import BadRequest, NotFound
 from ..project import Datasource, Pipe, datasource_text, parse_datasource, parse_pipe, pipe_text
 from .auth import require
+from .bodies import read_body
 
 __all__ = ["routes"]
 
@@ -151,8 +151,6 @@ async def _form(request: Request) -> dict:
     if kind.startswith("multipart/form-data"):
         form = await request.form(max_part_size=request.app.state.max_body)
         return {k: v for k, v in form.items()}
-    from .app import read_body
-
     body = await read_body(request)
     if kind.startswith("application/x-www-form-urlencoded"):
         return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -218,8 +216,6 @@ async def delete_pipe(request: Request) -> Response:
 async def post_pipe(request: Request) -> Response:
     engine = _engine(request)
     require(request, engine.tokens, "PIPES:CREATE")
-    from .app import read_body
-
     body = await read_body(request)
     try:
         document = json.loads(body or b"{}")
@@ -268,8 +264,6 @@ async def token(request: Request) -> Response:
     require(request, engine.tokens, "TOKENS")
     found = engine.tokens.get(request.path_params["name"])
     if request.method == "PUT":
-        from .app import read_body
-
         body = (await read_body(request)).decode("utf-8", "replace")
         scopes = [v for k, v in request.query_params.multi_items() if k == "scope"]
         scopes += [v for k, v in parse_qsl(body) if k == "scope"]
@@ -284,8 +278,6 @@ async def sql_tables(request: Request) -> Response:
     engine = _engine(request)
     require(request, engine.tokens, "ADMIN")
     from tinybird.sql_toolset import sql_get_used_tables
-
-    from .app import read_body
 
     body = await read_body(request)
     try:
