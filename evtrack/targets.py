@@ -164,9 +164,9 @@ def tb_push(project_dir: Path, host: str, token: str, force: bool = False) -> li
     # --force so that changed pipes are replaced and datasources altered (compatible changes only: an
     # incompatible one fails, naming the column); --yes answers tb's confirmation; --no-check skips its
     # comparison of old and new endpoint results.
-    command = [sys.executable, "-m", "tinybird.tb_cli", "--host", host, "--token", token, "push", "--push-deps",
-               "--force", "--yes", "--no-check", *files]
-    env = {**os.environ, "TB_VERSION_WARNING": "0", "TB_CLI_TELEMETRY_OPTOUT": "1"}
+    # The token goes in the environment, not the command line, where other users of the machine could see it.
+    command = [sys.executable, "-m", "tinybird.tb_cli", "push", "--push-deps", "--force", "--yes", "--no-check", *files]
+    env = {**os.environ, "TB_HOST": host, "TB_TOKEN": token, "TB_VERSION_WARNING": "0", "TB_CLI_TELEMETRY_OPTOUT": "1"}
     done = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True, timeout=600)
     lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     if done.returncode != 0:
