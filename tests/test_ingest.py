@@ -146,3 +146,23 @@ def test_unknown_datasource_is_not_found(fresh_engine):
 
     with pytest.raises(NotFound, match="Data Source 'nope' not found"):
         fresh_engine.append("nope", b"{}\n")
+
+
+def test_a_line_over_the_size_limit_is_quarantined_not_crashed_on(fresh_engine):
+    from evtrack.engine.ingest import MAX_LINE_BYTES
+
+    huge = b'{"event_type": "a", "timestamp": "2023-01-01 00:00:00", "properties": "' + b"x" * MAX_LINE_BYTES + b'"}'
+    result = fresh_engine.append("events", huge + b"\n" + b'{"event_type": "b", "timestamp": "2023-01-01 00:00:00"}\n')
+    assert (result.successful_rows, result.quarantined_rows) == (1, 1)
+    [reason] = result.errors
+    assert reason.startswith(f"Line is too long: {len(huge)} bytes, at most {MAX_LINE_BYTES}: '{{\"event_type\": \"a\"")
+    assert len(reason) < 1200
+
+
+def test_several_payloads_in_one_statement_each_get_their_own_counts(fresh_engine):
+    payloads = [b'{"event_type": "a", "timestamp": "2023-01-01 00:00:00"}\nnot json\n',
+                b'\n', b'{"event_type": "b", "timestamp": "2023-01-01 00:00:01"}\n' * 3]
+    results = fresh_engine.append_many("events", payloads)
+    assert [(r.successful_rows, r.quarantined_rows) for r in results] == [(1, 1), (0, 0), (3, 0)]
+    assert results[0].errors == ["Line is not a valid JSON: 'not json'"]
+    assert len({r.import_id for r in results}) == 3

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import BadRequest, NotFound, QueryError, SchemaConflict
 from ..project import Datasource, Pipe, Project, parse_datasource, parse_pipe
-from .ingest import ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
+from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .pipes import pipe_sql, with_q
 from .sqlapi import read_only_sql
 from .store import Store
@@ -138,6 +138,8 @@ class Engine:
         self.store.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
         old = self.datasources.get(ds.name)
         if old is not None and old.source == ds.source and self._table_exists(ds.name):
+            if not self._table_exists(imports_table(ds.name)):  # a store made before the imports audit
+                self._create_ingest(ds)
             return "unchanged"
         if old is None or not self._table_exists(ds.name):
             self._create_tables(ds)
@@ -246,30 +248,50 @@ class Engine:
             raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
 
     # -- ingest ----------------------------------------------------------------------------
-    def append(self, datasource: str, source: Path | bytes, import_id: str | None = None) -> AppendResult:
+    def append(self, datasource: str, source: Path | bytes) -> AppendResult:
         """Ingest NDJSON (a file, gzip by its name, or bytes): every non-blank line is stored or quarantined."""
-        ds = self.datasource(datasource)
-        import_id = import_id or uuid.uuid4().hex
         if isinstance(source, (bytes, bytearray, memoryview)):
-            with tempfile.NamedTemporaryFile(dir=self.store.path, prefix="batch-", suffix=".ndjson") as tmp:
-                tmp.write(source)
-                tmp.flush()
-                return self._append_file(ds, Path(tmp.name), import_id)
-        return self._append_file(ds, Path(source), import_id)
-
-    def _append_file(self, ds: Datasource, path: Path, import_id: str) -> AppendResult:
+            return self.append_many(datasource, [bytes(source)])[0]
+        ds = self.datasource(datasource)
+        path, import_id = Path(source).resolve(), uuid.uuid4().hex
         compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
-        source = f"file({sql_string(str(path.resolve()))}, 'LineAsString', 'line String', {compression})"
-        quarantine = f"{DATABASE}.`{quarantine_name(ds.name)}`"
-        # Every line writes one row to the ingest table and one to exactly one of its two views.
-        lines = self.store.execute(ingest_insert(ds, DATABASE, source, import_id)) // 2
-        out = self.store.run(
-            f"SELECT count(), groupArray(5)(arrayStringConcat(c__error, '; ')) FROM {quarantine} "
-            f"WHERE c__import_id = {sql_string(import_id)}",
-            "JSONCompactEachRow",
-        )
-        quarantined, errors = json.loads(out)
-        return AppendResult(lines - quarantined, quarantined, import_id, errors)
+        self._ingest(ds, f"file({sql_string(str(path))}, 'LineAsString', 'line String', {compression})",
+                     sql_string(import_id))
+        return self._results(ds, [import_id])[0]
+
+    def append_many(self, datasource: str, payloads: list[bytes]) -> list[AppendResult]:
+        """Ingest several NDJSON payloads in one statement, with a result (and an import id) for each."""
+        ds = self.datasource(datasource)
+        ids = [uuid.uuid4().hex for _ in payloads]
+        with tempfile.TemporaryDirectory(dir=self.store.path, prefix="batch-") as folder:
+            for import_id, payload in zip(ids, payloads):
+                (Path(folder) / f"{import_id}.ndjson").write_bytes(payload)
+            glob = sql_string(f"{folder}/*.ndjson")
+            self._ingest(ds, f"file({glob}, 'LineAsString', 'line String')", "splitByChar('.', _file)[1]")
+        return self._results(ds, ids)
+
+    def _ingest(self, ds: Datasource, source: str, import_id: str) -> None:
+        self.store.execute(ingest_insert(ds, DATABASE, source, import_id))
+
+    def _results(self, ds: Datasource, ids: list[str]) -> list[AppendResult]:
+        """Each import's counts, from the imports audit table, and its first quarantine reasons."""
+        wanted = ", ".join(sql_string(i) for i in ids)
+        counts = self.store.run(
+            f"SELECT import_id, sum(lines), sum(quarantined) FROM {DATABASE}.`{imports_table(ds.name)}` "
+            f"WHERE import_id IN ({wanted}) GROUP BY import_id", "JSONCompactEachRow")
+        found = {row[0]: (row[1], row[2]) for row in map(json.loads, counts.splitlines()) if row}
+        reasons: dict[str, list[str]] = {}
+        if any(q for _, q in found.values()):
+            out = self.store.run(
+                f"SELECT c__import_id, groupArray(5)(arrayStringConcat(c__error, '; ')) "
+                f"FROM {DATABASE}.`{quarantine_name(ds.name)}` WHERE c__import_id IN ({wanted}) GROUP BY c__import_id",
+                "JSONCompactEachRow")
+            reasons = {row[0]: row[1] for row in map(json.loads, out.splitlines()) if row}
+        results = []
+        for import_id in ids:
+            lines, quarantined = found.get(import_id, (0, 0))
+            results.append(AppendResult(lines - quarantined, quarantined, import_id, reasons.get(import_id, [])))
+        return results
 
     # -- queries ---------------------------------------------------------------------------
     def pipe_query(self, name: str, params: dict[str, str], q: str | None = None) -> str:

@@ -15,9 +15,12 @@ import re
 
 from ..project import Column, Datasource
 
-__all__ = ["ingest_ddl", "ingest_insert", "ingest_table", "quarantine_ddl", "quarantine_name", "sql_string"]
+__all__ = ["MAX_LINE_BYTES", "imports_table", "ingest_ddl", "ingest_insert", "ingest_table", "quarantine_ddl",
+           "quarantine_name", "sql_string"]
 
 _DATETIME64 = re.compile(r"DateTime64\((\d+)")
+MAX_LINE_BYTES = 1024 * 1024  # a longer line is quarantined whole, with its first bytes in the message
+_SHOWN_BYTES = 1000
 
 
 def quarantine_name(datasource: str) -> str:
@@ -26,6 +29,11 @@ def quarantine_name(datasource: str) -> str:
 
 def ingest_table(datasource: str) -> str:
     return f"{datasource}__ingest"
+
+
+def imports_table(datasource: str) -> str:
+    """Per import: lines received and lines quarantined (an audit of every batch, kept by a view)."""
+    return f"{datasource}__imports"
 
 
 def sql_string(value: str) -> str:
@@ -108,6 +116,7 @@ def _staging_columns(ds: Datasource) -> list[str]:
     return [
         "`__import_id` String",
         "`__is_json` UInt8",
+        "`__too_long` UInt8",
         "`__line` String",
         "`__errors` Array(String)",
         "`__error_columns` Array(String)",
@@ -121,13 +130,18 @@ def ingest_ddl(ds: Datasource, database: str) -> list[str]:
     db = f"`{database}`"
     ingest = f"{db}.`{ingest_table(ds.name)}`"
     store_view, quarantine_view = f"{db}.`{ds.name}__store`", f"{db}.`{ds.name}__quarantine`"
+    imports, imports_view = f"{db}.`{imports_table(ds.name)}`", f"{db}.`{ds.name}__count`"
     columns = ", ".join(f"`{c.name}`" for c in ds.columns)
     raw = ", ".join(f"`__raw_{c.name}` AS `{c.name}`" for c in ds.columns)
-    not_json = "[concat('Line is not a valid JSON: ', char(39), __line, char(39))]"
+    not_json = "[if(__too_long, __line, concat('Line is not a valid JSON: ', char(39), __line, char(39)))]"
     return [
         f"DROP VIEW IF EXISTS {store_view}",
         f"DROP VIEW IF EXISTS {quarantine_view}",
+        f"DROP VIEW IF EXISTS {imports_view}",
         f"DROP TABLE IF EXISTS {ingest}",
+        f"CREATE TABLE IF NOT EXISTS {imports} (import_id String, lines UInt64, quarantined UInt64, "
+        f"inserted_at DateTime DEFAULT now()) ENGINE = SummingMergeTree ORDER BY import_id "
+        f"TTL inserted_at + INTERVAL 7 DAY",
         f"CREATE TABLE {ingest} ({', '.join(_staging_columns(ds))}) ENGINE = Null",
         f"CREATE MATERIALIZED VIEW {store_view} TO {db}.`{ds.name}` AS "
         f"SELECT {columns} FROM {ingest} WHERE __is_json AND empty(__errors)",
@@ -135,11 +149,15 @@ def ingest_ddl(ds: Datasource, database: str) -> list[str]:
         f"SELECT if(__is_json, __error_columns, ['']) AS c__error_column, "
         f"if(__is_json, __errors, {not_json}) AS c__error, __import_id AS c__import_id, {raw} "
         f"FROM {ingest} WHERE NOT __is_json OR notEmpty(__errors)",
+        f"CREATE MATERIALIZED VIEW {imports_view} TO {imports} AS SELECT __import_id AS import_id, count() AS lines, "
+        f"countIf(NOT __is_json OR notEmpty(__errors)) AS quarantined FROM {ingest} GROUP BY __import_id",
     ]
 
 
 def ingest_insert(ds: Datasource, database: str, source: str, import_id: str) -> str:
     """The one statement that ingests the lines of ``source`` (a table expression with a String column ``line``).
+
+    ``import_id`` is an SQL expression naming each line's import (a constant, or one per file of a glob).
 
     Defaults may name other columns, as in ClickHouse: each output column is an alias the others can use.
     """
@@ -152,9 +170,12 @@ def ingest_insert(ds: Datasource, database: str, source: str, import_id: str) ->
     errors = ", ".join(_error(i, c) for i, c in enumerate(ds.columns))
     names = ", ".join(sql_string(c.name) for c in ds.columns)
     select = [
-        f"{sql_string(import_id)} AS __import_id",
-        "isValidUTF8(line) AND JSONType(line) = 'Object' AS __is_json",
-        "if(__is_json, '', toValidUTF8(line)) AS __line",
+        f"{import_id} AS __import_id",
+        f"length(line) > {MAX_LINE_BYTES} AS __too_long",
+        "NOT __too_long AND isValidUTF8(line) AND JSONType(line) = 'Object' AS __is_json",
+        f"multiIf(__is_json, '', __too_long, concat('Line is too long: ', toString(length(line)), ' bytes, at most "
+        f"{MAX_LINE_BYTES}: ', char(39), toValidUTF8(substring(line, 1, {_SHOWN_BYTES})), '...', char(39)), "
+        "toValidUTF8(line)) AS __line",
         f"arrayFilter(e -> e != '', [{errors}]) AS __errors",
         f"arrayFilter((n, e) -> e != '', [{names}], [{errors}]) AS __error_columns",
         *(f"{_value(i, c)} AS `{c.name}`" for i, c in enumerate(ds.columns)),
