@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 
 import pytest
 from starlette.testclient import TestClient
@@ -55,8 +56,16 @@ def test_seed_ingest_of_one_pretty_printed_object_stores_one_event(fresh_engine,
     response = fresh_http.post("/v0/events?name=events", headers=admin(fresh_engine), content=SEED_BODY)
     assert response.status_code == 202
     assert response.text == '{"successful_rows":1,"quarantined_rows":0}'
-    [row] = data(fresh_engine.sql("SELECT * FROM events"))
+    [row] = eventually(lambda: data(fresh_engine.sql("SELECT * FROM events")))
     assert row["event_id"] == "e123456" and row["timestamp"] == "2023-07-15 14:30:00"
+
+
+def eventually(read, seconds: float = 10.0):
+    """What ``read`` returns once it is not empty: rows accepted with 202 are stored at the next flush."""
+    deadline = time.monotonic() + seconds
+    while not (found := read()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 def test_seed_endpoint_calls(engine, http, rows):
@@ -158,7 +167,7 @@ def test_every_failure_path(engine, http):
         (http.post("/v0/events?name=events&token=wrong", content=b"{}"), 403, "Invalid token"),
         (http.post("/v0/events?name=nope", headers=a, content=b"{}"), 404, "Data Source 'nope' not found"),
         (http.post("/v0/events?name=events", headers={**a, "Content-Encoding": "gzip"}, content=b"not gzip"), 400,
-         "Invalid gzip body: Not a gzipped file (b'no')"),
+         "Invalid gzip body: incorrect header check"),
     ]
     for response, status, text in events:
         assert_error(response, status, text, plain=True)
@@ -190,10 +199,10 @@ def test_events_gzip(fresh_engine, fresh_http, header):
 def test_events_json_array_and_ndjson_with_bad_lines(fresh_engine, fresh_http):
     array = json.dumps([{"event_type": "a", "timestamp": "2023-01-01 00:00:00"},
                         {"event_type": "b", "timestamp": "2023-01-01 00:00:01"}])
-    response = fresh_http.post("/v0/events?name=events", headers=admin(fresh_engine), content=array)
+    response = fresh_http.post("/v0/events?name=events&wait=true", headers=admin(fresh_engine), content=array)
     assert response.json() == {"successful_rows": 2, "quarantined_rows": 0}
     ndjson = b'{"event_type":"a","timestamp":"2023-01-01 00:00:02"}\nnot json\n\n{"event_type":"c"}\n'
-    response = fresh_http.post("/v0/events?name=events", headers=admin(fresh_engine), content=ndjson)
+    response = fresh_http.post("/v0/events?name=events&wait=true", headers=admin(fresh_engine), content=ndjson)
     assert response.json() == {"successful_rows": 1, "quarantined_rows": 2}
 
 

@@ -24,7 +24,7 @@ def serve(engine: Engine, host: str, port: int, on_ready=None) -> None:
     import uvicorn
 
     app = create_app(engine)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     marker = engine.store.path / SERVER_FILE
 

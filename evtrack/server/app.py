@@ -8,6 +8,7 @@ everywhere, plain text ending in a newline on the Events API.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from urllib.parse import parse_qsl
 
@@ -23,6 +24,7 @@ from ..errors import BadRequest, EvtrackError, Forbidden, NotFound
 from . import admin
 from .auth import INVALID_TOKEN, require_pipe_read, request_token
 from .bodies import read_body, request_params
+from .buffer import IngestBuffer, count_lines
 from .events import as_ndjson, decode_body
 
 __all__ = ["create_app", "DOCS"]
@@ -35,8 +37,19 @@ EVENTS_PATH = "/v0/events"
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 
 
-def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: IngestBuffer | None = None) -> Starlette:
+    buffer = buffer or IngestBuffer(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await buffer.start()
+        try:
+            yield
+        finally:
+            await buffer.stop()  # a clean shutdown flushes what was acknowledged
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route(EVENTS_PATH, events, methods=["POST"]),
             Route("/v0/sql", sql, methods=["GET", "POST"]),
@@ -47,6 +60,7 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY) -> Starlette
     )
     app.state.engine = engine
     app.state.max_body = max_body
+    app.state.buffer = buffer
     return app
 
 
@@ -60,7 +74,9 @@ def error_response(request: Request, status: int, message: str, body=None) -> Re
 
 
 async def evtrack_error(request: Request, exc: EvtrackError) -> Response:
-    return error_response(request, exc.status, exc.message, exc.body)
+    response = error_response(request, exc.status, exc.message, exc.body)
+    response.headers.update(getattr(exc, "headers", {}))
+    return response
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -83,11 +99,13 @@ async def events(request: Request) -> Response:
     if token is None or not token.allows("DATASOURCES:CREATE", f"DATASOURCES:APPEND:{name}"):
         raise Forbidden("Invalid token")
     engine.datasource(name)
-    body = as_ndjson(decode_body(await read_body(request), request.headers.get("content-encoding", "")))
-    result = await run_in_threadpool(engine.append, name, body)
+    limit = request.app.state.max_body
+    body = as_ndjson(decode_body(await read_body(request), request.headers.get("content-encoding", ""), limit))
     wait = request.query_params.get("wait", "").lower() == "true"
-    return JSONResponse({"successful_rows": result.successful_rows, "quarantined_rows": result.quarantined_rows},
-                        status_code=200 if wait else 202)
+    result = await request.app.state.buffer.submit(name, body, wait)
+    if result is None:  # queued: its rows are stored or quarantined at the next flush
+        return JSONResponse({"successful_rows": count_lines(body), "quarantined_rows": 0}, status_code=202)
+    return JSONResponse({"successful_rows": result.successful_rows, "quarantined_rows": result.quarantined_rows})
 
 
 # -- endpoints --------------------------------------------------------------------------------

@@ -8,24 +8,36 @@ not by its first byte: only a body that is one JSON document is taken as one.
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
 
-from ..errors import BadRequest
+from ..errors import BadRequest, EvtrackError
 
 __all__ = ["decode_body", "as_ndjson"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def decode_body(body: bytes, content_encoding: str = "") -> bytes:
-    if "gzip" in content_encoding.lower() or body[:2] == GZIP_MAGIC:
-        try:
-            return gzip.decompress(body)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise BadRequest(f"Invalid gzip body: {exc}") from None
-    return body
+def decode_body(body: bytes, content_encoding: str = "", limit: int | None = None) -> bytes:
+    """The body, inflated if gzip; a body that inflates past ``limit`` is refused (413) before it all is."""
+    if "gzip" not in content_encoding.lower() and body[:2] != GZIP_MAGIC:
+        return body
+    out, rest = [], body
+    size = 0
+    try:
+        while rest:
+            inflater = zlib.decompressobj(wbits=31)  # one gzip member; concatenated members loop
+            chunk = inflater.decompress(rest, (limit + 1 - size) if limit else 0)
+            size += len(chunk)
+            out.append(chunk)
+            if limit and (size > limit or inflater.unconsumed_tail):
+                raise EvtrackError(f"The body inflates to more than {limit} bytes", status=413)
+            if not inflater.eof:
+                raise BadRequest("Invalid gzip body: truncated")
+            rest = inflater.unused_data
+    except zlib.error as exc:
+        raise BadRequest(f"Invalid gzip body: {str(exc).rpartition(': ')[2]}") from None
+    return b"".join(out)
 
 
 def as_ndjson(body: bytes) -> bytes:

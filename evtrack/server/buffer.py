@@ -1,0 +1,139 @@
+"""Coalescing Events API requests into few inserts, as ClickHouse's asynchronous inserts do.
+
+Requests are queued per datasource and flushed together, in one engine statement, when the
+queue holds ``flush_bytes`` or when ``flush_interval`` has passed: a thousand single-event
+requests a second become a few inserts a second, not a thousand parts.
+
+- ``wait=true``: the answer comes after the flush that stored (or quarantined) the request's rows.
+- ``wait=false``: the answer comes when the rows are queued. The queue is bounded
+  (``max_pending_bytes``): past it, requests are refused with ``Busy`` (429) rather than queued
+  without limit, so the server never acknowledges more than it can flush. A failed flush keeps
+  acknowledged rows queued for the next one; a clean shutdown flushes before the process ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+
+from starlette.concurrency import run_in_threadpool
+
+from ..engine import AppendResult, Engine
+from ..errors import EvtrackError
+
+__all__ = ["Busy", "IngestBuffer", "Unavailable", "count_lines"]
+
+log = logging.getLogger("evtrack.server")
+_NON_BLANK_LINE = re.compile(rb"^[ \t\r\f\v]*[^\s]", re.MULTILINE)
+
+
+def count_lines(payload: bytes) -> int:
+    """Non-blank lines, counted by the regex engine rather than a Python loop."""
+    return len(_NON_BLANK_LINE.findall(payload))
+
+
+class Busy(EvtrackError):
+    status = 429
+
+    def __init__(self, retry_after: int, limit: int):
+        super().__init__("Too many requests")
+        self.headers = {"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit),
+                        "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(retry_after)}
+
+
+class Unavailable(EvtrackError):
+    status = 503
+
+    def __init__(self):
+        super().__init__("Service temporarily unavailable, no data ingested, please retry again")
+
+
+@dataclass
+class _Queued:
+    payload: bytes
+    done: asyncio.Future | None  # None: acknowledged already (wait=false)
+
+
+@dataclass
+class IngestBuffer:
+    engine: Engine
+    flush_bytes: int = 4 * 1024 * 1024
+    flush_interval: float = 0.25
+    max_pending_bytes: int = 64 * 1024 * 1024
+    flushes: int = 0
+    _queues: dict[str, list[_Queued]] = field(default_factory=dict)
+    _pending_bytes: int = 0
+    _wake: asyncio.Event | None = None
+    _task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Flush everything queued, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        while any(self._queues.values()):
+            if not await self.flush():
+                log.error("could not flush %d queued bytes at shutdown", self._pending_bytes)
+                break
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    async def submit(self, datasource: str, payload: bytes, wait: bool) -> AppendResult | None:
+        if self._pending_bytes + len(payload) > self.max_pending_bytes:
+            raise Busy(retry_after=max(1, round(self.flush_interval * 4)), limit=self.max_pending_bytes)
+        done = asyncio.get_running_loop().create_future() if wait else None
+        self._queues.setdefault(datasource, []).append(_Queued(payload, done))
+        self._pending_bytes += len(payload)
+        if self._pending_bytes >= self.flush_bytes and self._wake is not None:
+            self._wake.set()
+        return await done if done is not None else None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write what is queued, one statement per datasource; False if a write failed."""
+        queues, self._queues = self._queues, {}
+        ok = True
+        for datasource, items in queues.items():
+            size = sum(len(item.payload) for item in items)
+            try:
+                results = await run_in_threadpool(self.engine.append_many, datasource, [i.payload for i in items])
+            except Exception:
+                log.exception("flush of %d requests to %s failed", len(items), datasource)
+                ok = False
+                self._requeue(datasource, items)
+                continue
+            finally:
+                self._pending_bytes -= size
+            self.flushes += 1
+            for item, result in zip(items, results):
+                if item.done is not None and not item.done.done():
+                    item.done.set_result(result)
+        return ok
+
+    def _requeue(self, datasource: str, items: list[_Queued]) -> None:
+        """Acknowledged rows wait for the next flush; waiting callers are told to retry."""
+        kept = [item for item in items if item.done is None]
+        for item in items:
+            if item.done is not None and not item.done.done():
+                item.done.set_exception(Unavailable())
+        self._queues.setdefault(datasource, [])[:0] = kept
+        self._pending_bytes += sum(len(item.payload) for item in kept)
