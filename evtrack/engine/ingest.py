@@ -185,5 +185,5 @@ def ingest_insert(ds: Datasource, database: str, source: str, import_id: str) ->
     staging = ", ".join(f"`{c.split('`')[1]}`" for c in _staging_columns(ds))
     return (
         f"INSERT INTO `{database}`.`{ingest_table(ds.name)}` ({staging}) "
-        f"SELECT {staging} FROM (SELECT {', '.join(select)} FROM {source} WHERE notEmpty(trimBoth(line)))"
+        f"SELECT {staging} FROM (SELECT {', '.join(select)} FROM {source} WHERE notEmpty(trimBoth(line, ' \\t\\r\\x0b\\x0c')))"
     )

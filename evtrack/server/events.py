@@ -47,7 +47,7 @@ def as_ndjson(body: bytes) -> bytes:
         return body
     try:
         document = json.loads(stripped)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is for the engine to judge
         return body  # not one JSON document: NDJSON, whose lines are checked one by one
     if isinstance(document, dict):
         return json.dumps(document, ensure_ascii=False).encode() + b"\n"
