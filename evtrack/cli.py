@@ -6,6 +6,8 @@ parameter values exit 2 before anything runs.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -18,7 +20,8 @@ from .output import OUTPUT_FORMATS, engine_format, render
 from .params import InvalidParam, validate_params
 from .project import Pipe
 from .settings import resolve
-from .targets import Embedded, Receipt, open_target
+from .sender import MAX_BATCH_BYTES, Receipt, SendOptions, send_path
+from .targets import Embedded, open_target
 
 __all__ = ["cli", "main"]
 
@@ -90,43 +93,76 @@ def deploy(ctx: click.Context, force: bool, project_dir: Path) -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
 @click.option("--datasource", default="events", show_default=True, help="Datasource to append to.")
+@click.option("--batch-bytes", type=click.IntRange(1024), default=MAX_BATCH_BYTES, show_default=True,
+              help="Largest request, before compression (Tinybird takes 10 MB).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=SendOptions.concurrency, show_default=True,
+              help="Requests in flight at once.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Ask the host to acknowledge only stored batches (wait=true).")
+@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where lines refused before sending go, one JSON line each [default: FILE.rejects.ndjson].")
+@click.option("--resume", is_flag=True, help="Continue from the last acknowledged batch of an interrupted send.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="The resume checkpoint [default: FILE.checkpoint.json].")
+@click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
 @click.pass_context
-def send(ctx: click.Context, files: tuple[Path, ...], datasource: str) -> None:
-    """Send NDJSON events (files, .gz files, or - for stdin) and print a receipt."""
+def send(ctx: click.Context, files: tuple[Path, ...], datasource: str, batch_bytes: int, concurrency: int,
+         wait: bool, rejects: Path | None, resume: bool, checkpoint: Path | None, as_json: bool) -> None:
+    """Send NDJSON events (files, .gz files, or - for stdin) and print a receipt.
+
+    Every non-blank line is stored, quarantined (with a reason, in DATASOURCE_quarantine) or
+    rejected before sending (with a reason, in the rejects file). Exit 1 unless all were stored.
+    """
     for path in files:
         if str(path) != "-" and not path.exists():
             raise click.BadParameter(f"file {str(path)!r} does not exist", param_hint="FILES")
+    options = SendOptions(batch_bytes=batch_bytes, concurrency=concurrency, wait=wait, resume=resume,
+                          checkpoint=checkpoint if len(files) == 1 else None, rejects=rejects)
     target = _target(ctx)
     started, total = time.monotonic(), Receipt()
     for path in files:
-        for receipt in _send_one(target, datasource, path):
-            total = Receipt(total.stored + receipt.stored, total.quarantined + receipt.quarantined,
-                            total.reasons + receipt.reasons)
-    elapsed = time.monotonic() - started
+        with _progress(path) as progress:
+            receipt = send_path(target, datasource, path, options, progress)
+        total.add(receipt)
+        total.rejects_file = total.rejects_file or receipt.rejects_file
+    _print_receipt(total, time.monotonic() - started, datasource, as_json)
+    if total.stored != total.lines:
+        ctx.exit(1)
+
+
+def _print_receipt(total: Receipt, elapsed: float, datasource: str, as_json: bool) -> None:
+    rate = total.lines / max(elapsed, 1e-9)
+    if as_json:
+        click.echo(json.dumps({**total.as_dict(), "elapsed_s": round(elapsed, 3), "events_per_s": round(rate, 1)}))
+        return
+    click.echo(f"lines        {total.lines}")
     click.echo(f"stored       {total.stored}")
     click.echo(f"quarantined  {total.quarantined}")
     for reason in total.reasons[:5]:
         click.echo(f"  - {reason}")
     if total.quarantined:
         click.echo(f"  see: evtrack sql \"SELECT c__error, * FROM {datasource}_quarantine\"")
-    click.echo("rejected     0")
-    click.echo(f"elapsed      {elapsed:.2f}s ({(total.stored + total.quarantined) / max(elapsed, 1e-9):,.0f} events/s)")
-    if total.quarantined:
-        ctx.exit(1)
+    click.echo(f"rejected     {total.rejected}" + (f" (see {total.rejects_file})" if total.rejects_file else ""))
+    click.echo(f"retries      {total.retries}")
+    click.echo(f"elapsed      {elapsed:.2f}s ({rate:,.0f} events/s)")
 
 
-def _send_one(target, datasource: str, path: Path):
+@contextlib.contextmanager
+def _progress(path: Path):
+    """A progress bar with events/s for a large file on a terminal; otherwise nothing."""
     big = str(path) != "-" and path.stat().st_size >= PROGRESS_BYTES and not path.name.endswith(".gz")
     if not (big and sys.stderr.isatty()):
-        yield from (receipt for _, receipt in target.send(datasource, path))
+        yield None
         return
     started, events = time.monotonic(), 0
     with click.progressbar(length=path.stat().st_size, label=path.name, file=sys.stderr,
                            item_show_func=lambda rate: f"{rate:,.0f} events/s" if rate else None) as bar:
-        for size, receipt in target.send(datasource, path, whole_files=False):
-            events += receipt.stored + receipt.quarantined
+        def advance(size: int, receipt: Receipt) -> None:
+            nonlocal events
+            events += receipt.lines
             bar.update(size, events / max(time.monotonic() - started, 1e-9))
-            yield receipt
+
+        yield advance
 
 
 # -- query ----------------------------------------------------------------------------------

@@ -9,28 +9,63 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
+import time
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import httpx
 
 from .errors import EvtrackError
 
-__all__ = ["Client", "RemoteError", "MAX_GET_URL"]
+__all__ = ["Client", "RemoteError", "Retry", "MAX_GET_URL"]
 
 MAX_GET_URL = 8000  # longer calls go as POST, as tinybird-cli does
 
 
 class RemoteError(EvtrackError):
-    def __init__(self, status: int, text: str):
+    def __init__(self, status: int, text: str, headers: dict | None = None):
         super().__init__(f"{text} (HTTP {status})", status=status)
         self.text = text
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class Retry:
+    """When and how long to wait before sending again, as Tinybird's own SDK does.
+
+    429 waits ``Retry-After`` (else ``X-RateLimit-Reset``); 5xx and connection errors back off
+    exponentially from ``base`` seconds, capped at ``cap``, with full jitter. Any other 4xx is final.
+    """
+
+    attempts: int = 8
+    base: float = 0.2
+    cap: float = 10.0
+
+    def delay(self, error: EvtrackError, attempt: int) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to give up."""
+        if attempt + 1 >= self.attempts:
+            return None
+        status = error.status
+        if status == 429:
+            headers = {k.lower(): v for k, v in getattr(error, "headers", {}).items()}
+            for name in ("retry-after", "x-ratelimit-reset"):
+                try:
+                    return min(max(float(headers[name]), 0.0), 60.0)
+                except (KeyError, ValueError):
+                    continue
+        elif status < 500:
+            return None
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
 
 
 class Client:
-    def __init__(self, host: str, token: str, *, http: httpx.Client | None = None, timeout: float = 60.0):
+    def __init__(self, host: str, token: str, *, http: httpx.Client | None = None, timeout: float = 60.0,
+                 sleep=time.sleep):
         self.host = host.rstrip("/")
         self._http = http or httpx.Client(base_url=self.host, timeout=timeout)
         self._auth = {"Authorization": f"Bearer {token}"}
+        self._sleep = sleep
 
     def close(self) -> None:
         self._http.close()
@@ -42,17 +77,30 @@ class Client:
         except httpx.HTTPError as exc:
             raise EvtrackError(f"cannot reach {self.host}: {exc}", status=503) from None
         if response.status_code >= 400:
-            raise RemoteError(response.status_code, _error_text(response))
+            raise RemoteError(response.status_code, _error_text(response), dict(response.headers))
         return response
 
-    def send(self, datasource: str, ndjson: bytes, wait: bool = True) -> dict:
-        """POST NDJSON to the Events API, gzip-compressed; ``{"successful_rows", "quarantined_rows"}``."""
+    def send(self, datasource: str, ndjson: bytes, wait: bool = True, retry: Retry | None = None) -> tuple[dict, int]:
+        """POST NDJSON to the Events API, gzip-compressed, retrying as ``retry`` says.
+
+        Returns ``{"successful_rows", "quarantined_rows"}`` and how many retries it took. A resend
+        after an unanswered attempt cannot double-count: events are deduplicated by ``event_id``.
+        """
         params = {"name": datasource, "wait": "true" if wait else "false"}
-        response = self._request(
-            "POST", f"/v0/events?{urlencode(params)}", content=gzip.compress(ndjson, compresslevel=1),
-            headers={"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"},
-        )
-        return response.json()
+        body = gzip.compress(ndjson, compresslevel=1)
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"}
+        retry = retry or Retry(attempts=1)
+        attempt = 0
+        while True:
+            try:
+                response = self._request("POST", f"/v0/events?{urlencode(params)}", content=body, headers=headers)
+                return response.json(), attempt
+            except EvtrackError as error:
+                wait_for = retry.delay(error, attempt)
+                if wait_for is None:
+                    raise
+                self._sleep(wait_for)
+                attempt += 1
 
     def query_pipe(self, name: str, params: dict[str, str], fmt: str = "json") -> bytes:
         path = f"/v0/pipes/{name}.{fmt}"

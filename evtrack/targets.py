@@ -12,54 +12,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from .client import Client
-from .engine import Engine, deployed_pipes
+from .client import Client, Retry
+from .engine import AppendResult, Engine, deployed_pipes, read_snapshot
 from .engine.tokens import TokenStore
 from .errors import EvtrackError
-from .project import Pipe, load_project, parse_pipe, pipe_text
+from .project import Pipe, load_project, parse_datasource, parse_pipe, pipe_text
+from .sender import Checks, Receipt, SendOptions
 from .server import running_server
 from .settings import Target
 
-__all__ = ["Embedded", "Remote", "Receipt", "open_target", "blocks"]
-
-BLOCK_BYTES = 8 * 1024 * 1024  # under Tinybird's 10 MB per Events API request before compression
-
-
-@dataclass
-class Receipt:
-    stored: int = 0
-    quarantined: int = 0
-    reasons: tuple[str, ...] = ()
-
-
-def blocks(stream, size: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """Blocks of about ``size`` bytes that end at a newline, so no line is split."""
-    rest = b""
-    while chunk := stream.read(size):
-        chunk = rest + chunk
-        cut = chunk.rfind(b"\n") + 1
-        if cut == 0:
-            rest = chunk
-            continue
-        rest = chunk[cut:]
-        yield chunk[:cut]
-    if rest.strip():
-        yield rest
-
-
-def _open_input(path: Path):
-    if str(path) == "-":
-        return sys.stdin.buffer
-    if path.name.endswith(".gz"):
-        import gzip
-
-        return gzip.open(path, "rb")
-    return open(path, "rb")
-
+__all__ = ["Embedded", "Remote", "open_target"]
 
 class Embedded:
     """The store in ``data``; chDB is loaded on first use."""
@@ -89,17 +53,18 @@ class Embedded:
     def sql(self, query: str, fmt: str | None) -> bytes:
         return self.engine.sql(query, fmt)
 
-    def send(self, datasource: str, path: Path, whole_files: bool = True) -> Iterator[tuple[int, Receipt]]:
-        """(bytes read, receipt) per batch: a file in one statement, stdin or a progress bar in blocks."""
+    def delivery(self, datasource: str, options: SendOptions):
+        """How to deliver a batch, the client-side checks (none: the engine checks every line in SQL
+        and quarantines with reasons), and how to ingest a whole file in one statement."""
         self.engine.datasource(datasource)
-        if whole_files and str(path) != "-":
-            result = self.engine.append(datasource, path)
-            yield path.stat().st_size, Receipt(result.successful_rows, result.quarantined_rows, tuple(result.errors))
-            return
-        with _open_input(path) as stream:
-            for block in blocks(stream, 4 * BLOCK_BYTES):
-                result = self.engine.append(datasource, block)
-                yield len(block), Receipt(result.successful_rows, result.quarantined_rows, tuple(result.errors))
+
+        def deliver(payload: bytes) -> Receipt:
+            return _receipt(self.engine.append(datasource, payload))
+
+        def whole_file(path: Path) -> Receipt:
+            return _receipt(self.engine.append(datasource, path))
+
+        return deliver, None, whole_file
 
     def deploy(self, project_dir: Path, force: bool) -> list[str]:
         result = self.engine.deploy(load_project(project_dir), force=force)
@@ -144,17 +109,34 @@ class Remote:
         sql, named = split_format(query)
         return self.client.sql(f"{sql} FORMAT {named or _CH_FORMATS.get(fmt or 'json', 'JSON')}")
 
-    def send(self, datasource: str, path: Path, whole_files: bool = True) -> Iterator[tuple[int, Receipt]]:
-        with _open_input(path) as stream:
-            for block in blocks(stream):
-                answer = self.client.send(datasource, block, wait=True)
-                yield len(block), Receipt(answer.get("successful_rows", 0), answer.get("quarantined_rows", 0))
+    def delivery(self, datasource: str, options: SendOptions):
+        """Batches go to the Events API with retries; lines are checked first against the datasource."""
+        retry = Retry()
+
+        def deliver(payload: bytes) -> Receipt:
+            answer, retries = self.client.send(datasource, payload, wait=options.wait, retry=retry)
+            stored, quarantined = answer.get("successful_rows", 0), answer.get("quarantined_rows", 0)
+            return Receipt(lines=stored + quarantined, stored=stored, quarantined=quarantined, retries=retries)
+
+        ds = self._datasource(datasource)
+        return deliver, Checks(ds) if ds else None, None
+
+    def _datasource(self, name: str):
+        if self._snapshot is not None:
+            text = read_snapshot(self._snapshot)["datasources"].get(name)
+            return parse_datasource(name, text) if text else None
+        return load_project(Path.cwd()).datasources.get(name)
 
     def deploy(self, project_dir: Path, force: bool) -> list[str]:
         return tb_push(project_dir, self.target.host, self.target.token.reveal(), force)
 
 
 _CH_FORMATS = {"json": "JSON", "csv": "CSVWithNames", "ndjson": "JSONEachRow"}
+
+
+def _receipt(result: AppendResult) -> Receipt:
+    return Receipt(lines=result.successful_rows + result.quarantined_rows, stored=result.successful_rows,
+                   quarantined=result.quarantined_rows, reasons=list(result.errors))
 
 
 def tb_push(project_dir: Path, host: str, token: str, force: bool = False) -> list[str]:

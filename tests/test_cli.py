@@ -45,7 +45,8 @@ def test_deploy_then_redeploy_is_a_no_op(deployed):
 def test_seed_flow_deploy_send_query(deployed):
     sent = run("send", str(FIXTURE), data=deployed)
     assert sent.exit_code == 0, sent.output
-    assert sent.output.splitlines()[:3] == ["stored       6000", "quarantined  0", "rejected     0"]
+    assert sent.output.splitlines()[:5] == ["lines        6000", "stored       6000", "quarantined  0",
+                                            "rejected     0", "retries      0"]
     result = run("query", "user_activity", "--user-id", "user_abc", data=deployed)
     assert result.exit_code == 0, result.output
     expected = reference.user_activity(reference.load(FIXTURE), "user_abc")
@@ -116,7 +117,7 @@ def test_send_with_bad_lines_reports_counts_and_reasons_and_exits_1(deployed):
     result = run("send", str(BAD_FIXTURE), data=deployed)
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert lines[:2] == ["stored       4", "quarantined  9"]
+    assert lines[:3] == ["lines        13", "stored       4", "quarantined  9"]
     assert "  - Line is not a valid JSON: 'this is not json'" in lines
     errors = run("sql", "SELECT c__error FROM events_quarantine", "--format", "json", data=deployed)
     assert len(json.loads(errors.output)["data"]) == 9
@@ -125,7 +126,7 @@ def test_send_with_bad_lines_reports_counts_and_reasons_and_exits_1(deployed):
 def test_send_reads_stdin(deployed):
     result = run("send", "-", data=deployed, input=FIXTURE.read_bytes())
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0] == "stored       6000"
+    assert result.output.splitlines()[:2] == ["lines        6000", "stored       6000"]
 
 
 def test_send_missing_file_is_bad_usage(deployed):

@@ -25,8 +25,8 @@ def test_send_posts_gzipped_ndjson_to_the_events_api_with_wait():
         seen.update(url=str(request.url), headers=dict(request.headers), body=gzip.decompress(request.content))
         return httpx.Response(200, json={"successful_rows": 2, "quarantined_rows": 0})
 
-    answer = cloud(handler).send("events", b'{"a":1}\n{"a":2}\n')
-    assert answer == {"successful_rows": 2, "quarantined_rows": 0}
+    answer, retries = cloud(handler).send("events", b'{"a":1}\n{"a":2}\n')
+    assert (answer, retries) == ({"successful_rows": 2, "quarantined_rows": 0}, 0)
     assert seen["url"] == f"{HOST}/v0/events?name=events&wait=true"
     assert seen["headers"]["authorization"] == "Bearer p.cloud"
     assert seen["headers"]["content-encoding"] == "gzip"
