@@ -276,8 +276,11 @@ def _embedded(ctx: click.Context) -> Embedded:
 @click.pass_context
 def serve(ctx: click.Context, bind: str, port: int) -> None:
     """Serve Tinybird's API (events, pipes, SQL, what `tb` needs) over the embedded store."""
-    from .server import serve as run_server
+    from .server import running_server, serve as run_server
 
+    data = ctx.find_root().obj["data"]
+    if (url := running_server(data)) is not None:
+        raise click.ClickException(f"evtrack serve is already running on {data} at {url}")
     engine = _embedded(ctx).engine
 
     def ready(url: str) -> None:

@@ -25,9 +25,9 @@ class Served:
             [sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0"],
             cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60  # a stale server.json of a killed server does not count
         marker = data / "server.json"
-        while not marker.exists():
+        while not (marker.exists() and json.loads(marker.read_text() or "{}").get("pid") == self.process.pid):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
                 _, err = self.process.communicate()

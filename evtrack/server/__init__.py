@@ -35,7 +35,9 @@ def serve(engine: Engine, host: str, port: int, on_ready=None) -> None:
         if server.started:
             bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
             real = f"http://{host}:{bound}"
-            marker.write_text(json.dumps({"url": real, "pid": os.getpid()}))
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"url": real, "pid": os.getpid()}))
+            os.replace(tmp, marker)
             if on_ready:
                 on_ready(real)
 
