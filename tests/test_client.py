@@ -34,6 +34,19 @@ def test_send_posts_gzipped_ndjson_to_the_events_api_with_wait():
     assert seen["body"] == b'{"a":1}\n{"a":2}\n'
 
 
+def test_no_gzip_to_loopback_where_it_only_costs_cpu():
+    seen = {}
+
+    def handler(request):
+        seen.update(headers=dict(request.headers), body=request.content)
+        return httpx.Response(200, json={"successful_rows": 1, "quarantined_rows": 0})
+
+    local = Client("http://127.0.0.1:7181", "t", http=httpx.Client(transport=httpx.MockTransport(handler),
+                                                                  base_url="http://127.0.0.1:7181"))
+    local.send("events", b'{"a":1}\n')
+    assert "content-encoding" not in seen["headers"] and seen["body"] == b'{"a":1}\n'
+
+
 @pytest.mark.parametrize("status, body, text", [
     (400, "Missing 'name' parameter\n", "Missing 'name' parameter"),
     (403, "Invalid token\n", "Invalid token"),

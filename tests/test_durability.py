@@ -57,12 +57,23 @@ def test_many_concurrent_clients_lose_nothing(tmp_path):
                     if answer.status_code in (200, 202):
                         acked.append(answer.json()["successful_rows"])
 
+        answers: list[int] = []
+
+        def reader() -> None:  # queries keep answering while events come in
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                while any(t.is_alive() for t in threads):
+                    answers.append(http.get("/v0/pipes/event_stats.json",
+                                            params={"token": server.token("dashboard")}).status_code)
+
         threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
         for thread in threads:
             thread.start()
-        for thread in threads:
+        query_thread = threading.Thread(target=reader)
+        query_thread.start()
+        for thread in threads + [query_thread]:
             thread.join(timeout=120)
         assert sum(acked) == 800
+        assert answers and set(answers) == {200}
     finally:
         assert server.stop() == 0  # the clean stop flushes what was accepted with 202
     reopened = evtrack("--data", str(tmp_path / "store"), "sql", "SELECT count() AS n FROM events FINAL", "--format", "json")

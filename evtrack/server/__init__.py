@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 from ..engine import Engine
@@ -45,6 +46,9 @@ def serve(engine: Engine, host: str, port: int, on_ready=None) -> None:
     server.capture_signals = lambda: _stop_on_signals(server)
     try:
         server.run()
+        buffer = app.state.buffer
+        print(f"evtrack serve stopped: {buffer.requests} Events API requests written in {buffer.flushes} inserts",
+              file=sys.stderr, flush=True)
     finally:
         if marker.exists() and json.loads(marker.read_text() or "{}").get("pid") == os.getpid():
             marker.unlink()

@@ -100,7 +100,9 @@ async def events(request: Request) -> Response:
         raise Forbidden("Invalid token")
     engine.datasource(name)
     limit = request.app.state.max_body
-    body = as_ndjson(decode_body(await read_body(request), request.headers.get("content-encoding", ""), limit))
+    raw, encoding = await read_body(request), request.headers.get("content-encoding", "")
+    # Inflating and reading the body happen off the event loop, beside other requests and inserts.
+    body = await run_in_threadpool(lambda: as_ndjson(decode_body(raw, encoding, limit)))
     wait = request.query_params.get("wait", "").lower() == "true"
     result = await request.app.state.buffer.submit(name, body, wait)
     if result is None:  # queued: its rows are stored or quarantined at the next flush

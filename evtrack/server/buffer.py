@@ -61,8 +61,10 @@ class IngestBuffer:
     engine: Engine
     flush_bytes: int = 4 * 1024 * 1024
     flush_interval: float = 0.25
+    wait_interval: float = 0.05  # how soon a flush follows a request that waits for it (wait=true)
     max_pending_bytes: int = 64 * 1024 * 1024
     flushes: int = 0
+    requests: int = 0
     _queues: dict[str, list[_Queued]] = field(default_factory=dict)
     _pending_bytes: int = 0
     _wake: asyncio.Event | None = None
@@ -92,11 +94,15 @@ class IngestBuffer:
     async def submit(self, datasource: str, payload: bytes, wait: bool) -> AppendResult | None:
         if self._pending_bytes + len(payload) > self.max_pending_bytes:
             raise Busy(retry_after=max(1, round(self.flush_interval * 4)), limit=self.max_pending_bytes)
+        self.requests += 1
         done = asyncio.get_running_loop().create_future() if wait else None
         self._queues.setdefault(datasource, []).append(_Queued(payload, done))
         self._pending_bytes += len(payload)
-        if self._pending_bytes >= self.flush_bytes and self._wake is not None:
-            self._wake.set()
+        if self._wake is not None:
+            if self._pending_bytes >= self.flush_bytes:
+                self._wake.set()
+            elif done is not None:
+                asyncio.get_running_loop().call_later(self.wait_interval, self._wake.set)
         return await done if done is not None else None
 
     async def _run(self) -> None:
@@ -114,8 +120,13 @@ class IngestBuffer:
         ok = True
         for datasource, items in queues.items():
             size = sum(len(item.payload) for item in items)
+            waiting = [item for item in items if item.done is not None]
+            # Acknowledged requests need no counts of their own: they go as one payload. Each
+            # waiting request is a payload of its own, for its own answer.
+            queued = b"\n".join(item.payload for item in items if item.done is None)
+            payloads = ([queued] if queued else []) + [item.payload for item in waiting]
             try:
-                results = await run_in_threadpool(self.engine.append_many, datasource, [i.payload for i in items])
+                results = await run_in_threadpool(self.engine.append_many, datasource, payloads)
             except Exception:
                 log.exception("flush of %d requests to %s failed", len(items), datasource)
                 ok = False
@@ -124,8 +135,8 @@ class IngestBuffer:
             finally:
                 self._pending_bytes -= size
             self.flushes += 1
-            for item, result in zip(items, results):
-                if item.done is not None and not item.done.done():
+            for item, result in zip(waiting, results[1:] if queued else results):
+                if not item.done.done():
                     item.done.set_result(result)
         return ok
 
