@@ -152,3 +152,21 @@ def test_every_line_is_accounted_for_against_the_real_server(tmp_path, fresh_eng
     assert (receipt.lines, receipt.stored, receipt.quarantined, receipt.rejected) == (13, 4, 1, 8)
     assert data(fresh_engine.sql("SELECT c__error FROM events_quarantine")) == [
         {"c__error": ["value '2023-13-45 10:00:00' on column 'timestamp' is not DateTime"]}]
+
+
+@pytest.mark.parametrize("line, reason", [
+    (b'{"event_type": "a", "timestamp": "2023-07-15T14:30:00Z"}', None),
+    (b'{"event_type": "a", "timestamp": 1689431400}', None),
+    (b'{"event_type": "a", "timestamp": "15/07/2023 14:30"}', None),  # unusual, but the server may take it
+    (b'{"event_type": 7, "timestamp": "2023-07-15 14:30:00"}', None),  # the server stores 7 as text
+    (b'{"event_type": null, "timestamp": "2023-07-15 14:30:00"}', "missing required field 'event_type'"),
+    (b'{"event_type": "a", "timestamp": null}', "missing required field 'timestamp'"),
+    (b'{"event_type": "a", "timestamp": {"at": 1}}', "field 'timestamp': {\"at\": 1} is not a date"),
+    (b'{"event_type": "a", "timestamp": "soon"}', "field 'timestamp': 'soon' is not a date"),
+    (b'"just a string"', "not a JSON object"),
+])
+def test_client_side_checks(line, reason):
+    from evtrack.project import load_project
+    from evtrack.sender import Checks
+
+    assert Checks(load_project(ROOT).datasources["events"]).reason(line) == reason
