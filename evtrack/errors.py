@@ -8,6 +8,8 @@
     ├── Forbidden (403)
     ├── NotFound (404)
     ├── SchemaConflict (409)         deploy would change a datasource incompatibly
+    ├── TooManyRequests (429)        the server's ingest queue is full: retry after a while
+    ├── Unavailable (503)            nothing was ingested: retry
     └── StoreError (500)             the embedded store cannot be opened or used
 """
 
@@ -23,6 +25,8 @@ __all__ = [
     "NotFound",
     "SchemaConflict",
     "StoreError",
+    "TooManyRequests",
+    "Unavailable",
 ]
 
 
@@ -68,3 +72,21 @@ class SchemaConflict(EvtrackError):
 
 class StoreError(EvtrackError):
     status = 500
+
+
+class TooManyRequests(EvtrackError):
+    """Refused for now; ``headers`` say when to retry, as Tinybird's rate limits do."""
+
+    status = 429
+
+    def __init__(self, retry_after: int, limit: int):
+        super().__init__("Too many requests")
+        self.headers = {"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit),
+                        "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(retry_after)}
+
+
+class Unavailable(EvtrackError):
+    status = 503
+
+    def __init__(self):
+        super().__init__("Service temporarily unavailable, no data ingested, please retry again")

@@ -71,9 +71,6 @@ class Embedded:
         return [f"{label:<10} {name}" for label in ("created", "changed", "unchanged", "removed")
                 for name in getattr(result, label)]
 
-    def tokens(self):
-        return self.engine.tokens.all()
-
 
 class Remote:
     """A Tinybird API at ``host``."""

@@ -6,7 +6,7 @@ requests a second become a few inserts a second, not a thousand parts.
 
 - ``wait=true``: the answer comes after the flush that stored (or quarantined) the request's rows.
 - ``wait=false``: the answer comes when the rows are queued. The queue is bounded
-  (``max_pending_bytes``): past it, requests are refused with ``Busy`` (429) rather than queued
+  (``max_pending_bytes``): past it, requests are refused with ``TooManyRequests`` (429) rather than queued
   without limit, so the server never acknowledges more than it can flush. A failed flush keeps
   acknowledged rows queued for the next one; a clean shutdown flushes before the process ends.
 """
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import AppendResult, Engine
-from ..errors import EvtrackError
+from ..errors import TooManyRequests, Unavailable
 
-__all__ = ["Busy", "IngestBuffer", "Unavailable", "count_lines"]
+__all__ = ["IngestBuffer", "count_lines"]
 
 log = logging.getLogger("evtrack.server")
 _NON_BLANK_LINE = re.compile(rb"^[ \t\r\f\v]*[^\s]", re.MULTILINE)
@@ -32,22 +32,6 @@ _NON_BLANK_LINE = re.compile(rb"^[ \t\r\f\v]*[^\s]", re.MULTILINE)
 def count_lines(payload: bytes) -> int:
     """Non-blank lines, counted by the regex engine rather than a Python loop."""
     return len(_NON_BLANK_LINE.findall(payload))
-
-
-class Busy(EvtrackError):
-    status = 429
-
-    def __init__(self, retry_after: int, limit: int):
-        super().__init__("Too many requests")
-        self.headers = {"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit),
-                        "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(retry_after)}
-
-
-class Unavailable(EvtrackError):
-    status = 503
-
-    def __init__(self):
-        super().__init__("Service temporarily unavailable, no data ingested, please retry again")
 
 
 @dataclass
@@ -93,7 +77,7 @@ class IngestBuffer:
 
     async def submit(self, datasource: str, payload: bytes, wait: bool) -> AppendResult | None:
         if self._pending_bytes + len(payload) > self.max_pending_bytes:
-            raise Busy(retry_after=max(1, round(self.flush_interval * 4)), limit=self.max_pending_bytes)
+            raise TooManyRequests(retry_after=max(1, round(self.flush_interval * 4)), limit=self.max_pending_bytes)
         self.requests += 1
         done = asyncio.get_running_loop().create_future() if wait else None
         self._queues.setdefault(datasource, []).append(_Queued(payload, done))
