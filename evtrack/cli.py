@@ -303,7 +303,10 @@ def token_ls(ctx: click.Context, show_tokens: bool) -> None:
     """List tokens and their scopes."""
     from .engine.tokens import TokenStore
 
-    for t in TokenStore(ctx.find_root().obj["data"]).all():
+    data = ctx.find_root().obj["data"]
+    if not (data / "tokens.json").exists():
+        raise click.ClickException(f"no store with tokens at {data}: run `evtrack deploy` or `evtrack serve` first")
+    for t in TokenStore(data).all():
         click.echo(f"{t.name:<14} {t.token if show_tokens else 'p.' + '*' * 8:<48} {', '.join(t.scopes)}")
 
 

@@ -9,6 +9,7 @@ clause through ``tinybird.ch_utils.engine``; template parameters are read with
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,12 @@ class Project:
     pipes: dict[str, Pipe] = field(default_factory=dict)
 
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def _parsed(parse, name: str, text: str, kind: str):
+    if not _NAME.match(name):
+        raise BadRequest(f"Invalid {kind} name '{name}': use letters, digits and underscores, not starting with a digit")
     try:
         return parse(f"{name}.{kind}", content=text, hide_folders=True)
     except click.ClickException as exc:

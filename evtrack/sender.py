@@ -30,7 +30,9 @@ from .project import Datasource
 __all__ = ["Batch", "Checks", "Checkpoint", "Receipt", "SendOptions", "batches", "send_batches", "send_path"]
 
 MAX_BATCH_BYTES = 9_500_000  # just under Tinybird's 10 MB per Events API request
-_DATE_LIKE = re.compile(r"\d{4}\D\d{1,2}\D\d{1,2}|\d{1,2}\D\d{1,2}\D\d{4}|^\s*\d{9,}(\.\d+)?\s*$")
+# ClickHouse's best-effort parser takes many shapes ("July 15, 2023", "15/07/2023 14:30", epoch
+# seconds as text), but none without a digit: only those are sure not to be dates.
+_DATE_LIKE = re.compile(r"\d")
 
 
 @dataclass
@@ -140,7 +142,7 @@ class Checks:
         return (b"\n".join(keep) + b"\n" if keep else b""), rejects
 
 
-# A date: a number (epoch seconds) or a string with a date in it; JSON null and booleans are not.
+# A date: a number (epoch seconds) or a string with a digit in it; JSON null and booleans are not.
 _WHEN = Union[StrictInt, StrictFloat, Annotated[str, StringConstraints(pattern=_DATE_LIKE.pattern)]]
 # Any JSON value but null.
 _PRESENT = Union[StrictStr, StrictInt, StrictFloat, StrictBool, dict, list]

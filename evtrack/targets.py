@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .client import Client, Retry
-from .engine import AppendResult, Engine, deployed_pipes, read_snapshot
+from .engine import FORMATS, AppendResult, Engine, deployed_pipes, read_snapshot
 from .engine.tokens import TokenStore
 from .errors import EvtrackError
 from .project import Pipe, load_project, parse_datasource, parse_pipe, pipe_text
@@ -68,7 +68,7 @@ class Embedded:
 
     def deploy(self, project_dir: Path, force: bool) -> list[str]:
         result = self.engine.deploy(load_project(project_dir), force=force)
-        return [f"{label:<10} {name}" for label in ("created", "changed", "unchanged", "removed")
+        return [f"{label:<10} {name}" for label in ("created", "changed", "unchanged")
                 for name in getattr(result, label)]
 
 
@@ -104,7 +104,7 @@ class Remote:
         from .engine.sqlapi import split_format
 
         sql, named = split_format(query)
-        return self.client.sql(f"{sql} FORMAT {named or _CH_FORMATS.get(fmt or 'json', 'JSON')}")
+        return self.client.sql(f"{sql} FORMAT {named or FORMATS.get(fmt or 'json', 'JSON')}")
 
     def delivery(self, datasource: str, options: SendOptions):
         """Batches go to the Events API with retries; lines are checked first against the datasource."""
@@ -126,9 +126,6 @@ class Remote:
 
     def deploy(self, project_dir: Path, force: bool) -> list[str]:
         return tb_push(project_dir, self.target.host, self.target.token.reveal(), force)
-
-
-_CH_FORMATS = {"json": "JSON", "csv": "CSVWithNames", "ndjson": "JSONEachRow"}
 
 
 def _receipt(result: AppendResult) -> Receipt:

@@ -12,9 +12,12 @@ each has a ``<name>_quarantine`` table with Tinybird's quarantine columns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +25,8 @@ from pathlib import Path
 from ..errors import BadRequest, NotFound, QueryError, SchemaConflict
 from ..project import Datasource, Pipe, Project, parse_datasource, parse_pipe
 from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
-from .pipes import pipe_sql, with_q
-from .sqlapi import read_only_sql
+from .pipes import pipe_sql
+from .sqlapi import read_only_sql, used_tables
 from .store import Store
 from .tokens import TokenStore, datafile_scope
 
@@ -48,12 +51,14 @@ class DeployResult:
     created: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
 
 
 class Engine:
     def __init__(self, store: Store):
         self.store = store
+        # Deploys, ingests and lookups of the deployed project take this lock: a deploy never runs
+        # beside an insert (a rebuild copies, then swaps) nor beside a query reading the project.
+        self._lock = threading.RLock()
         self._snapshot_path = store.path / SNAPSHOT
         self._load_snapshot()
         self.tokens = TokenStore(store.path)
@@ -78,22 +83,25 @@ class Engine:
         self._pipes: dict[str, Pipe] = {}
 
     def _save_snapshot(self) -> None:
-        tmp = self._snapshot_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._sources, indent=2, sort_keys=True), encoding="utf-8")
+        fd, tmp = tempfile.mkstemp(dir=self.store.path, prefix=".project-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(self._sources, indent=2, sort_keys=True))
         os.replace(tmp, self._snapshot_path)
 
     def pipe(self, name: str) -> Pipe:
-        if name not in self._sources["pipes"]:
-            raise NotFound(f"The pipe '{name}' does not exist")
-        if name not in self._pipes:
-            self._pipes[name] = parse_pipe(name, self._sources["pipes"][name])
-        return self._pipes[name]
+        with self._lock:
+            if name not in self._sources["pipes"]:
+                raise NotFound(f"The pipe '{name}' does not exist")
+            if name not in self._pipes:
+                self._pipes[name] = parse_pipe(name, self._sources["pipes"][name])
+            return self._pipes[name]
 
     def pipe_names(self) -> list[str]:
-        return sorted(self._sources["pipes"])
+        with self._lock:
+            return sorted(self._sources["pipes"])
 
     def pipes(self) -> list[Pipe]:
-        return [self.pipe(name) for name in sorted(self._sources["pipes"])]
+        return [self.pipe(name) for name in self.pipe_names()]
 
     def datasource(self, name: str) -> Datasource:
         if name not in self.datasources:
@@ -114,27 +122,32 @@ class Engine:
     def tables(self) -> dict[str, tuple[str, str]]:
         """Every name SQL may use (datasources and their quarantines) and its table."""
         names = {}
-        for name in self.datasources:
+        with self._lock:
+            sources = list(self.datasources)
+        for name in sources:
             names[name] = (DATABASE, name)
             names[quarantine_name(name)] = (DATABASE, quarantine_name(name))
         return names
 
     # -- deploy ----------------------------------------------------------------------------
     def deploy(self, project: Project, force: bool = False) -> DeployResult:
-        """Datasources, then pipes, then the tokens their TOKEN lines name. Redeploying the same files changes nothing."""
+        """Datasources, then pipes, then the tokens their TOKEN lines name. Redeploying the same files
+        changes nothing; like `tb push`, a deploy never deletes what the project no longer has."""
         result = DeployResult()
-        for ds in project.datasources.values():
-            getattr(result, self.deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
-        known = set(self.datasources) | set(project.datasources)
-        for pipe in project.pipes.values():
-            getattr(result, self.deploy_pipe(pipe, known)).append(f"{pipe.name}.pipe")
-        for name in sorted(set(self._sources["pipes"]) - set(project.pipes)):
-            self.drop_pipe(name)
-            result.removed.append(f"{name}.pipe")
+        with self._lock:
+            for ds in project.datasources.values():
+                getattr(result, self.deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
+            known = set(self.datasources) | set(project.datasources)
+            for pipe in project.pipes.values():
+                getattr(result, self.deploy_pipe(pipe, known)).append(f"{pipe.name}.pipe")
         return result
 
     def deploy_datasource(self, ds: Datasource, force: bool = False) -> str:
         """Create or update one datasource; 'created', 'changed' or 'unchanged'."""
+        with self._lock:
+            return self._deploy_datasource(ds, force)
+
+    def _deploy_datasource(self, ds: Datasource, force: bool) -> str:
         self.store.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
         old = self.datasources.get(ds.name)
         if old is not None and old.source == ds.source and self._table_exists(ds.name):
@@ -176,6 +189,10 @@ class Engine:
 
     def deploy_pipe(self, pipe: Pipe, datasources: set[str] | None = None) -> str:
         """Store one pipe (a snapshot of its file); 'created', 'changed' or 'unchanged'."""
+        with self._lock:
+            return self._deploy_pipe(pipe, datasources)
+
+    def _deploy_pipe(self, pipe: Pipe, datasources: set[str] | None) -> str:
         self._check_pipe(pipe, datasources if datasources is not None else set(self.datasources))
         old = self._sources["pipes"].get(pipe.name)
         self._sources["pipes"][pipe.name] = pipe.source
@@ -185,10 +202,11 @@ class Engine:
         return "unchanged" if old == pipe.source else "changed" if old else "created"
 
     def drop_pipe(self, name: str) -> None:
-        self.pipe(name)
-        del self._sources["pipes"][name]
-        self._pipes.pop(name, None)
-        self._save_snapshot()
+        with self._lock:
+            self.pipe(name)
+            del self._sources["pipes"][name]
+            self._pipes.pop(name, None)
+            self._save_snapshot()
 
     def _grant(self, tokens, kind: str, resource: str) -> None:
         for token_name, permission in tokens:
@@ -255,20 +273,22 @@ class Engine:
         ds = self.datasource(datasource)
         path, import_id = Path(source).resolve(), uuid.uuid4().hex
         compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
-        self._ingest(ds, f"file({sql_string(str(path))}, 'LineAsString', 'line String', {compression})",
-                     sql_string(import_id))
-        return self._results(ds, [import_id])[0]
+        with self._lock, _glob_safe(path) as readable:
+            self._ingest(ds, f"file({sql_string(str(readable))}, 'LineAsString', 'line String', {compression})",
+                         sql_string(import_id))
+            return self._results(ds, [import_id])[0]
 
     def append_many(self, datasource: str, payloads: list[bytes]) -> list[AppendResult]:
         """Ingest several NDJSON payloads in one statement, with a result (and an import id) for each."""
         ds = self.datasource(datasource)
         ids = [uuid.uuid4().hex for _ in payloads]
-        with tempfile.TemporaryDirectory(dir=self.store.path, prefix="batch-") as folder:
+        home = None if _GLOB_CHARS.search(str(self.store.path)) else self.store.path
+        with self._lock, tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
             for import_id, payload in zip(ids, payloads):
                 (Path(folder) / f"{import_id}.ndjson").write_bytes(payload)
             glob = sql_string(f"{folder}/*.ndjson")
             self._ingest(ds, f"file({glob}, 'LineAsString', 'line String')", "splitByChar('.', _file)[1]")
-        return self._results(ds, ids)
+            return self._results(ds, ids)
 
     def _ingest(self, ds: Datasource, source: str, import_id: str) -> None:
         self.store.execute(ingest_insert(ds, DATABASE, source, import_id))
@@ -297,7 +317,12 @@ class Engine:
     def pipe_query(self, name: str, params: dict[str, str], q: str | None = None) -> str:
         """The SQL a pipe call runs."""
         sql = pipe_sql(self.pipe(name), params, self.tables())
-        return with_q(sql, q) if q else sql
+        if not q:
+            return sql
+        if q.lstrip().startswith("%"):
+            raise BadRequest("'q' parameter doesn't support templates")
+        # `q` reads `_`, the pipe's result, and nothing else: no way around the token's scope.
+        return read_only_sql(q, {"_": f"({sql})"})[0]
 
     def query_pipe(self, name: str, params: dict[str, str], fmt: str = "json", q: str | None = None) -> bytes:
         return self.run_read(self.pipe_query(name, params, q), fmt)
@@ -308,9 +333,9 @@ class Engine:
         ``pipeline`` makes ``_`` that pipe's result; ``readable(name)`` limits what may be read.
         """
         tables: dict = dict(self.tables())
-        for pipe in self.pipes():
-            if pipe.endpoint is not None and pipe.name in query:
-                tables.setdefault(pipe.name, f"({self.pipe_query(pipe.name, {})})")
+        for _, name, _ in used_tables(query):  # endpoints read as tables: render only those used
+            if name not in tables and name in self._sources["pipes"] and self.pipe(name).endpoint is not None:
+                tables[name] = f"({self.pipe_query(name, {})})"
         if pipeline:
             tables["_"] = f"({self.pipe_query(pipeline, {})})"
         sql, found = read_only_sql(query, tables, readable)
@@ -318,6 +343,21 @@ class Engine:
 
     def run_read(self, sql: str, fmt: str) -> bytes:
         return self.store.run(sql, FORMATS.get(fmt, fmt))
+
+
+_GLOB_CHARS = re.compile(r"[*?{}\[\]]")
+
+
+@contextlib.contextmanager
+def _glob_safe(path: Path):
+    """A name for ``path`` that ClickHouse's file() reads literally: its own, or a link without glob characters."""
+    if not _GLOB_CHARS.search(str(path)):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="evtrack-input-") as folder:
+        link = Path(folder) / ("input.ndjson.gz" if path.name.endswith(".gz") else "input.ndjson")
+        link.symlink_to(path)
+        yield link
 
 
 def read_snapshot(path: Path) -> dict[str, dict[str, str]]:

@@ -18,10 +18,10 @@ from tinybird.sql_template import (
 )
 from tinybird.sql_toolset import replace_tables
 
-from ..errors import BadRequest, EvtrackError, NotFound, QueryError, TemplateError
+from ..errors import EvtrackError, NotFound, QueryError, TemplateError
 from ..project import Node, Pipe
 
-__all__ = ["RESERVED_PARAMS", "render_node", "pipe_sql", "with_q"]
+__all__ = ["RESERVED_PARAMS", "render_node", "pipe_sql"]
 
 # Never handed to a template, as on Tinybird.
 RESERVED_PARAMS = frozenset(
@@ -67,13 +67,6 @@ def pipe_sql(pipe: Pipe, params: dict[str, str], tables: dict[str, tuple[str, st
             break
         replacements[node.name] = f"({sql})"
     return _replace(sql, replacements)
-
-
-def with_q(pipe_query: str, q: str) -> str:
-    """``q`` is SQL over ``_``, the pipe's result."""
-    if q.lstrip().startswith("%"):
-        raise BadRequest("'q' parameter doesn't support templates")
-    return _replace(q, {"_": f"({pipe_query})"})
 
 
 def _replace(sql: str, replacements: dict) -> str:

@@ -14,7 +14,7 @@ from tinybird.sql_toolset import sql_get_used_tables
 from ..errors import BadRequest, Forbidden, QueryError
 from .pipes import _replace
 
-__all__ = ["read_only_sql", "split_format"]
+__all__ = ["read_only_sql", "split_format", "used_tables"]
 
 _FORMAT = re.compile(r"\s+FORMAT\s+([A-Za-z]+)\s*;?\s*$", re.IGNORECASE)
 # Table functions that read nothing but what they generate.
@@ -28,20 +28,26 @@ def split_format(query: str) -> tuple[str, str | None]:
     return query[: match.start()].strip(), match.group(1)
 
 
-def read_only_sql(query: str, tables: dict[str, tuple[str, str] | str], readable=None) -> tuple[str, str | None]:
-    """The query rewritten onto the store's tables, and its FORMAT if it named one.
-
-    ``tables`` maps each name SQL may use to a table or a subquery (a pipe). ``readable(name)``,
-    when given, says whether the caller may read that name; a refusal is Tinybird's 403.
-    """
-    sql, fmt = split_format(query)
+def used_tables(query: str) -> list[tuple[str, str, str]]:
+    """(database, table, table function) for each source the query reads, by tinybird-cli's parser."""
+    sql, _ = split_format(query)
     if not sql:
         raise BadRequest("missing q parameter. example q=select%201")
     try:
-        used = sql_get_used_tables(sql, raising=True, table_functions=True)
+        return sql_get_used_tables(sql, raising=True, table_functions=True)
     except Exception as exc:
         raise QueryError(f"[Error] {str(exc).strip()}") from None
-    for database, name, function in used:
+
+
+def read_only_sql(query: str, tables: dict[str, tuple[str, str] | str], readable=None) -> tuple[str, str | None]:
+    """The query rewritten onto the store's tables, and its FORMAT if it named one.
+
+    ``tables`` maps each name SQL may use to a table or a subquery (a pipe, or ``_``); any other
+    table is refused. ``readable(name)``, when given, says whether the caller may read that name;
+    a refusal is Tinybird's 403.
+    """
+    sql, fmt = split_format(query)
+    for database, name, function in used_tables(query):
         if function and function not in _HARMLESS_FUNCTIONS:
             raise QueryError(f"[Error] The table function '{function}' is not allowed")
         if name and (database or name not in tables):

@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import secrets
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -77,10 +78,10 @@ class TokenStore:
             self._save()
 
     def _save(self) -> None:
-        tmp = self._path.with_suffix(".tmp")
         body = {"workspace_id": self.workspace_id, "tokens": [t.__dict__ for t in self._tokens]}
-        tmp.write_text(json.dumps(body, indent=2), encoding="utf-8")
-        os.chmod(tmp, 0o600)
+        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".tokens-")  # created 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(body, indent=2))
         os.replace(tmp, self._path)
 
     @property
@@ -105,6 +106,8 @@ class TokenStore:
         """Create the token ``name`` or add ``scopes`` to it (``replace`` sets them instead)."""
         with self._lock:
             token, created = self.get(name), False
+            if token is not None and ADMIN in token.scopes:
+                raise BadRequest(f"The scopes of '{name}', the workspace's admin token, cannot be changed")
             if token is None:
                 token, created = _new(name, []), True
                 self._tokens.append(token)

@@ -19,10 +19,11 @@ from starlette.routing import Route
 
 from ..engine import FORMATS, Engine
 from ..engine.ingest import quarantine_name
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, EvtrackError, NotFound
 from ..project import Datasource, Pipe, datasource_text, parse_datasource, parse_pipe, pipe_text
 from .auth import require
 from .bodies import read_body
+from .events import as_ndjson, decode_body
 
 __all__ = ["routes"]
 
@@ -158,13 +159,17 @@ async def _form(request: Request) -> dict:
 
 
 async def _append(request: Request, engine: Engine, name: str, form: dict) -> Response:
-    from .events import decode_body
-
-    upload = next((v for v in form.values() if hasattr(v, "read")), None)
-    data = await upload.read() if upload is not None else form.get("__body__", b"")
+    """`tb datasource append` (multipart) and SDK appends (raw body), within the same limits as events."""
     if request.query_params.get("format", "ndjson") not in ("ndjson", "json"):
         raise BadRequest("Only NDJSON appends are supported")
-    result = await run_in_threadpool(engine.append, name, decode_body(data, request.headers.get("content-encoding", "")))
+    limit = request.app.state.max_body
+    upload = next((v for v in form.values() if hasattr(v, "read")), None)
+    if upload is not None and (upload.size or 0) > limit:
+        raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
+    data = await upload.read() if upload is not None else form.get("__body__", b"")
+    encoding = request.headers.get("content-encoding", "")
+    payload = await run_in_threadpool(lambda: as_ndjson(decode_body(data, encoding, limit)))
+    result = await run_in_threadpool(engine.append, name, payload)
     return JSONResponse({
         "id": result.import_id, "job_id": result.import_id, "import_id": result.import_id, "status": "done",
         "datasource": _datasource_json(engine, engine.datasource(name)), "quarantine_rows": result.quarantined_rows,
@@ -221,6 +226,8 @@ async def post_pipe(request: Request) -> Response:
         document = json.loads(body or b"{}")
     except ValueError:
         document = {"name": request.query_params.get("name"), "nodes": [{"name": "node_0", "sql": body.decode()}]}
+    if not isinstance(document, dict) or not isinstance(document.get("nodes", []), list):
+        raise BadRequest("The body must be a JSON object: {\"name\", \"nodes\": [...]}")
     name = document.get("name") or request.query_params.get("name")
     if not name or not document.get("nodes"):
         raise BadRequest("A pipe needs a name and at least one node")
@@ -282,7 +289,9 @@ async def sql_tables(request: Request) -> Response:
     body = await read_body(request)
     try:
         queries = json.loads(body).get("queries", [])
-    except ValueError:
-        raise BadRequest("The body must be JSON: {\"queries\": [...]}") from None
+    except (ValueError, AttributeError):
+        queries = None
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        raise BadRequest("The body must be JSON: {\"queries\": [\"SELECT ...\"]}")
     tables = [[list(t) for t in sql_get_used_tables(q, raising=False)] for q in queries]
     return JSONResponse({"tables": tables})

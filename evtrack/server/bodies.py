@@ -26,7 +26,7 @@ async def request_params(request: Request) -> dict[str, str]:
             raise BadRequest("The body is not valid JSON") from None
         if not isinstance(document, dict):
             raise BadRequest("The JSON body must be an object of parameters")
-        params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items()})
+        params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items() if v is not None})
     elif kind in ("application/x-www-form-urlencoded", ""):
         params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     return params

@@ -9,6 +9,7 @@ not by its first byte: only a body that is one JSON document is taken as one.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 
 from ..errors import BadRequest, EvtrackError
@@ -41,16 +42,43 @@ def decode_body(body: bytes, content_encoding: str = "", limit: int | None = Non
 
 
 def as_ndjson(body: bytes) -> bytes:
-    """NDJSON for the engine: a lone JSON object or array of objects becomes one line per object."""
+    """NDJSON for the engine: a lone JSON object, or array of objects, becomes one line per object.
+
+    Nothing is re-serialised: each object keeps its own bytes, its line breaks turned into spaces
+    (a JSON document can only have them between tokens, never inside a string).
+    """
     stripped = body.strip()
     if not stripped or stripped[:1] not in (b"{", b"["):
         return body
     try:
-        document = json.loads(stripped)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is for the engine to judge
-        return body  # not one JSON document: NDJSON, whose lines are checked one by one
+        text = stripped.decode("utf-8")
+        document, end = _DECODER.raw_decode(text)
+    except (ValueError, RecursionError):  # not one document (or too deep): line by line, as NDJSON
+        return body
+    if end != len(text):
+        return body
     if isinstance(document, dict):
-        return json.dumps(document, ensure_ascii=False).encode() + b"\n"
+        return _one_line(stripped)
     if isinstance(document, list) and document and all(isinstance(item, dict) for item in document):
-        return b"".join(json.dumps(item, ensure_ascii=False).encode() + b"\n" for item in document)
+        return b"".join(_one_line(element) for element in _elements(text))
     return body  # anything else is one line, quarantined as not a JSON object
+
+
+_DECODER = json.JSONDecoder()
+_BETWEEN = re.compile(r"[\s,]*")
+
+
+def _one_line(document: bytes) -> bytes:
+    return document.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n"
+
+
+def _elements(text: str):
+    """The raw text of each element of a JSON array already known to be valid."""
+    at = text.index("[") + 1
+    while True:
+        at = _BETWEEN.match(text, at).end()
+        if text[at] == "]":
+            return
+        _, end = _DECODER.raw_decode(text, at)
+        yield text[at:end].encode()
+        at = end
