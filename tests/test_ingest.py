@@ -166,3 +166,12 @@ def test_several_payloads_in_one_statement_each_get_their_own_counts(fresh_engin
     assert [(r.successful_rows, r.quarantined_rows) for r in results] == [(1, 1), (0, 0), (3, 0)]
     assert results[0].errors == ["Line is not a valid JSON: 'not json'"]
     assert len({r.import_id for r in results}) == 3
+
+
+@pytest.mark.parametrize("name", ["day_{1}.ndjson", "day_?.ndjson", "day_*.ndjson", "day_[1].ndjson"])
+def test_file_names_with_glob_characters_are_read_literally(fresh_engine, tmp_path, name):
+    (tmp_path / "day_1.ndjson").write_bytes(FIXTURE.read_bytes())  # a neighbour a glob would also match
+    path = tmp_path / name
+    path.write_bytes(b'{"event_type": "a", "timestamp": "2023-01-01 00:00:00"}\n' * 3)
+    result = fresh_engine.append("events", path)
+    assert (result.successful_rows, result.quarantined_rows) == (3, 0)

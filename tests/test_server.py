@@ -246,3 +246,59 @@ def test_client_errors_carry_status_and_text(engine, http):
     with pytest.raises(RemoteError) as caught:
         client.query_pipe("get_events", {})
     assert (caught.value.status, caught.value.text) == (403, "invalid authentication token")
+
+
+# -- regressions ----------------------------------------------------------------------------------
+def test_q_reads_only_the_pipe_result(engine, http):
+    dashboard = {"Authorization": f"Bearer {token_of(engine, 'dashboard')}"}
+    for q, table in [("SELECT event_id, properties FROM evtrack.events", "evtrack.events"),
+                     ("SELECT name FROM system.tables", "system.tables"),
+                     ("SELECT * FROM events_quarantine", "events_quarantine")]:
+        assert_error(http.get("/v0/pipes/get_events.json", headers=dashboard, params={"q": q}), 400,
+                     f"[Error] Resource '{table}' not found")
+
+
+def test_sql_renders_only_endpoints_it_reads(engine, http, rows):
+    response = http.get("/v0/sql", headers=admin(engine),
+                        params={"q": "SELECT count() AS n FROM events FINAL WHERE os = 'user_activity'"})
+    assert response.status_code == 200 and response.json()["data"] == [{"n": 0}]
+    piped = http.get("/v0/sql", headers=admin(engine), params={"q": "SELECT count() AS n FROM event_stats"})
+    assert piped.json()["data"] == [{"n": len(reference.event_stats(rows))}]
+
+
+def test_append_route_keeps_the_body_limits(fresh_engine):
+    with TestClient(create_app(fresh_engine, max_body=64 * 1024), base_url="http://127.0.0.1:7181") as small:
+        bomb = gzip.compress(b"\n" * (8 * 1024 * 1024))
+        raw = small.post("/v0/datasources?name=events&mode=append&format=ndjson", headers=admin(fresh_engine),
+                         content=bomb)
+        upload = small.post("/v0/datasources?name=events&mode=append&format=ndjson", headers=admin(fresh_engine),
+                            files={"ndjson": ("big.ndjson", b"x" * (65 * 1024))})
+    assert_error(raw, 413, "The body inflates to more than 65536 bytes")
+    assert_error(upload, 413, "The body is larger than 65536 bytes")
+
+
+@pytest.mark.parametrize("body, stored, quarantined", [
+    # a lone surrogate: the JSON parser of ClickHouse refuses it, so the line is quarantined (not a 500)
+    ('{"event_type": "a", "timestamp": "2023-01-01 00:00:00", "user_id": "\\ud800"}', 0, 1),
+    # a number beyond Float64: ClickHouse's parser refuses it too (the text is passed on as sent)
+    ('{"event_type": "a", "timestamp": "2023-01-01 00:00:00", "properties": {"big": 1e400}}', 0, 1),
+    ('[{"event_type": "a", "timestamp": "2023-01-01 00:00:00"},\n {"event_type": "b"}]', 1, 1),
+    ('[1, {"event_type": "a", "timestamp": "2023-01-01 00:00:00"}]', 0, 1),  # not an array of objects: one line
+])
+def test_json_documents_are_split_not_rewritten(fresh_engine, fresh_http, body, stored, quarantined):
+    response = fresh_http.post("/v0/events?name=events&wait=true", headers=admin(fresh_engine), content=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"successful_rows": stored, "quarantined_rows": quarantined}
+
+
+def test_names_are_validated(fresh_engine, fresh_http):
+    response = fresh_http.post("/v0/datasources", headers=admin(fresh_engine),
+                               data={"name": "x`y", "schema": "`a` String `json:$.a`"})
+    assert_error(response, 400, "Invalid datasource name 'x`y': use letters, digits and underscores, "
+                                "not starting with a digit")
+
+
+def test_the_admin_tokens_scopes_cannot_be_replaced(fresh_engine, fresh_http):
+    response = fresh_http.post("/v0/tokens?name=admin%20token&scope=PIPES:READ:get_events", headers=admin(fresh_engine))
+    assert_error(response, 400, "The scopes of 'admin token', the workspace's admin token, cannot be changed")
+    assert fresh_http.get("/tokens").json()["admin_token"] == fresh_engine.tokens.admin.token

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from evtrack.errors import EvtrackError
@@ -40,9 +42,27 @@ def test_q_with_a_template_is_refused(engine):
     assert (caught.value.status, caught.value.message) == (400, "'q' parameter doesn't support templates")
 
 
-def test_reserved_names_never_reach_the_template(engine):
-    # `token` and `format` are Tinybird's own; a pipe never sees them as parameters
-    assert engine.pipe_query("get_events", {"token": "x", "format": "csv"}) == engine.pipe_query("get_events", {})
+def test_reserved_names_never_reach_the_template(fresh_engine):
+    from evtrack.project import parse_pipe
+
+    echo = parse_pipe("echo", """NODE echo
+SQL >
+    %
+    SELECT {{ String(token, 'absent') }} AS t, {{ String(pipeline, 'absent') }} AS p, {{ String(other, 'absent') }} AS o
+
+TYPE endpoint
+""")
+    fresh_engine.deploy_pipe(echo)
+    body = fresh_engine.query_pipe("echo", {"token": "secret", "pipeline": "x", "other": "passed"})
+    assert json.loads(body)["data"] == [{"t": "absent", "p": "absent", "o": "passed"}]
+
+
+def test_format_and_q_cannot_be_template_variables():
+    from evtrack.errors import BadRequest
+    from evtrack.project import parse_pipe
+
+    with pytest.raises(BadRequest, match='"format" can not be used as a variable name'):
+        parse_pipe("bad", "NODE n\nSQL >\n    %\n    SELECT {{ String(format, 'x') }}\n\nTYPE endpoint\n")
 
 
 @pytest.mark.parametrize("query, message", [

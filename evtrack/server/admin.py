@@ -164,9 +164,14 @@ async def _append(request: Request, engine: Engine, name: str, form: dict) -> Re
         raise BadRequest("Only NDJSON appends are supported")
     limit = request.app.state.max_body
     upload = next((v for v in form.values() if hasattr(v, "read")), None)
-    if upload is not None and (upload.size or 0) > limit:
-        raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
-    data = await upload.read() if upload is not None else form.get("__body__", b"")
+    try:
+        if upload is not None and (upload.size or 0) > limit:
+            raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
+        data = await upload.read() if upload is not None else form.get("__body__", b"")
+    finally:
+        for value in form.values():
+            if hasattr(value, "close"):
+                await value.close()
     encoding = request.headers.get("content-encoding", "")
     payload = await run_in_threadpool(lambda: as_ndjson(decode_body(data, encoding, limit)))
     result = await run_in_threadpool(engine.append, name, payload)
