@@ -3,8 +3,7 @@
     EvtrackError (500)
     ├── BadRequest (400)
     │   ├── TemplateError (400)      a pipe template refused the parameters
-    │   ├── QueryError (400)         the database refused the SQL
-    │   └── IngestError (400)        a body that cannot be ingested at all
+    │   └── QueryError (400)         the database refused the SQL
     ├── Forbidden (403)
     ├── NotFound (404)
     ├── SchemaConflict (409)         deploy would change a datasource incompatibly
@@ -20,7 +19,6 @@ __all__ = [
     "BadRequest",
     "TemplateError",
     "QueryError",
-    "IngestError",
     "Forbidden",
     "NotFound",
     "SchemaConflict",
@@ -51,10 +49,6 @@ class TemplateError(BadRequest):
 
 
 class QueryError(BadRequest):
-    pass
-
-
-class IngestError(BadRequest):
     pass
 
 

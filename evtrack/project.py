@@ -104,9 +104,6 @@ class Pipe:
                 return node
         return None
 
-    def param(self, name: str) -> Param | None:
-        return next((p for p in self.params if p.name == name), None)
-
 
 @dataclass(frozen=True)
 class Project:

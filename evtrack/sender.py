@@ -206,9 +206,9 @@ def send_batches(
                     total.add(Receipt(lines=len(refused), rejected=len(refused)))
                 running[pool.submit(_deliver, deliver, payload)] = batch
                 while len(running) >= max(1, concurrency):
-                    _collect(running, total, checkpoint, progress, block=True)
+                    _collect(running, total, checkpoint, progress)
             while running:
-                _collect(running, total, checkpoint, progress, block=True)
+                _collect(running, total, checkpoint, progress)
         finally:
             for future in running:
                 future.cancel()
@@ -221,8 +221,9 @@ def _deliver(deliver: Callable[[bytes], Receipt], payload: bytes) -> Receipt:
     return deliver(payload)
 
 
-def _collect(running: dict, total: Receipt, checkpoint, progress, block: bool) -> None:
-    done, _ = wait(running, return_when=FIRST_COMPLETED) if block else (set(), None)
+def _collect(running: dict, total: Receipt, checkpoint, progress) -> None:
+    """Wait for one delivery at least, and account for every one finished."""
+    done, _ = wait(running, return_when=FIRST_COMPLETED)
     for future in done:
         batch = running.pop(future)
         receipt = future.result()  # a delivery that failed for good stops the send here
@@ -273,6 +274,8 @@ def send_path(target, datasource: str, path: Path, options: SendOptions,
             checkpoint.clear()
         return receipt
     rejects_path = options.rejects or Path(f"{'stdin' if not seekable else path.name}.rejects.ndjson")
+    if not (options.resume and checkpoint and checkpoint.offset):
+        rejects_path.unlink(missing_ok=True)  # a new send starts a new rejects file; a resumed one adds to it
     writer = _RejectsWriter(rejects_path)
     with open_input(path) as stream:
         start = checkpoint.offset if checkpoint else 0

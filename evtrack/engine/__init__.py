@@ -121,13 +121,8 @@ class Engine:
 
     def tables(self) -> dict[str, tuple[str, str]]:
         """Every name SQL may use (datasources and their quarantines) and its table."""
-        names = {}
         with self._lock:
-            sources = list(self.datasources)
-        for name in sources:
-            names[name] = (DATABASE, name)
-            names[quarantine_name(name)] = (DATABASE, quarantine_name(name))
-        return names
+            return _table_map(self.datasources)
 
     # -- deploy ----------------------------------------------------------------------------
     def deploy(self, project: Project, force: bool = False) -> DeployResult:
@@ -179,10 +174,7 @@ class Engine:
         conflict = _incompatibility(old, ds)
         if conflict:
             raise SchemaConflict(f"Datasource '{ds.name}': {conflict}")
-        before = {c.name: c for c in old.columns}
-        operations = [f"ADD COLUMN {ddl}" for c, ddl in zip(ds.columns, ds.column_ddl) if c.name not in before]
-        operations += [f"MODIFY COLUMN {ddl}" for c, ddl in zip(ds.columns, ds.column_ddl)
-                       if c.name in before and before[c.name].default != c.default]
+        operations = [f"{kind} COLUMN {ddl}" for kind, _, ddl, _ in _column_changes(old, ds)]
         if old.description != ds.description:
             operations.append("CHANGE DESCRIPTION")
         return operations
@@ -230,17 +222,14 @@ class Engine:
 
     def _alter(self, old: Datasource, new: Datasource, table: str) -> None:
         """Compatible changes only: new columns with a default, changed defaults."""
-        before = {c.name: c for c in old.columns}
         quarantine = f"{DATABASE}.`{quarantine_name(new.name)}`"
-        previous = "c__import_id"
-        for column, ddl in zip(new.columns, new.column_ddl):
-            if column.name not in before:
+        for kind, column, ddl, previous in _column_changes(old, new):
+            if kind == "ADD":
                 self.store.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {ddl}")
                 self.store.execute(
                     f"ALTER TABLE {quarantine} ADD COLUMN IF NOT EXISTS `{column.name}` Nullable(String) AFTER `{previous}`")
-            elif before[column.name].default != column.default:
+            else:
                 self.store.execute(f"ALTER TABLE {table} MODIFY COLUMN {ddl}")
-            previous = column.name
 
     def _rebuild(self, old: Datasource, new: Datasource) -> None:
         """Rebuild a datasource on --force, copying the columns both schemas share."""
@@ -255,8 +244,7 @@ class Engine:
 
     def _check_pipe(self, pipe: Pipe, datasources: set[str]) -> None:
         """A pipe must render and name only datasources and its own nodes."""
-        tables = {name: (DATABASE, name) for name in datasources}
-        tables.update({quarantine_name(n): (DATABASE, quarantine_name(n)) for n in datasources})
+        tables = _table_map(datasources)
         if pipe.endpoint is None:
             return
         try:
@@ -358,6 +346,27 @@ def _glob_safe(path: Path):
         link = Path(folder) / ("input.ndjson.gz" if path.name.endswith(".gz") else "input.ndjson")
         link.symlink_to(path)
         yield link
+
+
+def _table_map(datasources) -> dict[str, tuple[str, str]]:
+    """Every name SQL may use for these datasources (and their quarantines), and its table."""
+    tables = {}
+    for name in datasources:
+        tables[name] = (DATABASE, name)
+        tables[quarantine_name(name)] = (DATABASE, quarantine_name(name))
+    return tables
+
+
+def _column_changes(old: Datasource, new: Datasource):
+    """("ADD" | "MODIFY", column, its DDL, the column before it) for each compatible change."""
+    before = {c.name: c for c in old.columns}
+    previous = "c__import_id"  # in the quarantine table, the originals follow Tinybird's three columns
+    for column, ddl in zip(new.columns, new.column_ddl):
+        if column.name not in before:
+            yield "ADD", column, ddl, previous
+        elif before[column.name].default != column.default:
+            yield "MODIFY", column, ddl, previous
+        previous = column.name
 
 
 def read_snapshot(path: Path) -> dict[str, dict[str, str]]:

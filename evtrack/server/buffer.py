@@ -71,10 +71,6 @@ class IngestBuffer:
                 log.error("could not flush %d queued bytes at shutdown", self._pending_bytes)
                 break
 
-    @property
-    def pending_bytes(self) -> int:
-        return self._pending_bytes
-
     async def submit(self, datasource: str, payload: bytes, wait: bool) -> AppendResult | None:
         if self._pending_bytes + len(payload) > self.max_pending_bytes:
             raise TooManyRequests(retry_after=max(1, round(self.flush_interval * 4)), limit=self.max_pending_bytes)
