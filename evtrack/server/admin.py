@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -22,7 +23,7 @@ from ..engine.ingest import quarantine_name
 from ..errors import BadRequest, EvtrackError, NotFound
 from ..project import Datasource, Pipe, datasource_text, parse_datasource, parse_pipe, pipe_text
 from .auth import require
-from .bodies import read_body
+from .bodies import read_body, request_fields
 from .events import as_ndjson, decode_body
 
 __all__ = ["routes"]
@@ -114,14 +115,13 @@ async def get_datasource(request: Request) -> Response:
 
 async def post_datasource(request: Request) -> Response:
     engine = _engine(request)
-    form = await _form(request)
-    params = {**dict(request.query_params), **{k: v for k, v in form.items() if isinstance(v, str)}}
+    params, payload = await request_fields(request)
     name, mode = params.get("name", ""), params.get("mode", "create")
     if not name:
         raise BadRequest("Missing 'name' parameter")
     if mode == "append":
         require(request, engine.tokens, "DATASOURCES:CREATE", f"DATASOURCES:APPEND:{name}")
-        return await _append(request, engine, name, form)
+        return await _append(request, engine, name, payload)
     require(request, engine.tokens, "DATASOURCES:CREATE")
     if not params.get("schema"):
         raise BadRequest("Only datasources created from a schema are supported: send 'schema'")
@@ -135,7 +135,7 @@ async def alter_datasource(request: Request) -> Response:
     engine = _engine(request)
     require(request, engine.tokens, "DATASOURCES:CREATE")
     old = engine.datasource(request.path_params["name"])
-    params = {**dict(request.query_params), **await _form(request)}
+    params, _ = await request_fields(request)
     settings = {**dict(old.engine_settings), "description": params.get("description") or old.description,
                 "schema": params.get("schema") or old.schema}
     new = parse_datasource(old.name, datasource_text(settings))
@@ -147,31 +147,20 @@ async def alter_datasource(request: Request) -> Response:
     return JSONResponse({"operations": operations, "dependencies": []})
 
 
-async def _form(request: Request) -> dict:
-    kind = request.headers.get("content-type", "")
-    if kind.startswith("multipart/form-data"):
-        form = await request.form(max_part_size=request.app.state.max_body)
-        return {k: v for k, v in form.items()}
-    body = await read_body(request)
-    if kind.startswith("application/x-www-form-urlencoded"):
-        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-    return {"__body__": body} if body else {}
-
-
-async def _append(request: Request, engine: Engine, name: str, form: dict) -> Response:
+async def _append(request: Request, engine: Engine, name: str, payload) -> Response:
     """`tb datasource append` (multipart) and SDK appends (raw body), within the same limits as events."""
     if request.query_params.get("format", "ndjson") not in ("ndjson", "json"):
         raise BadRequest("Only NDJSON appends are supported")
     limit = request.app.state.max_body
-    upload = next((v for v in form.values() if hasattr(v, "read")), None)
-    try:
-        if upload is not None and (upload.size or 0) > limit:
-            raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
-        data = await upload.read() if upload is not None else form.get("__body__", b"")
-    finally:
-        for value in form.values():
-            if hasattr(value, "close"):
-                await value.close()
+    if isinstance(payload, UploadFile):
+        try:
+            if (payload.size or 0) > limit:
+                raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
+            data = await payload.read()
+        finally:
+            await payload.close()
+    else:
+        data = payload or b""
     encoding = request.headers.get("content-encoding", "")
     payload = await run_in_threadpool(lambda: as_ndjson(decode_body(data, encoding, limit)))
     result = await run_in_threadpool(engine.append, name, payload)

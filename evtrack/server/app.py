@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +22,7 @@ from ..engine import Engine
 from ..errors import BadRequest, EvtrackError, Forbidden, NotFound
 from . import admin
 from .auth import INVALID_TOKEN, require_pipe_read, request_token
-from .bodies import read_body, request_params
+from .bodies import read_body, request_fields
 from .buffer import IngestBuffer, count_lines
 from .events import as_ndjson, decode_body
 
@@ -117,7 +116,9 @@ async def pipe_endpoint(request: Request, name: str, fmt: str) -> Response:
         raise Forbidden(INVALID_TOKEN)
     engine.pipe(name)
     require_pipe_read(request, engine.tokens, name)
-    params = await request_params(request)
+    params, payload = await request_fields(request)
+    if payload is not None:
+        raise BadRequest("Send parameters in the query string, as form fields or as a JSON object")
     body = await run_in_threadpool(engine.query_pipe, name, params, fmt, params.get("q"))
     return Response(body, media_type=MEDIA_TYPES[fmt])
 
@@ -128,14 +129,9 @@ async def sql(request: Request) -> Response:
     token = request_token(request, engine.tokens)
     if token is None:
         raise Forbidden(INVALID_TOKEN)
-    params = dict(request.query_params)
-    if request.method == "POST":
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await read_body(request)
-        if kind == "application/x-www-form-urlencoded" and b"q=" in body:
-            params.update(parse_qsl(body.decode("utf-8", "replace")))
-        elif body and "q" not in params:
-            params["q"] = body.decode("utf-8", "replace")
+    params, payload = await request_fields(request)
+    if isinstance(payload, bytes) and "q" not in params:  # `tb sql` posts long queries as the body
+        params["q"] = payload.decode("utf-8", "replace")
     if not params.get("q", "").strip():
         raise BadRequest("missing q parameter. example q=select%201")
     pipeline = params.get("pipeline")

@@ -5,31 +5,50 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qsl
 
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from ..errors import BadRequest, EvtrackError
+from ..errors import EvtrackError
 
-__all__ = ["read_body", "request_params"]
+__all__ = ["read_body", "request_fields"]
 
 
-async def request_params(request: Request) -> dict[str, str]:
-    """Query string, then (on POST) form fields or a JSON object body, as Tinybird reads them."""
-    params = dict(request.query_params)
-    if request.method != "POST":
-        return params
+async def request_fields(request: Request) -> tuple[dict[str, str], bytes | UploadFile | None]:
+    """A request's named fields and its payload, read as Tinybird reads them, within the body limit.
+
+    Fields come from the query string, then (on POST and PUT) from form fields (URL-encoded or
+    multipart) or from a body that is one JSON object; the body wins over the query string. The
+    payload is a multipart file part, or any other body (NDJSON, SQL text). The caller closes an
+    uploaded file.
+    """
+    fields = dict(request.query_params)
+    if request.method not in ("POST", "PUT"):
+        return fields, None
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form(max_part_size=request.app.state.max_body)
+        upload = None
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                fields[key] = value
+            elif upload is None:
+                upload = value
+            else:
+                await value.close()
+        return fields, upload
     body = await read_body(request)
-    if kind == "application/json":
+    if kind == "application/x-www-form-urlencoded":
+        fields.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        return fields, None
+    if kind == "application/json" and body.lstrip()[:1] == b"{":
         try:
-            document = json.loads(body or b"{}")
-        except ValueError:
-            raise BadRequest("The body is not valid JSON") from None
-        if not isinstance(document, dict):
-            raise BadRequest("The JSON body must be an object of parameters")
-        params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items() if v is not None})
-    elif kind in ("application/x-www-form-urlencoded", ""):
-        params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-    return params
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            document = None
+        if isinstance(document, dict):
+            fields.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items() if v is not None})
+            return fields, None
+    return fields, body or None
 
 
 async def read_body(request: Request) -> bytes:
