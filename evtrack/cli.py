@@ -95,8 +95,8 @@ def deploy(ctx: click.Context, force: bool, project_dir: Path) -> None:
 @click.option("--datasource", default="events", show_default=True, help="Datasource to append to.")
 @click.option("--batch-bytes", type=click.IntRange(1024), default=MAX_BATCH_BYTES, show_default=True,
               help="Largest request, before compression (Tinybird takes 10 MB).")
-@click.option("--concurrency", type=click.IntRange(1, 64), default=SendOptions.concurrency, show_default=True,
-              help="Requests in flight at once.")
+@click.option("--concurrency", type=click.IntRange(1, 64),
+              help="Requests in flight at once [default: 2 to a host, 4 to this machine's loopback].")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Ask the host to acknowledge only stored batches (wait=true).")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),

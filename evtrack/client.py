@@ -64,8 +64,9 @@ class Client:
     def __init__(self, host: str, token: str, *, http: httpx.Client | None = None, timeout: float = 60.0,
                  sleep=time.sleep, compress: bool | None = None):
         self.host = host.rstrip("/")
+        self.loopback = _is_loopback(self.host)
         # gzip saves bandwidth to a remote host; to this machine's loopback it only costs CPU on both ends.
-        self.compress = not _is_loopback(self.host) if compress is None else compress
+        self.compress = not self.loopback if compress is None else compress
         self._http = http or httpx.Client(base_url=self.host, timeout=timeout)
         self._auth = {"Authorization": f"Bearer {token}"}
         self._sleep = sleep

@@ -237,9 +237,8 @@ def _collect(running: dict, total: Receipt, checkpoint, progress) -> None:
 @dataclass(frozen=True)
 class SendOptions:
     batch_bytes: int = MAX_BATCH_BYTES
-    # Two requests of up to ~9.5 MB in flight stay under Tinybird's documented 20 MB/s and
-    # 100 requests/s per datasource when each takes about a second to acknowledge.
-    concurrency: int = 2
+    # None: the target's own default (see Remote.delivery).
+    concurrency: int | None = None
     wait: bool = True
     resume: bool = False
     checkpoint: Path | None = None
@@ -261,7 +260,7 @@ def open_input(path: Path):
 def send_path(target, datasource: str, path: Path, options: SendOptions,
               progress: Callable[[int, Receipt], None] | None = None) -> Receipt:
     """Send one input (a file, a .gz file or ``-``) to ``target``; every line accounted for."""
-    deliver, checks, whole_file = target.delivery(datasource, options)
+    deliver, checks, whole_file, concurrency = target.delivery(datasource, options)
     seekable = str(path) != "-"
     checkpoint = None
     if seekable:
@@ -283,7 +282,7 @@ def send_path(target, datasource: str, path: Path, options: SendOptions,
             stream.seek(start)
         receipt = send_batches(
             batches(stream, options.batch_bytes, start, checkpoint.line if checkpoint else 1),
-            deliver, checks=checks, concurrency=options.concurrency, rejects=writer.write,
+            deliver, checks=checks, concurrency=concurrency, rejects=writer.write,
             checkpoint=checkpoint, progress=progress)
     if checkpoint:
         checkpoint.clear()
