@@ -127,7 +127,8 @@ class Remote:
         if self._snapshot is not None:
             text = read_snapshot(self._snapshot)["datasources"].get(name)
             return parse_datasource(name, text) if text else None
-        return load_project(Path.cwd()).datasources.get(name)
+        local = Path.cwd() / "datasources" / f"{name}.datasource"
+        return parse_datasource(name, local.read_text(encoding="utf-8")) if local.exists() else None
 
     def deploy(self, project_dir: Path, force: bool) -> list[str]:
         return tb_push(project_dir, self.target.host, self.target.token.reveal(), force)

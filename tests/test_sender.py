@@ -114,7 +114,7 @@ def test_resume_sends_only_what_was_not_acknowledged(tmp_path, unique):
     assert acknowledged and not checkpoint.exists()  # a finished send clears its checkpoint
 
 
-def test_concurrent_batches_checkpoint_only_a_contiguous_prefix(tmp_path, unique):
+def test_concurrent_batches_store_every_event_once(tmp_path, unique):
     api = FakeEventsApi()
     receipt = send_path(remote(api), "events", FIXTURE,
                         SendOptions(batch_bytes=50_000, concurrency=8, checkpoint=tmp_path / "c.json"))

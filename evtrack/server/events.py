@@ -50,6 +50,9 @@ def as_ndjson(body: bytes) -> bytes:
     stripped = body.strip()
     if not stripped or stripped[:1] not in (b"{", b"["):
         return body
+    newline = stripped.find(b"\n")
+    if newline > 0 and _is_json(stripped[:newline]):
+        return body  # a whole value on the first line with more after it: NDJSON, no need to decode it all
     try:
         text = stripped.decode("utf-8")
         document, end = _DECODER.raw_decode(text)
@@ -66,6 +69,14 @@ def as_ndjson(body: bytes) -> bytes:
 
 _DECODER = json.JSONDecoder()
 _BETWEEN = re.compile(r"[\s,]*")
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _one_line(document: bytes) -> bytes:
