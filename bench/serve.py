@@ -197,11 +197,14 @@ def main() -> None:
     parser.add_argument("-n", "--count", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--only", choices=["bulk", "many"], help="Run one of the two parts.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bulk(args.count, Path(tmp))
-        many(args.clients, args.seconds, False, Path(tmp))
-        many(args.clients, min(args.seconds, 20), True, Path(tmp))
+        if args.only in (None, "bulk"):
+            bulk(args.count, Path(tmp))
+        if args.only in (None, "many"):
+            many(args.clients, args.seconds, False, Path(tmp))
+            many(args.clients, min(args.seconds, 20), True, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -170,3 +170,29 @@ def test_client_side_checks(line, reason):
     from evtrack.sender import Checks
 
     assert Checks(load_project(ROOT).datasources["events"]).reason(line) == reason
+
+
+def test_client_side_checks_find_each_bad_line_of_a_large_batch():
+    """A batch is checked in large ranges at once; each bad line must still be found, by number."""
+    from evtrack.project import load_project
+    from evtrack.sender import Batch, Checks
+
+    good = b'{"event_type": "view", "timestamp": "2023-07-15 14:30:00", "n": %d}'
+    bad = {  # line number -> a line that is not a valid event on its own
+        7: b'{"event_type": "view"}',
+        500: b'{"event_type": "a", "timestamp": "2023-07-15"},{"event_type": "b", "timestamp": "2023-07-15"}',
+        501: b'{"event_type": "a", "timestamp": "2023-07-15", "x": "',
+        502: b'"}',
+        1999: b'not json',
+        3000: b'[{"event_type": "a", "timestamp": "2023-07-15"}]',
+    }
+    blank = {40: b"", 41: b"   \r"}
+    odd = {**bad, **blank}
+    lines = [odd[n] if n in odd else good % n for n in range(1, 3001)]
+    checks = Checks(load_project(ROOT).datasources["events"])
+    payload, rejects = checks.split(Batch(0, 0, 1, b"\n".join(lines) + b"\n"))
+    assert [r["line"] for r in rejects] == sorted(bad)
+    assert payload.split(b"\n")[:-1] == [line for n, line in enumerate(lines, 1) if n not in bad and n not in blank]
+
+    clean = b"\n".join(good % n for n in range(1, 3001)) + b"\n"
+    assert checks.split(Batch(0, 0, 1, clean)) == (clean, [])

@@ -64,11 +64,14 @@ def _base_type(type_: str) -> str:
     return type_
 
 
+def _converts(col: Column) -> bool:
+    """Whether the column's text needs converting to its type (every JSON value has a String text)."""
+    return _base_type(col.type) != "String"
+
+
 def _convert(raw: str, type_: str) -> str:
     """A Nullable expression: the raw text converted to ``type_``, NULL when it does not fit."""
     base = _base_type(type_)
-    if base == "String":
-        return raw
     if match := _DATETIME64.match(base):
         return f"parseDateTime64BestEffortOrNull({raw}, {match.group(1)}, 'UTC')"
     if base.startswith("DateTime"):
@@ -78,10 +81,11 @@ def _convert(raw: str, type_: str) -> str:
     return f"accurateCastOrNull({raw}, {sql_string(base)})"
 
 
-def _raw_texts(ds: Datasource) -> list[str]:
-    """For each column, its value's text (strings decoded, objects as compact JSON), NULL if absent or null.
+def _raw_texts(ds: Datasource) -> tuple[list[str], list[str]]:
+    """Per column, its value's text (strings decoded, objects as compact JSON), NULL if absent or null.
 
-    Top-level paths are read in one parse of the line, as one tuple; nested paths one by one.
+    Top-level paths are read in one parse of the line, as one tuple (``__j``, computed a level
+    below); nested paths one by one. Returns (the level below, the texts).
     """
     flat = [i for i, c in enumerate(ds.columns) if len(_keys(c)) == 1]
     fields = ", ".join(f"{sql_string(_keys(ds.columns[i])[0])[1:-1].join('``')} Nullable(String)" for i in flat)
@@ -92,24 +96,35 @@ def _raw_texts(ds: Datasource) -> list[str]:
         else:
             keys = ", ".join(sql_string(k) for k in _keys(column))
             texts.append(f"JSONExtract(line, {keys}, 'Nullable(String)')")
-    return [f"JSONExtract(line, 'Tuple({fields})') AS __j"] + texts if flat else texts
+    return ([f"JSONExtract(line, 'Tuple({fields})') AS __j"] if flat else []), texts
 
 
-def _error(i: int, col: Column) -> str:
-    """The message for column i, or '' when its value is fine."""
+def _error(i: int, col: Column) -> str | None:
+    """The message for column i, or '' when its value is fine; None when it cannot be wrong
+    (an optional String column takes any JSON value).
+
+    Each expression here is analysed again on every insert, so the statement holds no more of them than it needs.
+    """
     suffix = sql_string(f"' on column '{col.name}' is not {col.type}")
     bad_value = f"concat('value ', char(39), __r{i}, {suffix})"
-    if col.required:
-        missing = sql_string(f"missing value on column '{col.name}' (required: {col.type} with no DEFAULT)")
+    missing = sql_string(f"missing value on column '{col.name}' (required: {col.type} with no DEFAULT)")
+    if col.required and _converts(col):
         return f"multiIf(__r{i} IS NULL, {missing}, __v{i} IS NULL, {bad_value}, '')"
-    return f"if(__r{i} IS NOT NULL AND __v{i} IS NULL, {bad_value}, '')"
+    if col.required:
+        return f"if(__r{i} IS NULL, {missing}, '')"
+    if _converts(col):
+        return f"if(__r{i} IS NOT NULL AND __v{i} IS NULL, {bad_value}, '')"
+    return None
 
 
 def _value(i: int, col: Column) -> str:
-    if col.nullable:
-        return f"if(__r{i} IS NOT NULL, __v{i}, {col.default or 'NULL'})"
-    fallback = col.default or f"defaultValueOfTypeName({sql_string(col.type)})"
-    return f"if(__r{i} IS NOT NULL AND __v{i} IS NOT NULL, assumeNotNull(__v{i}), {fallback})"
+    """The stored value: the converted text, else the default. A row whose text did not convert
+    (or whose required column is missing) is quarantined, so its value here is never stored."""
+    value = f"__v{i}" if _converts(col) else f"__r{i}"
+    if not col.default:
+        return value if col.nullable else f"assumeNotNull({value})"
+    # if() evaluates the default only for the rows that need it; ifNull() would for every row.
+    return f"if({value} IS NOT NULL, {value if col.nullable else f'assumeNotNull({value})'}, {col.default})"
 
 
 def _staging_columns(ds: Datasource) -> list[str]:
@@ -159,31 +174,48 @@ def ingest_insert(ds: Datasource, database: str, source: str, import_id: str) ->
 
     ``import_id`` is an SQL expression naming each line's import (a constant, or one per file of a glob).
 
+    Each step reads the one below as a subquery, so a name used many times (the parsed line, a
+    column's text) is a column there rather than an alias expanded wherever it is used: the
+    statement stays small for the query analyser, which runs on every insert.
     Defaults may name other columns, as in ClickHouse: each output column is an alias the others can use.
     """
-    texts = _raw_texts(ds)
-    raws = texts[-len(ds.columns):]
-    parsed = [*texts[: len(texts) - len(ds.columns)]]
-    for i, col in enumerate(ds.columns):
-        parsed.append(f"if(__is_json, {raws[i]}, NULL) AS __r{i}")
-        parsed.append(f"{_convert(f'__r{i}', col.type)} AS __v{i}")
-    errors = ", ".join(_error(i, c) for i, c in enumerate(ds.columns))
-    names = ", ".join(sql_string(c.name) for c in ds.columns)
-    select = [
+    parse, texts = _raw_texts(ds)
+    parsed = [
+        "line",
         f"{import_id} AS __import_id",
         f"length(line) > {MAX_LINE_BYTES} AS __too_long",
         "NOT __too_long AND isValidUTF8(line) AND JSONType(line) = 'Object' AS __is_json",
+        *parse,
+    ]
+    carried = ["line", "__import_id", "__too_long", "__is_json"]
+    raw = [
+        *carried,
+        *(f"if(__is_json, {text}, NULL) AS __r{i}" for i, text in enumerate(texts)),
+    ]
+    converted = [f"{_convert(f'__r{i}', c.type)} AS __v{i}" for i, c in enumerate(ds.columns) if _converts(c)]
+    checks = [(c.name, f"__e{i}", e) for i, c in enumerate(ds.columns) if (e := _error(i, c)) is not None]
+    checked = [
+        *carried[1:],
         f"multiIf(__is_json, '', __too_long, concat('Line is too long: ', toString(length(line)), ' bytes, at most "
         f"{MAX_LINE_BYTES}: ', char(39), toValidUTF8(substring(line, 1, {_SHOWN_BYTES})), '...', char(39)), "
         "toValidUTF8(line)) AS __line",
-        f"arrayFilter(e -> e != '', [{errors}]) AS __errors",
-        f"arrayFilter((n, e) -> e != '', [{names}], [{errors}]) AS __error_columns",
+        *converted,
+        *(f"{error} AS {name}" for _, name, error in checks),
         *(f"{_value(i, c)} AS `{c.name}`" for i, c in enumerate(ds.columns)),
         *(f"__r{i} AS `__raw_{c.name}`" for i, c in enumerate(ds.columns)),
-        *parsed,
     ]
-    staging = ", ".join(f"`{c.split('`')[1]}`" for c in _staging_columns(ds))
-    return (
-        f"INSERT INTO `{database}`.`{ingest_table(ds.name)}` ({staging}) "
-        f"SELECT {staging} FROM (SELECT {', '.join(select)} FROM {source} WHERE notEmpty(trimBoth(line, ' \\t\\r\\x0b\\x0c')))"
-    )
+    if checks:
+        errors = ", ".join(name for _, name, _ in checks)
+        names = ", ".join(sql_string(column) for column, _, _ in checks)
+        lists = {
+            "`__errors`": f"arrayFilter(e -> e != '', [{errors}]) AS `__errors`",
+            "`__error_columns`": f"arrayFilter((n, e) -> e != '', [{names}], [{errors}]) AS `__error_columns`",
+        }
+    else:
+        lists = {name: f"CAST([], 'Array(String)') AS {name}" for name in ("`__errors`", "`__error_columns`")}
+    staging = [f"`{c.split('`')[1]}`" for c in _staging_columns(ds)]
+    outer = [lists.get(name, name) for name in staging]
+    query = f"SELECT {', '.join(parsed)} FROM {source} WHERE notEmpty(trimBoth(line, ' \\t\\r\\x0b\\x0c'))"
+    for step in (raw, checked, outer):
+        query = f"SELECT {', '.join(step)} FROM ({query})"
+    return f"INSERT INTO `{database}`.`{ingest_table(ds.name)}` ({', '.join(staging)}) {query}"
