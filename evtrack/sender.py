@@ -273,8 +273,10 @@ def send_path(target, datasource: str, path: Path, options: SendOptions,
             checkpoint.clear()
         return receipt
     rejects_path = options.rejects or Path(f"{'stdin' if not seekable else path.name}.rejects.ndjson")
-    if not (options.resume and checkpoint and checkpoint.offset):
-        rejects_path.unlink(missing_ok=True)  # a new send starts a new rejects file; a resumed one adds to it
+    if options.resume and checkpoint and checkpoint.offset:
+        _keep_rejects_before(rejects_path, checkpoint.line)  # a resumed send adds to its rejects file
+    else:
+        rejects_path.unlink(missing_ok=True)  # a new send starts a new one
     writer = _RejectsWriter(rejects_path)
     with open_input(path) as stream:
         start = checkpoint.offset if checkpoint else 0
@@ -286,17 +288,27 @@ def send_path(target, datasource: str, path: Path, options: SendOptions,
             checkpoint=checkpoint, progress=progress)
     if checkpoint:
         checkpoint.clear()
-    receipt.rejects_file = str(rejects_path) if writer.count else None
+    receipt.rejects_file = str(rejects_path) if rejects_path.exists() else None
     return receipt
+
+
+def _keep_rejects_before(path: Path, line: int) -> None:
+    """Keep the rejects of lines before ``line``: a resumed send reads the others again, and
+    would otherwise record their rejects twice."""
+    if not path.exists():
+        return
+    kept = path.with_name(path.name + ".tmp")
+    with open(path, encoding="utf-8") as records, open(kept, "w", encoding="utf-8") as out:
+        out.writelines(record for record in records if json.loads(record)["line"] < line)
+    os.replace(kept, path)
 
 
 class _RejectsWriter:
     """Appends reject records as JSON lines, opening the file only if there is something to write."""
 
     def __init__(self, path: Path):
-        self.path, self.count = path, 0
+        self.path = path
 
     def write(self, records: list[dict]) -> None:
         with open(self.path, "a", encoding="utf-8") as out:
             out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        self.count += len(records)

@@ -196,3 +196,21 @@ def test_client_side_checks_find_each_bad_line_of_a_large_batch():
 
     clean = b"\n".join(good % n for n in range(1, 3001)) + b"\n"
     assert checks.split(Batch(0, 0, 1, clean)) == (clean, [])
+
+
+def test_a_resumed_send_records_each_reject_once(tmp_path):
+    lines = FIXTURE.read_bytes().splitlines(keepends=True)
+    bad_at = list(range(300, 6000, 700))  # 0-based indexes of the lines replaced by a bad one
+    for i in bad_at:
+        lines[i] = b"not an event\n"
+    source = tmp_path / "events.ndjson"
+    source.write_bytes(b"".join(lines))
+    rejects = tmp_path / "rejects.ndjson"
+    options = SendOptions(batch_bytes=200_000, concurrency=1, checkpoint=tmp_path / "c.json", rejects=rejects,
+                          resume=True)
+    with pytest.raises(EvtrackError):  # the fourth batch fails, after its rejects were recorded
+        send_path(remote(FakeEventsApi([200, 200, 200, 400])), "events", source, options)
+    receipt = send_path(remote(FakeEventsApi()), "events", source, options)
+    recorded = [json.loads(line)["line"] for line in rejects.read_text().splitlines()]
+    assert recorded == [i + 1 for i in bad_at]
+    assert receipt.rejects_file == str(rejects)
