@@ -1,11 +1,14 @@
 """`evtrack serve` under load, in one run on loopback.
 
-    python bench/serve.py                      # 1,000,000 events in bulk; 64 clients for 30 s
+    python bench/serve.py                      # 1,000,000 events in bulk, 3 rounds; 64 clients for 60 s
     python bench/serve.py -n 200000 --clients 32 --seconds 10
+    python bench/serve.py --only bulk --rounds 5
 
-1. Bulk: `evtrack send --host` of N generated events through `evtrack serve` (gzip, 9.5 MB
-   requests, wait=true), timed against a plain chDB `INSERT ... FORMAT JSONEachRow` of the same
-   file in this run: the ratio of throughputs is the figure to read.
+1. Bulk: `evtrack send --host` of N generated events through `evtrack serve` (9.5 MB requests,
+   wait=true; no gzip on loopback), timed against a plain chDB `INSERT ... FORMAT JSONEachRow`
+   of the same file just before it: the ratio of throughputs is the figure to read. The
+   machine's speed drifts by tens of percent from minute to minute, so each round pairs the
+   two, and the median ratio of the rounds is reported.
 2. Many clients: C concurrent connections send single events for S seconds, with wait=false (as
    browser and mobile SDKs do) and then wait=true; acknowledged requests/s, p50/p99 latency,
    inserts the server made for them, active parts left, and stored == acknowledged. The load
@@ -23,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,25 +87,31 @@ def plain_insert_seconds(events: Path, folder: Path) -> float:
     return float(out.stdout.strip())
 
 
-def bulk(count: int, tmp: Path) -> None:
+def bulk(count: int, tmp: Path, rounds: int) -> None:
+    """The ratio in each of ``rounds`` rounds (plain insert, then the send through a fresh server), and their median."""
     events = tmp / "events.ndjson"
     write_events(events, count)
-    plain = plain_insert_seconds(events, tmp / "plain")
-    server = Server(tmp / "bulk")
-    try:
-        assert evtrack("--host", server.url, "--token", server.admin, "deploy").returncode == 0
-        started = time.perf_counter()
-        sent = evtrack("--host", server.url, "--token", server.admin, "send", str(events), "--json")
-        ours = time.perf_counter() - started
-        receipt = json.loads(sent.stdout)
-        peak = server.peak_mb()
-    finally:
-        server.stop()
-    print(f"bulk: {count:,} events ({events.stat().st_size / 1e6:,.0f} MB NDJSON)")
-    print(f"  plain chDB INSERT ... FORMAT JSONEachRow:  {plain:6.2f} s  {count / plain:>10,.0f} events/s")
-    print(f"  evtrack send --host (through serve):      {ours:6.2f} s  {count / ours:>10,.0f} events/s "
-          f"(stored {receipt['stored']:,}, retries {receipt['retries']})")
-    print(f"  ratio serve / plain: {plain / ours:.2f}   server peak memory: {peak:,.0f} MB")
+    print(f"bulk: {count:,} events ({events.stat().st_size / 1e6:,.0f} MB NDJSON), {rounds} rounds")
+    ratios = []
+    for round_ in range(1, rounds + 1):
+        plain = plain_insert_seconds(events, tmp / f"plain-{round_}")
+        server = Server(tmp / f"bulk-{round_}")
+        try:
+            assert evtrack("--host", server.url, "--token", server.admin, "deploy").returncode == 0
+            started = time.perf_counter()
+            sent = evtrack("--host", server.url, "--token", server.admin, "send", str(events), "--json")
+            ours = time.perf_counter() - started
+            receipt = json.loads(sent.stdout)
+            peak = server.peak_mb()
+        finally:
+            server.stop()
+        ratios.append(plain / ours)
+        print(f"  round {round_}: plain chDB INSERT ... FORMAT JSONEachRow {plain:6.2f} s ({count / plain:,.0f} events/s); "
+              f"evtrack send --host (through serve) {ours:6.2f} s ({count / ours:,.0f} events/s, "
+              f"stored {receipt['stored']:,}, retries {receipt['retries']}); ratio {plain / ours:.2f}; "
+              f"server peak memory {peak:,.0f} MB")
+    print(f"  ratio serve / plain, median of {rounds}: {statistics.median(ratios):.2f} "
+          f"(lowest {min(ratios):.2f}, highest {max(ratios):.2f})")
 
 
 WRK_SCRIPT = """
@@ -197,11 +207,12 @@ def main() -> None:
     parser.add_argument("-n", "--count", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--rounds", type=int, default=3, help="Bulk rounds (the machine is noisy: read the median).")
     parser.add_argument("--only", choices=["bulk", "many"], help="Run one of the two parts.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "bulk"):
-            bulk(args.count, Path(tmp))
+            bulk(args.count, Path(tmp), args.rounds)
         if args.only in (None, "many"):
             many(args.clients, args.seconds, False, Path(tmp))
             many(args.clients, min(args.seconds, 20), True, Path(tmp))

@@ -118,9 +118,9 @@ class Remote:
         ds = self._datasource(datasource)
         # Two ~9.5 MB requests in flight stay under Tinybird's documented 20 MB/s and 100 requests/s
         # per datasource when each takes about a second to acknowledge. On this machine's loopback
-        # (`evtrack serve`) there is no such limit, and four in flight let the server write them in
-        # fewer, larger inserts.
-        concurrency = options.concurrency or (4 if self.client.loopback else 2)
+        # (`evtrack serve`) there is no such limit, and eight in flight (76 MB, under the server's
+        # 128 MB queue) let the server write them in fewer, larger inserts: fewer parts to merge.
+        concurrency = options.concurrency or (8 if self.client.loopback else 2)
         return deliver, Checks(ds) if ds else None, None, concurrency
 
     def _datasource(self, name: str):

@@ -45,10 +45,10 @@ class IngestBuffer:
     engine: Engine
     # Large enough to gather several bulk requests (up to ~10 MB each) into one insert: each insert
     # pays a fixed cost (query analysis, a new part to merge), so fewer, larger ones go faster.
-    flush_bytes: int = 32 * 1024 * 1024
+    flush_bytes: int = 64 * 1024 * 1024
     flush_interval: float = 0.25
     wait_interval: float = 0.05  # how soon a flush follows a request that waits for it (wait=true)
-    max_pending_bytes: int = 64 * 1024 * 1024
+    max_pending_bytes: int = 128 * 1024 * 1024
     flushes: int = 0
     requests: int = 0
     _queues: dict[str, list[_Queued]] = field(default_factory=dict)
