@@ -202,7 +202,7 @@ def ingest_insert(ds: Datasource, database: str, source: str, import_id: str) ->
         *converted,
         *(f"{error} AS {name}" for _, name, error in checks),
         *(f"{_value(i, c)} AS `{c.name}`" for i, c in enumerate(ds.columns)),
-        *(f"__r{i} AS `__raw_{c.name}`" for i, c in enumerate(ds.columns)),
+        *(f"__r{i} AS __t{i}" for i in range(len(ds.columns))),
     ]
     if checks:
         errors = ", ".join(name for _, name, _ in checks)
@@ -213,6 +213,10 @@ def ingest_insert(ds: Datasource, database: str, source: str, import_id: str) ->
         }
     else:
         lists = {name: f"CAST([], 'Array(String)') AS {name}" for name in ("`__errors`", "`__error_columns`")}
+    # The texts as sent are kept for the quarantine only: NULL on a stored row, so that the insert
+    # does not carry a second copy of every stored value.
+    fine = " AND ".join(["__is_json", *(f"{name} = ''" for _, name, _ in checks)])
+    lists.update({f"`__raw_{c.name}`": f"if({fine}, NULL, __t{i}) AS `__raw_{c.name}`" for i, c in enumerate(ds.columns)})
     staging = [f"`{c.split('`')[1]}`" for c in _staging_columns(ds)]
     outer = [lists.get(name, name) for name in staging]
     query = f"SELECT {', '.join(parsed)} FROM {source} WHERE notEmpty(trimBoth(line, ' \\t\\r\\x0b\\x0c'))"
