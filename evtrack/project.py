@@ -18,17 +18,16 @@ import click
 
 from .errors import BadRequest
 
-__all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "load_project", "datasource_text", "parse_datasource", "parse_pipe", "pipe_text"]
+__all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "described_columns", "load_project", "datasource_text",
+           "parse_datasource", "parse_pipe", "pipe_text"]
 
 # tinybird-cli reads its datafiles with a template pass that may look at the environment; keep
 # its version check and telemetry quiet whenever it is imported by evtrack.
 os.environ.setdefault("TB_VERSION_WARNING", "0")
 os.environ.setdefault("TB_CLI_TELEMETRY_OPTOUT", "1")
 
-from tinybird import datafile_common as _datafile  # noqa: E402
-from tinybird.ch_utils.engine import engine_full_from_dict  # noqa: E402
-from tinybird.sql import schema_to_sql_columns  # noqa: E402
-from tinybird.sql_template import get_template_and_variables, get_var_names_and_types  # noqa: E402
+# tinybird-cli's modules are imported where they are used: loading its datafile parser takes
+# about half a second, which commands that parse no datafile (a send to a host) need not pay.
 
 
 @dataclass(frozen=True)
@@ -129,11 +128,10 @@ def _description(value) -> str:
     return " ".join((value or "").split())
 
 
-def parse_datasource(name: str, text: str) -> Datasource:
-    doc = _parsed(_datafile.parse_datasource, name, text, "datasource")
-    node = doc.nodes[0]
-    raw_columns = node["columns"]
-    columns = tuple(
+def described_columns(described: list[dict]) -> tuple[Column, ...]:
+    """Columns as tinybird-cli's parser and Tinybird's datasource API both describe them
+    (``name``, ``type``, ``jsonpath``, ``default_value`` as "DEFAULT expr", ``nullable``)."""
+    return tuple(
         Column(
             name=c["name"],
             type=c["type"],
@@ -141,8 +139,18 @@ def parse_datasource(name: str, text: str) -> Datasource:
             default=_default_expression(c.get("default_value")),
             nullable=bool(c.get("nullable")),
         )
-        for c in raw_columns
+        for c in described
     )
+
+
+def parse_datasource(name: str, text: str) -> Datasource:
+    from tinybird import datafile_common
+    from tinybird.ch_utils.engine import engine_full_from_dict
+    from tinybird.sql import schema_to_sql_columns
+
+    doc = _parsed(datafile_common.parse_datasource, name, text, "datasource")
+    node = doc.nodes[0]
+    raw_columns = node["columns"]
     engine = node.get("engine") or {"type": "MergeTree", "args": []}
     try:
         engine_full = engine_full_from_dict(engine["type"], dict(engine["args"]), columns=raw_columns)
@@ -151,7 +159,7 @@ def parse_datasource(name: str, text: str) -> Datasource:
     return Datasource(
         name=name,
         description=node.get("description") or getattr(doc, "description", "") or "",
-        columns=columns,
+        columns=described_columns(raw_columns),
         column_ddl=tuple(schema_to_sql_columns(raw_columns, skip_jsonpaths=True)),
         engine=engine_full,
         tokens=tuple((t["token_name"], t["permissions"]) for t in doc.tokens),
@@ -203,7 +211,9 @@ def _default_expression(default_value: str | None) -> str | None:
 
 
 def parse_pipe(name: str, text: str) -> Pipe:
-    doc = _parsed(_datafile.parse_pipe, name, text, "pipe")
+    from tinybird import datafile_common
+
+    doc = _parsed(datafile_common.parse_pipe, name, text, "pipe")
     nodes = tuple(
         Node(
             name=n["name"],
@@ -225,6 +235,8 @@ def parse_pipe(name: str, text: str) -> Pipe:
 
 def _params(nodes: tuple[Node, ...]) -> tuple[Param, ...]:
     """The template parameters of all nodes, merged by name: the most descriptive use wins."""
+    from tinybird.sql_template import get_template_and_variables, get_var_names_and_types
+
     merged: dict[str, dict] = {}
     for node in nodes:
         if not node.templated:

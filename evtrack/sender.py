@@ -16,7 +16,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Annotated, Any, Optional, Union
 from pydantic import (ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, StringConstraints,
                       ValidationError, create_model)
 
-from .project import Datasource
+from .project import Column
 
 __all__ = ["Batch", "Checks", "Checkpoint", "Receipt", "SendOptions", "batches", "send_batches", "send_path"]
 
@@ -90,10 +90,10 @@ class Checks:
     The model is built from the datasource's columns with pydantic-core's own types only (no
     Python validators), so checking a line is one call into compiled code."""
 
-    def __init__(self, datasource: Datasource):
+    def __init__(self, datasource: str, columns: Sequence[Column]):
         fields: dict[str, Any] = {}
         self._dates = set()
-        for column in datasource.columns:
+        for column in columns:
             is_date = column.type.startswith(("DateTime", "Date"))
             kind = _WHEN if is_date else _PRESENT
             if is_date:
@@ -102,7 +102,7 @@ class Checks:
                 fields[column.name] = (kind, ...)
             elif is_date:
                 fields[column.name] = (Optional[kind], None)
-        model = create_model(f"{datasource.name}_event", __config__=ConfigDict(extra="ignore"), **fields)
+        model = create_model(f"{datasource}_event", __config__=ConfigDict(extra="ignore"), **fields)
         self._validate = model.__pydantic_validator__.validate_json
 
     def reason(self, line: bytes) -> str | None:

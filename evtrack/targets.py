@@ -18,7 +18,7 @@ from .client import Client, Retry
 from .engine import FORMATS, AppendResult, Engine, deployed_pipes, read_snapshot
 from .engine.tokens import TokenStore
 from .errors import EvtrackError
-from .project import Pipe, load_project, parse_datasource, parse_pipe, pipe_text
+from .project import Pipe, described_columns, load_project, parse_datasource, parse_pipe, pipe_text
 from .sender import Checks, Receipt, SendOptions
 from .server import running_server
 from .settings import Target
@@ -115,20 +115,28 @@ class Remote:
             stored, quarantined = answer.get("successful_rows", 0), answer.get("quarantined_rows", 0)
             return Receipt(lines=stored + quarantined, stored=stored, quarantined=quarantined, retries=retries)
 
-        ds = self._datasource(datasource)
+        columns = self._columns(datasource)
         # Two ~9.5 MB requests in flight stay under Tinybird's documented 20 MB/s and 100 requests/s
         # per datasource when each takes about a second to acknowledge. On this machine's loopback
         # (`evtrack serve`) there is no such limit, and eight in flight (76 MB, under the server's
         # 128 MB queue) let the server write them in fewer, larger inserts: fewer parts to merge.
         concurrency = options.concurrency or (8 if self.client.loopback else 2)
-        return deliver, Checks(ds) if ds else None, None, concurrency
+        return deliver, Checks(datasource, columns) if columns else None, None, concurrency
 
-    def _datasource(self, name: str):
+    def _columns(self, name: str):
+        """The datasource's columns as the host describes them (what it will check lines against),
+        else as the deployed (`evtrack serve`) or local datafile says, for a token that may append
+        but not read the datasource; None if nothing knows it."""
+        try:
+            return described_columns(self.client.datasource(name)["columns"])
+        except (EvtrackError, KeyError, TypeError, ValueError):
+            pass
         if self._snapshot is not None:
             text = read_snapshot(self._snapshot)["datasources"].get(name)
-            return parse_datasource(name, text) if text else None
-        local = Path.cwd() / "datasources" / f"{name}.datasource"
-        return parse_datasource(name, local.read_text(encoding="utf-8")) if local.exists() else None
+        else:
+            local = Path.cwd() / "datasources" / f"{name}.datasource"
+            text = local.read_text(encoding="utf-8") if local.exists() else None
+        return parse_datasource(name, text).columns if text else None
 
     def deploy(self, project_dir: Path, force: bool) -> list[str]:
         return tb_push(project_dir, self.target.host, self.target.token.reveal(), force)

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from evtrack.client import Client
 from evtrack.errors import EvtrackError
 from evtrack.sender import SendOptions, send_path
-from evtrack.server import create_app
+from evtrack.server.app import create_app
 from evtrack.settings import Secret, Target
 from evtrack.targets import Remote
 
@@ -28,12 +28,17 @@ class FakeEventsApi:
     """Tinybird's Events API as its contract describes it: stores events once per event_id,
     answers ``script`` (a list of status codes or "drop") first, then 200s."""
 
-    def __init__(self, script=()):
+    def __init__(self, script=(), columns=None):
         self.script = list(script)
         self.stored: dict[str, dict] = {}
         self.requests = 0
+        self.columns = columns  # what GET /v0/datasources/events describes; None: the token may not read it
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.startswith("/v0/datasources/"):
+            if self.columns is None:
+                return httpx.Response(403, json={"error": "token needs scope DATASOURCES:READ:events"})
+            return httpx.Response(200, json={"name": "events", "columns": self.columns})
         self.requests += 1
         step = self.script.pop(0) if self.script else 200
         if step == 429:
@@ -169,7 +174,7 @@ def test_client_side_checks(line, reason):
     from evtrack.project import load_project
     from evtrack.sender import Checks
 
-    assert Checks(load_project(ROOT).datasources["events"]).reason(line) == reason
+    assert Checks("events", load_project(ROOT).datasources["events"].columns).reason(line) == reason
 
 
 def test_client_side_checks_find_each_bad_line_of_a_large_batch():
@@ -189,7 +194,7 @@ def test_client_side_checks_find_each_bad_line_of_a_large_batch():
     blank = {40: b"", 41: b"   \r"}
     odd = {**bad, **blank}
     lines = [odd[n] if n in odd else good % n for n in range(1, 3001)]
-    checks = Checks(load_project(ROOT).datasources["events"])
+    checks = Checks("events", load_project(ROOT).datasources["events"].columns)
     payload, rejects = checks.split(Batch(0, 0, 1, b"\n".join(lines) + b"\n"))
     assert [r["line"] for r in rejects] == sorted(bad)
     assert payload.split(b"\n")[:-1] == [line for n, line in enumerate(lines, 1) if n not in bad and n not in blank]
@@ -214,3 +219,25 @@ def test_a_resumed_send_records_each_reject_once(tmp_path):
     recorded = [json.loads(line)["line"] for line in rejects.read_text().splitlines()]
     assert recorded == [i + 1 for i in bad_at]
     assert receipt.rejects_file == str(rejects)
+
+
+def test_checks_follow_the_columns_the_host_describes(tmp_path):
+    """Lines are checked against the datasource as deployed on the host, when the token may read it."""
+    described = [  # as Tinybird's datasource API lists columns; here user_id is required
+        {"name": "event_type", "type": "String", "jsonpath": "$.event_type", "default_value": None, "nullable": False},
+        {"name": "user_id", "type": "String", "jsonpath": "$.user_id", "default_value": None, "nullable": False},
+        {"name": "timestamp", "type": "DateTime", "jsonpath": "$.timestamp", "default_value": None, "nullable": False},
+        {"name": "platform", "type": "String", "jsonpath": "$.platform", "default_value": "DEFAULT ''",
+         "nullable": False},
+    ]
+    source = tmp_path / "events.ndjson"
+    source.write_text('{"event_type": "a", "user_id": "u1", "timestamp": "2023-07-15 14:30:00"}\n'
+                      '{"event_type": "a", "timestamp": "2023-07-15 14:30:00"}\n')
+    rejects = tmp_path / "rejects.ndjson"
+    receipt = send_path(remote(FakeEventsApi(columns=described)), "events", source, SendOptions(rejects=rejects))
+    assert (receipt.stored, receipt.rejected) == (1, 1)
+    assert json.loads(rejects.read_text())["reason"] == "missing required field 'user_id'"
+
+    # A token that may not read the datasource: the local datafile says user_id may be omitted.
+    receipt = send_path(remote(FakeEventsApi()), "events", source, SendOptions(rejects=rejects))
+    assert (receipt.stored, receipt.rejected) == (2, 0)

@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from evtrack.client import Client, RemoteError
-from evtrack.server import create_app
+from evtrack.server.app import create_app
 
 from . import reference
 from .conftest import FIXTURE, data

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from evtrack.server import create_app
+from evtrack.server.app import create_app
 from evtrack.server.buffer import IngestBuffer
 
 from .conftest import data

@@ -8,16 +8,6 @@ earlier nodes as subqueries and refuses table functions.
 
 from __future__ import annotations
 
-from tinybird.sql_template import (
-    SQLTemplateCustomError,
-    SQLTemplateException,
-    format_SQLTemplateException_message,
-    get_template_and_variables,
-    get_var_names_and_types,
-    render_sql_template,
-)
-from tinybird.sql_toolset import replace_tables
-
 from ..errors import EvtrackError, NotFound, QueryError, TemplateError
 from ..project import Node, Pipe
 
@@ -33,6 +23,9 @@ RESERVED_PARAMS = frozenset(
 def render_node(node: Node, params: dict[str, str], test_mode: bool = False) -> str:
     if not node.templated:
         return node.sql
+    # tinybird-cli is imported where it is used (see evtrack.project).
+    from tinybird.sql_template import SQLTemplateCustomError, SQLTemplateException, render_sql_template
+
     try:
         sql, _, _ = render_sql_template(node.template, params, test_mode=test_mode, name=node.name)
         return sql
@@ -44,7 +37,10 @@ def render_node(node: Node, params: dict[str, str], test_mode: bool = False) -> 
         raise TemplateError(str(exc)) from None
 
 
-def _template_message(node: Node, exc: SQLTemplateException) -> str:
+def _template_message(node: Node, exc) -> str:
+    from tinybird.sql_template import (SQLTemplateException, format_SQLTemplateException_message,
+                                       get_template_and_variables, get_var_names_and_types)
+
     template, _, _ = get_template_and_variables(node.template, node.name)
     try:
         format_SQLTemplateException_message(exc, get_var_names_and_types(template))
@@ -70,6 +66,8 @@ def pipe_sql(pipe: Pipe, params: dict[str, str], tables: dict[str, tuple[str, st
 
 
 def _replace(sql: str, replacements: dict) -> str:
+    from tinybird.sql_toolset import replace_tables
+
     try:
         return replace_tables(sql, replacements)
     except Exception as exc:  # the toolset's parse and policy errors

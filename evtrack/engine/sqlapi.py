@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 
-from tinybird.sql_toolset import sql_get_used_tables
-
 from ..errors import BadRequest, Forbidden, QueryError
 from .pipes import _replace
 
@@ -30,6 +28,8 @@ def split_format(query: str) -> tuple[str, str | None]:
 
 def used_tables(query: str) -> list[tuple[str, str, str]]:
     """(database, table, table function) for each source the query reads, by tinybird-cli's parser."""
+    from tinybird.sql_toolset import sql_get_used_tables  # imported where used (see evtrack.project)
+
     sql, _ = split_format(query)
     if not sql:
         raise BadRequest("missing q parameter. example q=select%201")

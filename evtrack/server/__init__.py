@@ -13,16 +13,16 @@ import signal
 import sys
 from pathlib import Path
 
-from ..engine import Engine
-from .app import create_app
-
-__all__ = ["create_app", "serve", "running_server", "SERVER_FILE"]
+__all__ = ["serve", "running_server", "SERVER_FILE"]
 
 SERVER_FILE = "server.json"
 
 
-def serve(engine: Engine, host: str, port: int, on_ready=None) -> None:
+def serve(engine, host: str, port: int, on_ready=None) -> None:
+    """Serve ``engine`` (an ``evtrack.engine.Engine``) until Ctrl-C or SIGTERM."""
     import uvicorn
+
+    from .app import create_app  # the web stack is loaded only by the command that serves
 
     app = create_app(engine)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
