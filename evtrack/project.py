@@ -18,8 +18,8 @@ import click
 
 from .errors import BadRequest
 
-__all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "described_columns", "load_project", "datasource_text",
-           "parse_datasource", "parse_pipe", "pipe_text"]
+__all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "described_columns", "load_project",
+           "datasource_text", "parse_datasource", "parse_pipe", "pipe_text"]
 
 # tinybird-cli reads its datafiles with a template pass that may look at the environment; keep
 # its version check and telemetry quiet whenever it is imported by evtrack.

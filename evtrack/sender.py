@@ -146,7 +146,8 @@ class Checks:
 # about a quarter less time per line than pydantic's default of trying every member.
 _IN_ORDER = Field(union_mode="left_to_right")
 # A date: a string with a digit in it or a number (epoch seconds); JSON null and booleans are not.
-_WHEN = Annotated[Union[Annotated[str, StringConstraints(pattern=_DATE_LIKE.pattern)], StrictInt, StrictFloat], _IN_ORDER]
+_WHEN = Annotated[Union[Annotated[str, StringConstraints(pattern=_DATE_LIKE.pattern)], StrictInt, StrictFloat],
+                  _IN_ORDER]
 # Any JSON value but null.
 _PRESENT = Annotated[Union[StrictStr, StrictInt, StrictFloat, StrictBool, dict, list], _IN_ORDER]
 
