@@ -213,6 +213,15 @@ def test_tracker_token_appends_and_cannot_read(fresh_engine, fresh_http):
     assert fresh_http.get(f"/v0/pipes/get_events.json?token={tracker}").status_code == 403
 
 
+def test_a_datasource_read_token_reads_its_description_and_an_append_token_does_not(fresh_engine, fresh_http):
+    made = fresh_http.post("/v0/tokens?name=reader&scope=DATASOURCES:READ:events", headers=admin(fresh_engine))
+    described = fresh_http.get(f"/v0/datasources/events?token={made.json()['token']}")
+    assert described.status_code == 200 and "event_type" in [c["name"] for c in described.json()["columns"]]
+    tracker = token_of(fresh_engine, "tracker")
+    assert_error(fresh_http.get(f"/v0/datasources/events?token={tracker}"), 403,
+                 "token needs scope DATASOURCES:READ:events")
+
+
 def test_a_token_for_one_pipe_cannot_read_another(fresh_engine, fresh_http):
     made = fresh_http.post("/v0/tokens?name=only_stats&scope=PIPES:READ:event_stats", headers=admin(fresh_engine))
     value = made.json()["token"]

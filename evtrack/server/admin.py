@@ -106,8 +106,8 @@ async def datasources(request: Request) -> Response:
 
 async def get_datasource(request: Request) -> Response:
     engine = _engine(request)
-    require(request, engine.tokens, "ADMIN")
     name = request.path_params["name"]
+    require(request, engine.tokens, f"DATASOURCES:READ:{name.removesuffix('.datasource')}")
     if name.endswith(".datasource"):
         return PlainTextResponse(engine.datasource(name.removesuffix(".datasource")).source)
     return JSONResponse(_datasource_json(engine, engine.datasource(name)))
