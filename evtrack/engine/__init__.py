@@ -17,7 +17,6 @@ import json
 import os
 import re
 import tempfile
-import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,8 @@ from ..project import Datasource, Pipe, Project, parse_datasource, parse_pipe
 from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .pipes import pipe_sql
 from .sqlapi import read_only_sql, used_tables
-from .store import Store
+from .rwlock import RWLock
+from .store import QueryLimits, Store
 from .tokens import TokenStore, datafile_scope
 
 __all__ = ["Engine", "AppendResult", "DeployResult", "FORMATS", "deployed_pipes", "read_snapshot"]
@@ -56,16 +56,19 @@ class DeployResult:
 class Engine:
     def __init__(self, store: Store):
         self.store = store
-        # Deploys, ingests and lookups of the deployed project take this lock: a deploy never runs
-        # beside an insert (a rebuild copies, then swaps) nor beside a query reading the project.
-        self._lock = threading.RLock()
+        # Deploys take this lock alone (``with self._lock``); ingests, queries and lookups of the
+        # deployed project share it (``self._lock.shared()``) and run side by side. So a deploy never
+        # runs beside an insert (a rebuild copies, then swaps) nor beside a query reading the project.
+        self._lock = RWLock()
+        # What each read may use (time, memory, result size); None: no limits, as in the CLI.
+        self.read_limits: QueryLimits | None = None
         self._snapshot_path = store.path / SNAPSHOT
         self._load_snapshot()
         self.tokens = TokenStore(store.path)
 
     @classmethod
-    def open(cls, path: Path) -> "Engine":
-        return cls(Store(Path(path)))
+    def open(cls, path: Path, memory_budget: int | None = None) -> "Engine":
+        return cls(Store(Path(path), memory_budget))
 
     def close(self) -> None:
         self.store.close()
@@ -89,7 +92,7 @@ class Engine:
         os.replace(tmp, self._snapshot_path)
 
     def pipe(self, name: str) -> Pipe:
-        with self._lock:
+        with self._lock.shared():
             if name not in self._sources["pipes"]:
                 raise NotFound(f"The pipe '{name}' does not exist")
             if name not in self._pipes:
@@ -97,7 +100,7 @@ class Engine:
             return self._pipes[name]
 
     def pipe_names(self) -> list[str]:
-        with self._lock:
+        with self._lock.shared():
             return sorted(self._sources["pipes"])
 
     def pipes(self) -> list[Pipe]:
@@ -121,7 +124,7 @@ class Engine:
 
     def tables(self) -> dict[str, tuple[str, str]]:
         """Every name SQL may use (datasources and their quarantines) and its table."""
-        with self._lock:
+        with self._lock.shared():
             return _table_map(self.datasources)
 
     # -- deploy ----------------------------------------------------------------------------
@@ -261,7 +264,7 @@ class Engine:
         ds = self.datasource(datasource)
         path, import_id = Path(source).resolve(), uuid.uuid4().hex
         compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
-        with self._lock, _glob_safe(path) as readable:
+        with self._lock.shared(), _glob_safe(path) as readable:
             self._ingest(ds, f"file({sql_string(str(readable))}, 'LineAsString', 'line String', {compression})",
                          sql_string(import_id))
             return self._results(ds, [import_id])[0]
@@ -271,7 +274,7 @@ class Engine:
         ds = self.datasource(datasource)
         ids = [uuid.uuid4().hex for _ in payloads]
         home = None if _GLOB_CHARS.search(str(self.store.path)) else self.store.path
-        with self._lock, tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
+        with self._lock.shared(), tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
             for import_id, payload in zip(ids, payloads):
                 (Path(folder) / f"{import_id}.ndjson").write_bytes(payload)
             glob = sql_string(f"{folder}/*.ndjson")
@@ -312,10 +315,12 @@ class Engine:
         # `q` reads `_`, the pipe's result, and nothing else: no way around the token's scope.
         return read_only_sql(q, {"_": f"({sql})"})[0]
 
-    def query_pipe(self, name: str, params: dict[str, str], fmt: str = "json", q: str | None = None) -> bytes:
-        return self.run_read(self.pipe_query(name, params, q), fmt)
+    def query_pipe(self, name: str, params: dict[str, str], fmt: str = "json", q: str | None = None,
+                   tag: str | None = None) -> bytes:
+        return self.run_read(self.pipe_query(name, params, q), fmt, tag)
 
-    def sql(self, query: str, fmt: str | None = None, pipeline: str | None = None, readable=None) -> bytes:
+    def sql(self, query: str, fmt: str | None = None, pipeline: str | None = None, readable=None,
+            tag: str | None = None) -> bytes:
         """Read-only SQL over the datasources (and endpoints, as tables), as Tinybird's SQL API runs it.
 
         ``pipeline`` makes ``_`` that pipe's result; ``readable(name)`` limits what may be read.
@@ -327,10 +332,12 @@ class Engine:
         if pipeline:
             tables["_"] = f"({self.pipe_query(pipeline, {})})"
         sql, found = read_only_sql(query, tables, readable)
-        return self.run_read(sql, found or fmt or "json")
+        return self.run_read(sql, found or fmt or "json", tag)
 
-    def run_read(self, sql: str, fmt: str) -> bytes:
-        return self.store.run(sql, FORMATS.get(fmt, fmt))
+    def run_read(self, sql: str, fmt: str, tag: str | None = None) -> bytes:
+        """A read, under ``read_limits``; ``tag`` lets another thread cancel it (``store.cancel``)."""
+        with self._lock.shared():
+            return self.store.run(sql, FORMATS.get(fmt, fmt), limits=self.read_limits, tag=tag)
 
 
 _GLOB_CHARS = re.compile(r"[*?{}\[\]]")

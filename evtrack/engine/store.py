@@ -1,78 +1,195 @@
 """The only module that talks to chDB: one embedded ClickHouse per data folder.
 
-chDB allows one data path per process. Stores opened on the same folder in one process share
-one chDB session (closed when the last of them closes); opening a second folder while one is
-open is a clear error rather than chDB's own. Statements run under one lock, with UTC as the
-session time zone and Tinybird's JSON settings.
+chDB allows one data path per process, and inside that process any number of ``chdb.connect()``
+connections run statements at the same time. So a store keeps a pool of connections: a statement
+takes an idle one (or opens one), runs, and gives it back. Nothing is shared between statements
+but the data:
+
+- Each connection gets the session settings (UTC, Tinybird's JSON numbers) when it is opened,
+  and the limits of the statements it serves (``QueryLimits``: time, memory, result size), so a
+  read with limits never runs on a connection without them.
+- A connection whose statement failed is closed, never reused: chDB keeps the part of a result
+  it had written before the failure (a JSON header, say) and hands it to that connection's next
+  statement. A fresh connection starts clean.
+- The first connection opens the engine with the process's memory budget
+  (``max_server_memory_usage``) and stays open while the store is, so closing the others never
+  restarts the engine.
+- A statement run with a ``tag`` can be cancelled from another thread (``cancel``), as a client
+  that goes away or a server that stops needs.
+
+Stores opened on the same folder in one process share this; opening a second folder while one is
+open is a clear error rather than chDB's own.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import QueryError, StoreError
 
-__all__ = ["Store"]
+__all__ = ["QueryLimits", "Store", "default_memory_budget"]
 
 _SESSION_SETTINGS = (
     "SET session_timezone = 'UTC'",
     # Tinybird answers counts as JSON numbers, not quoted strings.
     "SET output_format_json_quote_64bit_integers = 0",
 )
+_CODE = re.compile(r"\(([A-Z][A-Z_]+)\)")
+_IDLE_PER_KIND = 16  # connections kept open per kind of limits; more are opened when busy, closed after
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one read may use: seconds, bytes of memory, bytes of result (0: no limit)."""
+
+    max_execution_time: float = 0
+    max_memory_usage: int = 0
+    max_result_bytes: int = 0
+
+    def statements(self) -> list[str]:
+        out = []
+        if self.max_execution_time:
+            out += [f"SET max_execution_time = {self.max_execution_time}", "SET timeout_overflow_mode = 'throw'"]
+        if self.max_memory_usage:
+            out.append(f"SET max_memory_usage = {int(self.max_memory_usage)}")
+        if self.max_result_bytes:
+            out += [f"SET max_result_bytes = {int(self.max_result_bytes)}", "SET result_overflow_mode = 'throw'"]
+        return out
+
+
+def default_memory_budget() -> int:
+    """60% of the machine's memory: a query hits the budget long before the kernel kills the process."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.6)
+    except (ValueError, OSError):
+        return 0
 
 
 class _Shared:
-    """The process's one chDB session, with how many stores use it."""
+    """The process's one embedded engine: its folder, its first connection, the idle pool."""
 
-    lock = threading.RLock()
+    lock = threading.Lock()
+    drained = threading.Condition(lock)  # notified when a statement gives its connection back
+    busy = 0  # statements running now
     path: Path | None = None
-    session = None
+    anchor = None
+    idle: dict[QueryLimits | None, list] = {}
+    running: dict[str, str] = {}  # tag -> its marker in the statement text
     users = 0
+    budget = 0
 
 
 class Store:
     """An open chDB store on ``path``; use as a context manager or call ``close``."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, memory_budget: int | None = None):
         self.path = Path(path).resolve()
         self._open = False
         with _Shared.lock:
-            if _Shared.session is None:
-                self._connect()
+            if _Shared.anchor is None:
+                self._start(default_memory_budget() if memory_budget is None else memory_budget)
             elif _Shared.path != self.path:
                 raise StoreError(f"another store ({_Shared.path}) is open in this process")
             _Shared.users += 1
             self._open = True
 
-    def _connect(self) -> None:
-        from chdb import session  # imported here: it loads the whole engine
+    @property
+    def memory_budget(self) -> int:
+        return _Shared.budget
 
+    def _start(self, budget: int) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        try:
-            _Shared.session = session.Session(str(self.path))
-        except Exception as exc:
-            raise StoreError(f"cannot open the store at {self.path}: {_first_line(exc)}") from None
-        _Shared.path = self.path
-        for statement in _SESSION_SETTINGS:
-            _Shared.session.query(statement)
+        target = str(self.path)
+        if budget and "?" not in target:
+            target = f"file:{target}?max_server_memory_usage={int(budget)}"
+        _Shared.anchor = _connect(target)
+        _Shared.path, _Shared.idle, _Shared.running, _Shared.budget = self.path, {}, {}, budget
 
-    def _query(self, sql: str, fmt: str):
+    # -- connections ----------------------------------------------------------------------
+    def _take(self, limits: QueryLimits | None):
         with _Shared.lock:
             if not self._open:
                 raise StoreError("the store is closed")
-            try:
-                return _Shared.session.query(sql, fmt)
-            except Exception as exc:
-                raise QueryError(f"[Error] {_first_line(exc)}") from None
+            _Shared.busy += 1
+            pool = _Shared.idle.setdefault(limits, [])
+            if pool:
+                return pool.pop()
+        try:
+            conn = _connect(str(self.path))
+            for statement in limits.statements() if limits else ():
+                conn.query(statement)
+        except Exception as exc:
+            self._give_back(None, limits)
+            raise StoreError(f"cannot open a connection: {_first_line(exc)}") from None
+        return conn
 
-    def run(self, sql: str, fmt: str = "CSV") -> bytes:
+    def _give_back(self, conn, limits: QueryLimits | None) -> None:
+        with _Shared.lock:
+            _Shared.busy -= 1
+            _Shared.drained.notify_all()
+            pool = _Shared.idle.get(limits)
+            if conn is not None and self._open and pool is not None and len(pool) < _IDLE_PER_KIND:
+                pool.append(conn)
+                return
+        if conn is not None:
+            conn.close()
+
+    def _query(self, sql: str, fmt: str, limits: QueryLimits | None, tag: str | None):
+        if tag is not None:
+            marker = f"/* evtrack:{tag} */"
+            sql = f"{marker} {sql}"
+            with _Shared.lock:
+                _Shared.running[tag] = marker
+        conn = self._take(limits)
+        try:
+            result = conn.query(sql, fmt)
+        except Exception as exc:
+            conn.close()  # it may hold part of the failed result: never reuse it
+            self._give_back(None, limits)
+            raise _query_error(exc) from None
+        finally:
+            if tag is not None:
+                with _Shared.lock:
+                    _Shared.running.pop(tag, None)
+        self._give_back(conn, limits)
+        return result
+
+    # -- the public surface ---------------------------------------------------------------
+    def run(self, sql: str, fmt: str = "CSV", *, limits: QueryLimits | None = None, tag: str | None = None) -> bytes:
         """Run one statement; its result in ``fmt``. Database errors become ``QueryError``."""
-        return self._query(sql, fmt).bytes()
+        return self._query(sql, fmt, limits, tag).bytes()
 
-    def execute(self, sql: str) -> int:
+    def execute(self, sql: str, *, tag: str | None = None) -> int:
         """Run a write; the number of rows it wrote."""
-        return self._query(sql, "CSV").rows_written()
+        return self._query(sql, "CSV", None, tag).rows_written()
+
+    @staticmethod
+    def new_tag() -> str:
+        return uuid.uuid4().hex
+
+    def cancel(self, *tags: str) -> None:
+        """Cancel the statements running with these tags (all tagged ones if none is named)."""
+        with _Shared.lock:
+            markers = [m for t, m in _Shared.running.items() if not tags or t in tags]
+        if not markers or not self._open:
+            return
+        where = " OR ".join(f"startsWith(query, '{m}')" for m in markers)
+        conn = _connect(str(self.path))
+        try:
+            conn.query(f"KILL QUERY WHERE {where} ASYNC")
+        except Exception:  # finished meanwhile, or the engine is going away: nothing left to cancel
+            pass
+        finally:
+            conn.close()
+
+    def running(self) -> int:
+        with _Shared.lock:
+            return len(_Shared.running)
 
     def close(self) -> None:
         with _Shared.lock:
@@ -80,15 +197,43 @@ class Store:
                 return
             self._open = False
             _Shared.users -= 1
-            if _Shared.users == 0:
-                _Shared.session.close()
-                _Shared.session, _Shared.path = None, None
+            if _Shared.users:
+                return
+            # The engine stops with its last connection: wait for the statements still running.
+            _Shared.drained.wait_for(lambda: _Shared.busy == 0, timeout=60)
+            idle = [conn for pool in _Shared.idle.values() for conn in pool]
+            anchor, _Shared.anchor, _Shared.path, _Shared.idle = _Shared.anchor, None, None, {}
+        for conn in idle:
+            conn.close()
+        anchor.close()
 
     def __enter__(self) -> "Store":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _connect(target: str):
+    import chdb  # imported here: it loads the whole engine
+
+    try:
+        conn = chdb.connect(target)
+        for statement in _SESSION_SETTINGS:
+            conn.query(statement)
+    except Exception as exc:
+        raise StoreError(f"cannot open the store at {target}: {_first_line(exc)}") from None
+    return conn
+
+
+def _query_error(exc: Exception) -> QueryError:
+    text = _first_line(exc)
+    error = QueryError(f"[Error] {text}")
+    codes = _CODE.findall(text)
+    error.code = codes[-1] if codes else ""
+    if error.code == "TIMEOUT_EXCEEDED":
+        error.status = 408
+    return error
 
 
 def _first_line(exc: Exception) -> str:

@@ -55,6 +55,7 @@ class IngestBuffer:
     _pending_bytes: int = 0
     _wake: asyncio.Event | None = None
     _task: asyncio.Task | None = None
+    _stopping: bool = False
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -63,11 +64,10 @@ class IngestBuffer:
     async def stop(self) -> None:
         """Flush everything queued, then stop."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # Not cancelled: a flush under way runs to its end (its insert cannot be taken back).
+            self._stopping = True
+            self._wake.set()
+            await self._task
         while any(self._queues.values()):
             if not await self.flush():
                 log.error("could not flush %d queued bytes at shutdown", self._pending_bytes)
@@ -88,7 +88,7 @@ class IngestBuffer:
         return await done if done is not None else None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
             except asyncio.TimeoutError:
