@@ -270,18 +270,48 @@ def _embedded(ctx: click.Context) -> Embedded:
     return target
 
 
+class ByteSize(click.ParamType):
+    """A size in bytes: 1000000, or with a binary suffix, 512M, 4G."""
+
+    name = "size"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        number, unit = (text[:-1], text[-1]) if text[-1:] in self._UNITS else (text, "")
+        try:
+            return int(float(number) * self._UNITS[unit])
+        except (ValueError, KeyError):
+            self.fail(f"{value!r} is not a size: use bytes or a number with K, M, G or T, such as 4G", param, ctx)
+
+
 @cli.command()
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=7181, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
+@click.option("--max-execution-time", envvar="EVTRACK_MAX_EXECUTION_TIME", default=10.0, show_default=True,
+              type=click.FloatRange(0), help="Seconds an endpoint call or SQL query may run before a 408; 0: no limit.")
+@click.option("--max-query-memory", envvar="EVTRACK_MAX_QUERY_MEMORY", default="4G", show_default=True, type=ByteSize(),
+              help="Memory one query may use before it fails; 0: no limit.")
+@click.option("--max-result-bytes", envvar="EVTRACK_MAX_RESULT_BYTES", default="100M", show_default=True,
+              type=ByteSize(), help="Largest result a query may return (Tinybird's response limit); 0: no limit.")
+@click.option("--memory-budget", envvar="EVTRACK_MEMORY_BUDGET", type=ByteSize(),
+              help="Memory the whole engine may use, so queries fail before the machine runs out [default: 60% of RAM].")
 @click.pass_context
-def serve(ctx: click.Context, bind: str, port: int) -> None:
+def serve(ctx: click.Context, bind: str, port: int, max_execution_time: float, max_query_memory: int,
+          max_result_bytes: int, memory_budget: int | None) -> None:
     """Serve Tinybird's API (events, pipes, SQL, what `tb` needs) over the embedded store."""
+    from .engine.store import QueryLimits
     from .server import running_server, serve as run_server
 
     data = ctx.find_root().obj["data"]
     if (url := running_server(data)) is not None:
         raise click.ClickException(f"evtrack serve is already running on {data} at {url}")
-    engine = _embedded(ctx).engine
+    embedded = _embedded(ctx)
+    embedded.memory_budget = memory_budget
+    engine = embedded.engine
+    engine.read_limits = QueryLimits(max_execution_time, max_query_memory, max_result_bytes)
 
     def ready(url: str) -> None:
         click.echo(f"evtrack serving {engine.store.path} at {url}")

@@ -30,14 +30,15 @@ class Embedded:
 
     label = "embedded"
 
-    def __init__(self, data: Path):
+    def __init__(self, data: Path, memory_budget: int | None = None):
         self.data = Path(data)
+        self.memory_budget = memory_budget  # None: the store's default
         self._engine: Engine | None = None
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine.open(self.data)
+            self._engine = Engine.open(self.data, self.memory_budget)
         return self._engine
 
     def close(self) -> None:

@@ -19,10 +19,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class Served:
-    def __init__(self, data: Path):
+    def __init__(self, data: Path, *options: str):
         self.data = data
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0"],
+            [sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0", *options],
             cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         deadline = time.monotonic() + 60  # a stale server.json of a killed server does not count

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 __all__ = ["serve", "running_server", "SERVER_FILE"]
@@ -25,7 +26,9 @@ def serve(engine, host: str, port: int, on_ready=None) -> None:
     from .app import create_app  # the web stack is loaded only by the command that serves
 
     app = create_app(engine)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    # Requests still running when a stop is asked get a few seconds; the reads among them are cancelled at once.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     marker = engine.store.path / SERVER_FILE
 
@@ -43,7 +46,7 @@ def serve(engine, host: str, port: int, on_ready=None) -> None:
                 on_ready(real)
 
     server.startup = announced_startup
-    server.capture_signals = lambda: _stop_on_signals(server)
+    server.capture_signals = lambda: _stop_on_signals(server, engine.store)
     try:
         server.run()
         buffer = app.state.buffer
@@ -55,11 +58,16 @@ def serve(engine, host: str, port: int, on_ready=None) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(server):
-    """Ctrl-C and SIGTERM stop the server gracefully, and the process then exits normally."""
+def _stop_on_signals(server, store):
+    """Ctrl-C and SIGTERM stop the server gracefully, and the process then exits normally.
+
+    Running reads are cancelled (a runaway query would otherwise hold the stop for as long as it
+    runs); ingests are not: what was queued is still written before the process ends.
+    """
 
     def stop(*_):
         server.should_exit = True
+        threading.Thread(target=store.cancel, name="evtrack-cancel-reads", daemon=True).start()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -70,11 +78,35 @@ def _stop_on_signals(server):
 
 
 def running_server(data: Path) -> str | None:
-    """The URL of a live ``evtrack serve`` on this store folder, if there is one."""
+    """The URL of a live ``evtrack serve`` on this store folder, if there is one.
+
+    A ``server.json`` left by a server that was killed (kill -9, out of memory) is removed, with a
+    one-line notice on stderr: the store is then opened directly.
+    """
     marker = Path(data) / SERVER_FILE
     try:
         info = json.loads(marker.read_text())
-        os.kill(int(info["pid"]), 0)
+        pid, url = int(info["pid"]), info["url"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return info["url"]
+    if _alive(pid):
+        return url
+    with contextlib.suppress(OSError):
+        marker.unlink()
+    print(f"Notice: evtrack serve (pid {pid}) on {data} is no longer running; opening the store directly",
+          file=sys.stderr, flush=True)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running evtrack (not a process that took over the number of a dead one)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return b"evtrack" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True

@@ -25,6 +25,7 @@ from .auth import INVALID_TOKEN, require_pipe_read, request_token
 from .bodies import read_body, request_fields
 from .buffer import IngestBuffer, count_lines
 from .events import as_ndjson, decode_body
+from .reads import cancellable_read
 
 __all__ = ["create_app", "DOCS"]
 
@@ -119,7 +120,7 @@ async def pipe_endpoint(request: Request, name: str, fmt: str) -> Response:
     params, payload = await request_fields(request)
     if payload is not None:
         raise BadRequest("Send parameters in the query string, as form fields or as a JSON object")
-    body = await run_in_threadpool(engine.query_pipe, name, params, fmt, params.get("q"))
+    body = await cancellable_read(request, engine.query_pipe, name, params, fmt, params.get("q"))
     return Response(body, media_type=MEDIA_TYPES[fmt])
 
 
@@ -142,7 +143,7 @@ async def sql(request: Request) -> Response:
     def readable(table: str) -> bool:
         return table == "_" or token.allows(f"DATASOURCES:READ:{table}", f"PIPES:READ:{table}")
 
-    body = await run_in_threadpool(engine.sql, params["q"], "json", pipeline, readable)
+    body = await cancellable_read(request, engine.sql, params["q"], "json", pipeline, readable)
     return Response(body, media_type=_media_type(params["q"]))
 
 
