@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadRequest, NotFound, QueryError, SchemaConflict
+from ..errors import BadRequest, NotFound, QueryError, SchemaConflict, StoreError
 from ..project import Datasource, Pipe, Project, parse_datasource, parse_pipe
 from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .pipes import pipe_sql
@@ -29,6 +29,7 @@ from .sqlapi import read_only_sql, used_tables
 from .rwlock import RWLock
 from .store import QueryLimits, Store
 from .tokens import TokenStore, datafile_scope
+from .wal import WriteAheadLog, import_id
 
 __all__ = ["Engine", "AppendResult", "DeployResult", "FORMATS", "deployed_pipes", "read_snapshot"]
 
@@ -65,12 +66,15 @@ class Engine:
         self._snapshot_path = store.path / SNAPSHOT
         self._load_snapshot()
         self.tokens = TokenStore(store.path)
+        self.wal = WriteAheadLog(store.path)
+        self.replay_log()
 
     @classmethod
     def open(cls, path: Path, memory_budget: int | None = None) -> "Engine":
         return cls(Store(Path(path), memory_budget))
 
     def close(self) -> None:
+        self.wal.close()
         self.store.close()
 
     def __enter__(self) -> "Engine":
@@ -269,10 +273,10 @@ class Engine:
                          sql_string(import_id))
             return self._results(ds, [import_id])[0]
 
-    def append_many(self, datasource: str, payloads: list[bytes]) -> list[AppendResult]:
-        """Ingest several NDJSON payloads in one statement, with a result (and an import id) for each."""
+    def append_many(self, datasource: str, payloads: list[bytes], ids: list[str] | None = None) -> list[AppendResult]:
+        """Ingest several NDJSON payloads in one statement, with a result (and an import id, given or new) for each."""
         ds = self.datasource(datasource)
-        ids = [uuid.uuid4().hex for _ in payloads]
+        ids = [i or uuid.uuid4().hex for i in ids] if ids else [uuid.uuid4().hex for _ in payloads]
         home = None if _GLOB_CHARS.search(str(self.store.path)) else self.store.path
         with self._lock.shared(), tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
             for import_id, payload in zip(ids, payloads):
@@ -280,6 +284,30 @@ class Engine:
             glob = sql_string(f"{folder}/*.ndjson")
             self._ingest(ds, f"file({glob}, 'LineAsString', 'line String')", "splitByChar('.', _file)[1]")
             return self._results(ds, ids)
+
+    def replay_log(self) -> int:
+        """Write what a server acknowledged and did not get to insert before it died (see ``wal``);
+        the lines replayed."""
+        replayed = 0
+        for segment in self.wal.pending():
+            for datasource, payloads in self.wal.read(segment).items():
+                if datasource not in self.datasources:
+                    raise StoreError(f"the write-ahead log {self.wal.folder / segment}.wal holds events for "
+                                     f"'{datasource}', which is not deployed: deploy it, then open the store again")
+                ident = import_id(segment, datasource)
+                self._forget_import(datasource, ident)
+                [result] = self.append_many(datasource, [b"\n".join(payloads)], [ident])
+                replayed += result.successful_rows + result.quarantined_rows
+            self.wal.drop(segment)
+        return replayed
+
+    def _forget_import(self, datasource: str, ident: str) -> None:
+        """Undo the audit and quarantine rows of an import that is about to go in again."""
+        imports = f"{DATABASE}.`{imports_table(datasource)}`"
+        if self.store.run(f"SELECT count() FROM {imports} WHERE import_id = {sql_string(ident)}").strip() == b"0":
+            return
+        for table, column in ((imports, "import_id"), (f"{DATABASE}.`{quarantine_name(datasource)}`", "c__import_id")):
+            self.store.execute(f"ALTER TABLE {table} DELETE WHERE {column} = {sql_string(ident)} SETTINGS mutations_sync = 2")
 
     def _ingest(self, ds: Datasource, source: str, import_id: str) -> None:
         self.store.execute(ingest_insert(ds, DATABASE, source, import_id))

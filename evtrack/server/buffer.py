@@ -5,7 +5,10 @@ queue holds ``flush_bytes`` or when ``flush_interval`` has passed: a thousand si
 requests a second become a few inserts a second, not a thousand parts.
 
 - ``wait=true``: the answer comes after the flush that stored (or quarantined) the request's rows.
-- ``wait=false``: the answer comes when the rows are queued. The queue is bounded
+- ``wait=false``: the answer comes when the rows are queued and written to the store's write-ahead
+  log (``evtrack.engine.wal``), synced to disk: an acknowledged row survives ``kill -9`` or an
+  out-of-memory kill, and is inserted when the store is next opened. Syncs are grouped: the
+  requests that arrive while one ``fsync`` runs share the next. The queue is bounded
   (``max_pending_bytes``): past it, requests are refused with ``TooManyRequests`` (429) rather than queued
   without limit, so the server never acknowledges more than it can flush. A failed flush keeps
   acknowledged rows queued for the next one; a clean shutdown flushes before the process ends.
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import AppendResult, Engine
+from ..engine.wal import import_id
 from ..errors import TooManyRequests, Unavailable
 
 __all__ = ["IngestBuffer", "count_lines"]
@@ -40,6 +44,38 @@ class _Queued:
     done: asyncio.Future | None  # None: acknowledged already (wait=false)
 
 
+class _GroupSync:
+    """One fsync at a time per log file; the writes made while it runs wait for the next one."""
+
+    def __init__(self, sync, fd: int):
+        self._sync, self._fd = sync, fd
+        self._next: asyncio.Future | None = None
+        self._runner: asyncio.Task | None = None
+
+    async def wait(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        covering = self._next
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())
+        await asyncio.shield(covering)
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            covering, self._next = self._next, None
+            try:
+                await run_in_threadpool(self._sync, self._fd)
+            except Exception as exc:
+                covering.set_exception(exc)
+            else:
+                covering.set_result(None)
+
+    async def idle(self) -> None:
+        """Returns once no sync of this file runs or waits (it may then be closed)."""
+        while self._runner is not None and not self._runner.done():
+            await asyncio.shield(self._runner)
+
+
 @dataclass
 class IngestBuffer:
     engine: Engine
@@ -56,6 +92,7 @@ class IngestBuffer:
     _wake: asyncio.Event | None = None
     _task: asyncio.Task | None = None
     _stopping: bool = False
+    _syncs: dict[int, _GroupSync] = field(default_factory=dict)
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -78,6 +115,9 @@ class IngestBuffer:
             raise TooManyRequests(retry_after=max(1, round(self.flush_interval * 4)), limit=self.max_pending_bytes)
         self.requests += 1
         done = asyncio.get_running_loop().create_future() if wait else None
+        # The log record and the queue entry are made in one step of the event loop, so that the
+        # segment a flush takes (see flush) holds exactly the acknowledged rows of its queue.
+        fd = self.engine.wal.write(datasource, payload) if done is None else None
         self._queues.setdefault(datasource, []).append(_Queued(payload, done))
         self._pending_bytes += len(payload)
         if self._wake is not None:
@@ -85,7 +125,26 @@ class IngestBuffer:
                 self._wake.set()
             elif done is not None:
                 asyncio.get_running_loop().call_later(self.wait_interval, self._wake.set)
-        return await done if done is not None else None
+        if done is not None:
+            return await done
+        await self._sync(fd)
+        return None
+
+    async def _sync(self, fd: int) -> None:
+        group = self._syncs.get(fd)
+        if group is None:
+            group = self._syncs[fd] = _GroupSync(self.engine.wal.sync, fd)
+        await group.wait()
+
+    async def _drop_segment(self, segment: str | None) -> None:
+        """The segment's rows are committed: delete it once no sync of it is under way."""
+        if segment is None:
+            return
+        fd = self.engine.wal.fd(segment)
+        group = self._syncs.pop(fd, None) if fd is not None else None
+        if group is not None:
+            await group.idle()
+        self.engine.wal.drop(segment)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -99,7 +158,8 @@ class IngestBuffer:
     async def flush(self) -> bool:
         """Write what is queued, one statement per datasource; False if a write failed."""
         queues, self._queues = self._queues, {}
-        ok = True
+        segment = self.engine.wal.rotate()  # the same step as the swap: the segment holds this queue's rows
+        ok, relogged = True, None
         for datasource, items in queues.items():
             size = sum(len(item.payload) for item in items)
             waiting = [item for item in items if item.done is not None]
@@ -107,12 +167,14 @@ class IngestBuffer:
             # waiting request is a payload of its own, for its own answer.
             queued = b"\n".join(item.payload for item in items if item.done is None)
             payloads = ([queued] if queued else []) + [item.payload for item in waiting]
+            # The acknowledged rows go in under the import id a replay of the segment would use.
+            ids = ([import_id(segment, datasource) if segment else None] if queued else []) + [None] * len(waiting)
             try:
-                results = await run_in_threadpool(self.engine.append_many, datasource, payloads)
+                results = await run_in_threadpool(self.engine.append_many, datasource, payloads, ids)
             except Exception:
                 log.exception("flush of %d requests to %s failed", len(items), datasource)
                 ok = False
-                self._requeue(datasource, items)
+                relogged = self._requeue(datasource, items) or relogged
                 continue
             finally:
                 self._pending_bytes -= size
@@ -120,13 +182,21 @@ class IngestBuffer:
             for item, result in zip(waiting, results[1:] if queued else results):
                 if not item.done.done():
                     item.done.set_result(result)
+        if relogged is not None:
+            await self._sync(relogged)
+        await self._drop_segment(segment)
         return ok
 
-    def _requeue(self, datasource: str, items: list[_Queued]) -> None:
-        """Acknowledged rows wait for the next flush; waiting callers are told to retry."""
+    def _requeue(self, datasource: str, items: list[_Queued]) -> int | None:
+        """Acknowledged rows wait for the next flush, logged again in the current segment (the one
+        they were in is dropped after this flush); waiting callers are told to retry."""
         kept = [item for item in items if item.done is None]
         for item in items:
             if item.done is not None and not item.done.done():
                 item.done.set_exception(Unavailable())
+        fd = None
+        for item in kept:
+            fd = self.engine.wal.write(datasource, item.payload)
         self._queues.setdefault(datasource, [])[:0] = kept
         self._pending_bytes += sum(len(item.payload) for item in kept)
+        return fd
