@@ -18,7 +18,7 @@ from . import __version__
 from .errors import EvtrackError
 from .output import OUTPUT_FORMATS, engine_format, render
 from .params import InvalidParam, validate_params
-from .project import Pipe
+from .project import Pipe, project_files
 from .settings import resolve
 from .sender import MAX_BATCH_BYTES, Receipt, SendOptions, send_path
 from .targets import Embedded, open_target
@@ -77,14 +77,14 @@ def _default_format() -> str:
 
 # -- deploy ---------------------------------------------------------------------------------
 @cli.command()
-@click.option("--force", is_flag=True, help="Rebuild datasources whose schema changed incompatibly.")
+@click.option("--force", is_flag=True, help="Rebuild datasources whose schema changed incompatibly, and the targets of changed materialized pipes.")
 @click.option("--project", "project_dir", default=".", show_default=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder holding datasources/ and pipes/.")
+              type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of the project (datasources/ and pipes/, or Forward's endpoints/, materializations/, ...).")
 @click.pass_context
 def deploy(ctx: click.Context, force: bool, project_dir: Path) -> None:
     """Create or update the datasources, then the pipes (on a host: through tinybird-cli's push)."""
-    if not any((project_dir / kind).is_dir() for kind in ("datasources", "pipes")):
-        raise click.UsageError(f"no datasources/ or pipes/ found in {project_dir.resolve()}")
+    if not project_files(project_dir):
+        raise click.UsageError(f"no .datasource or .pipe files found in {project_dir.resolve()}")
     for line in _target(ctx).deploy(project_dir, force):
         click.echo(line)
 
