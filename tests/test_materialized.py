@@ -306,3 +306,22 @@ def test_the_cli_deploys_a_forward_project_and_reports_each_file(tmp_path):
     assert result.exit_code == 0, result.stderr
     lines = sorted(result.output.split())
     assert lines.count("created") == 9 and "pages.pipe" in lines and "clean_clicks.pipe" in lines
+
+
+def test_a_materialized_pipe_posted_to_the_pipes_api_feeds_its_target(tmp_path):
+    """POST /v0/pipes with a materialized node (as Tinybird's API describes one) deploys it the same way."""
+    root = write_project(tmp_path / "project")
+    (root / "materializations" / "pages.pipe").unlink()
+    with Engine.open(tmp_path / "store") as engine:
+        engine.deploy(load_project(root))
+        rows = clicks(30)
+        engine.append("clicks", ndjson(rows))
+        node = {"name": "rollup", "type": "materialized", "datasource": "pages_mv",
+                "sql": PAGES.split("SQL >\n", 1)[1].split("\n\nTYPE", 1)[0]}
+        with TestClient(create_app(engine)) as client:
+            answer = client.post("/v0/pipes", json={"name": "pages", "nodes": [node]},
+                                 headers={"Authorization": f"Bearer {engine.tokens.admin.token}"})
+            assert answer.status_code == 200, answer.text
+        more = clicks(10, 30)
+        engine.append("clicks", ndjson(more))
+        assert top_pages(engine) == expected_pages(rows + more)  # backfilled, then fed
