@@ -415,7 +415,7 @@ class Engine:
     def pipe_query(self, name: str, params: dict[str, str], q: str | None = None) -> str:
         """The SQL a pipe call runs."""
         pipe = self.pipe(name)
-        with self._lock:
+        with self._lock.shared():
             every = _Deployed(self)
         sql = pipe_sql(pipe, params, self.tables(), pipes=_reader(pipe, every))
         if not q:
