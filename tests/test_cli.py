@@ -37,6 +37,7 @@ def test_deploy_then_redeploy_is_a_no_op(deployed):
     assert result.output.splitlines() == [
         "unchanged  events.datasource",
         "unchanged  event_stats.pipe",
+        "unchanged  event_timeseries.pipe",
         "unchanged  get_events.pipe",
         "unchanged  user_activity.pipe",
     ]
@@ -102,7 +103,7 @@ def test_server_side_template_error_is_one_line_exit_1(deployed):
 def test_unknown_pipe_is_a_usage_error(deployed):
     result = run("query", "nope", data=deployed)
     assert result.exit_code == 2
-    assert "no deployed pipe named 'nope' (deployed: event_stats, get_events, user_activity)" in result.stderr
+    assert "no deployed pipe named 'nope' (deployed: event_stats, event_timeseries, get_events, user_activity)" in result.stderr
 
 
 def test_query_help_lists_parameters_with_types_and_descriptions(deployed):
