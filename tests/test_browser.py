@@ -144,6 +144,10 @@ def test_tracker_sends_page_views_and_custom_events_that_land_in_events(page, se
     assert json.loads(again["properties"])["page"] == "/pricing.html"
     [identified] = wait_for_events(page, server, "user_shop_1", 1)
     assert (identified["event_type"], identified["session_id"]) == ("add_to_cart", view["session_id"])
+    # and `evtrack query` shows them (through the running server)
+    shown = evtrack("--data", str(server.data), "query", "get_events", "--user-id", user, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert {e["event_id"] for e in json.loads(shown.stdout)["data"]} == {e["event_id"] for e in reloaded}
 
 
 def test_tracker_starts_a_new_session_after_30_minutes_without_events(page, server, other_origin):

@@ -132,3 +132,16 @@ def test_jwt_works_on_endpoint_reads_only(http, engine):
     assert (events.status_code, events.text) == (403, "Invalid token\n")
     listing = http.get("/v0/pipes", headers=bearer)
     assert listing.status_code == 403
+
+
+# -- the static files ---------------------------------------------------------------------------
+def test_serve_answers_the_dashboard_and_the_tracker_from_the_package(http):
+    from importlib import resources
+
+    page = http.get("/")
+    assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.content == resources.files("evtrack.web").joinpath("dashboard.html").read_bytes()
+    script = http.get("/tracker.js", headers={"Origin": ORIGIN})
+    assert script.status_code == 200 and script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert script.headers["access-control-allow-origin"] == "*"
+    assert script.content == resources.files("evtrack.web").joinpath("tracker.js").read_bytes()
