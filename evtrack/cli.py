@@ -381,5 +381,45 @@ def token_ls(ctx: click.Context, show_tokens: bool) -> None:
         click.echo(f"{t.name:<14} {t.token if show_tokens else 'p.' + '*' * 8:<48} {', '.join(t.scopes)}")
 
 
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _ttl(ctx, param, value: str) -> int:
+    number, unit = (value[:-1], value[-1]) if value[-1:] in _TTL_UNITS else (value, "s")
+    if not number.isdigit() or int(number) == 0:
+        raise click.BadParameter(f"'{value}' is not a duration: a positive number with s, m, h or d, e.g. 1h")
+    return int(number) * _TTL_UNITS[unit]
+
+
+@token.command("jwt")
+@click.option("--pipe", "pipes", multiple=True, required=True, help="A deployed pipe the JWT may read (repeatable).")
+@click.option("--fixed", multiple=True, metavar="NAME=VALUE",
+              help="A parameter fixed for every read, whatever the request says (repeatable).")
+@click.option("--ttl", default="1h", show_default=True, callback=_ttl, help="Lifetime: a number with s, m, h or d.")
+@click.option("--name", default="frontend_jwt", show_default=True, help="The token's name.")
+@click.pass_context
+def token_jwt(ctx: click.Context, pipes: tuple[str, ...], fixed: tuple[str, ...], ttl: int, name: str) -> None:
+    """Print a JWT (HS256, signed with the admin token) that reads PIPES with FIXED parameters."""
+    from .engine import deployed_pipes
+    from .engine.tokens import TokenStore
+
+    data = ctx.find_root().obj["data"]
+    if not (data / "tokens.json").exists():
+        raise click.ClickException(f"no store with tokens at {data}: run `evtrack deploy` or `evtrack serve` first")
+    values = dict(item.partition("=")[::2] for item in fixed)
+    if any("=" not in item or not item.partition("=")[0] for item in fixed):
+        raise click.BadParameter("expected NAME=VALUE, e.g. --fixed user_id=user_abc", param_hint="'--fixed'")
+    deployed = deployed_pipes(data)
+    for pipe in pipes:
+        if pipe not in deployed:
+            raise click.BadParameter(f"no deployed pipe named '{pipe}' (deployed: {', '.join(deployed)})", param_hint="'--pipe'")
+        known = {p.name for p in deployed[pipe].params}
+        for key in values:
+            if key not in known:  # a fixed parameter the pipe ignores would restrict nothing
+                raise click.BadParameter(f"'{key}' is not a parameter of {pipe} ({', '.join(sorted(known))})",
+                                         param_hint="'--fixed'")
+    click.echo(TokenStore(data).sign_jwt(name, {pipe: values for pipe in pipes}, ttl))
+
+
 def main() -> None:
     cli(prog_name="evtrack")

@@ -110,3 +110,38 @@ def event_stats(rows, start_date=None, end_date=None, platform=None, event_type=
     out.sort(key=lambda r: r["event_type"])
     out.sort(key=lambda r: r["event_count"], reverse=True)
     return out
+
+
+STEPS = {"minute": 60, "hour": 3600, "day": 86400}
+MAX_BUCKETS = 10000
+
+
+def _epoch(text: str) -> int:
+    return int(datetime.strptime(text, FMT).replace(tzinfo=timezone.utc).timestamp())
+
+
+def event_timeseries(rows, start_date=None, end_date=None, granularity="hour", platform=None, event_type=None):
+    """Every bucket of the range (the latest MAX_BUCKETS of it) times every series, zero where empty."""
+    step = STEPS[granularity]
+    hits = [r for r in rows
+            if (platform is None or r["platform"] == platform) and (event_type is None or r["event_type"] == event_type)
+            and _in_range(r, start_date, end_date)]
+    groups = defaultdict(list)
+    for r in hits:
+        groups[(_epoch(r["timestamp"]) // step * step, r["event_type"])].append(r)
+    seen = sorted(b for b, _ in groups)
+    last = _epoch(end_date) // step * step if end_date else (seen[-1] if seen else 0)
+    first = _epoch(start_date) // step * step if start_date else (seen[0] if seen else 0)
+    first = max(first, last - (MAX_BUCKETS - 1) * step)
+    types = [event_type] if event_type is not None else sorted({r["event_type"] for r in hits})
+    out = []
+    for bucket in range(first, last + 1, step):
+        for name in types:
+            group = groups.get((bucket, name), [])
+            out.append({
+                "bucket": datetime.fromtimestamp(bucket, timezone.utc).strftime(FMT),
+                "event_type": name,
+                "event_count": len(group),
+                "unique_users": len({r["user_id"] for r in group if r["user_id"]}),
+            })
+    return out

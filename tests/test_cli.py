@@ -37,6 +37,7 @@ def test_deploy_then_redeploy_is_a_no_op(deployed):
     assert result.output.splitlines() == [
         "unchanged  events.datasource",
         "unchanged  event_stats.pipe",
+        "unchanged  event_timeseries.pipe",
         "unchanged  get_events.pipe",
         "unchanged  user_activity.pipe",
     ]
@@ -102,7 +103,7 @@ def test_server_side_template_error_is_one_line_exit_1(deployed):
 def test_unknown_pipe_is_a_usage_error(deployed):
     result = run("query", "nope", data=deployed)
     assert result.exit_code == 2
-    assert "no deployed pipe named 'nope' (deployed: event_stats, get_events, user_activity)" in result.stderr
+    assert "no deployed pipe named 'nope' (deployed: event_stats, event_timeseries, get_events, user_activity)" in result.stderr
 
 
 def test_query_help_lists_parameters_with_types_and_descriptions(deployed):
@@ -203,3 +204,30 @@ def test_data_survives_a_new_process(deployed):
 def test_errors_never_show_a_traceback(deployed):
     result = run("sql", "SELECT nonsense(", data=deployed)
     assert result.exit_code == 1 and "Traceback" not in result.stderr + result.output
+
+
+def test_token_jwt_prints_a_tinybird_jwt_signed_with_the_admin_token(deployed):
+    import jwt
+
+    result = run("token", "jwt", "--pipe", "user_activity", "--pipe", "get_events", "--fixed", "user_id=user_abc",
+                 "--ttl", "2h", "--name", "alice", data=deployed)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((deployed / "tokens.json").read_text())
+    payload = jwt.decode(result.output.strip(), saved["tokens"][0]["token"], algorithms=["HS256"])
+    assert payload["exp"] - 7200 <= int(__import__("time").time()) <= payload["exp"] - 7190
+    assert {k: v for k, v in payload.items() if k != "exp"} == {
+        "workspace_id": saved["workspace_id"], "name": "alice", "scopes": [
+            {"type": "PIPES:READ", "resource": "user_activity", "fixed_params": {"user_id": "user_abc"}},
+            {"type": "PIPES:READ", "resource": "get_events", "fixed_params": {"user_id": "user_abc"}}]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pipe", "nope"], "Invalid value for '--pipe': no deployed pipe named 'nope' (deployed: event_stats, event_timeseries, get_events, user_activity)"),
+    (["--pipe", "user_activity", "--fixed", "uid=x"], "Invalid value for '--fixed': 'uid' is not a parameter of user_activity (end_date, start_date, user_id)"),
+    (["--pipe", "user_activity", "--fixed", "user_id"], "Invalid value for '--fixed': expected NAME=VALUE, e.g. --fixed user_id=user_abc"),
+    (["--pipe", "user_activity", "--ttl", "1w"], "Invalid value for '--ttl': '1w' is not a duration: a positive number with s, m, h or d, e.g. 1h"),
+])
+def test_token_jwt_refuses_bad_options(deployed, args, message):
+    result = run("token", "jwt", *args, data=deployed)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {message}"

@@ -4,6 +4,11 @@ An admin token is made the first time the store is used. ``TOKEN`` lines in data
 scoped tokens at deploy, as on Tinybird: ``TOKEN "tracker" APPEND`` on a datasource gives
 ``DATASOURCES:APPEND:<datasource>``, ``TOKEN "dashboard" READ`` on a pipe gives
 ``PIPES:READ:<pipe>``. Tokens are looked up in constant time and never printed unless asked.
+
+JWTs are Tinybird's: HS256, signed with the workspace's admin token, with the payload
+``{"workspace_id", "name", "exp", "scopes": [{"type": "PIPES:READ", "resource": <pipe>,
+"fixed_params": {...}}]}``. They are not stored; only ``PIPES:READ`` scopes count, and only
+where the caller asks for them (endpoint reads).
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadRequest
+from ..errors import BadRequest, Forbidden
 
-__all__ = ["ADMIN", "Token", "TokenStore", "datafile_scope"]
+__all__ = ["ADMIN", "JWT_READ", "Token", "SignedToken", "TokenStore", "datafile_scope"]
 
 ADMIN = "ADMIN"
+JWT_READ = "PIPES:READ"  # the one scope a JWT can carry
 _FILE = "tokens.json"
 _DATAFILE_SCOPES = {
     ("datasource", "APPEND"): "DATASOURCES:APPEND",
@@ -52,6 +59,20 @@ class Token:
     def public(self, show: bool = False) -> dict:
         return {"id": self.id, "name": self.name, "token": self.token if show else "p.****",
                 "scopes": [_scope_json(s) for s in self.scopes]}
+
+    def fixed_params(self, pipe: str) -> dict[str, str]:
+        """Parameters a call of ``pipe`` with this token must use, whatever the request says."""
+        return {}
+
+
+@dataclass
+class SignedToken(Token):
+    """A verified JWT: ``PIPES:READ`` scopes, each with its fixed parameters."""
+
+    fixed: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def fixed_params(self, pipe: str) -> dict[str, str]:
+        return dict(self.fixed.get(pipe, {}))
 
 
 def _scope_json(scope: str) -> dict:
@@ -94,8 +115,14 @@ class TokenStore:
     def get(self, name_or_id: str) -> Token | None:
         return next((t for t in self._tokens if name_or_id in (t.name, t.id)), None)
 
-    def find(self, value: str | None) -> Token | None:
-        """The token whose value is ``value``, comparing every one in constant time."""
+    def find(self, value: str | None, jwt: bool = False) -> Token | None:
+        """The token whose value is ``value``, comparing every one in constant time.
+
+        With ``jwt``, a JWT is verified too: a valid one is a ``SignedToken``; a badly signed,
+        expired or malformed one is a 403 (``Forbidden``) saying which.
+        """
+        if jwt and (value or "").count(".") == 2:
+            return self._verify_jwt(value)
         found = None
         for token in self._tokens:
             if hmac.compare_digest(token.token.encode(), (value or "").encode()):
@@ -116,6 +143,42 @@ class TokenStore:
                 token.scopes = merged
                 self._save()
             return token
+
+
+    def sign_jwt(self, name: str, pipes: dict[str, dict[str, str]], ttl: int, now: float | None = None) -> str:
+        """A JWT reading ``pipes`` (each with its fixed parameters) for ``ttl`` seconds."""
+        import jwt
+
+        scopes = [{"type": JWT_READ, "resource": pipe, **({"fixed_params": fixed} if fixed else {})}
+                  for pipe, fixed in pipes.items()]
+        payload = {"workspace_id": self.workspace_id, "name": name,
+                   "exp": int((time.time() if now is None else now) + ttl), "scopes": scopes}
+        return jwt.encode(payload, self.admin.token, algorithm="HS256")
+
+    def _verify_jwt(self, value: str) -> SignedToken:
+        import jwt
+
+        try:
+            payload = jwt.decode(value, self.admin.token, algorithms=["HS256"],
+                                 options={"require": ["exp", "workspace_id", "name", "scopes"]})
+        except jwt.ExpiredSignatureError:
+            raise Forbidden("invalid authentication token: the JWT has expired") from None
+        except jwt.InvalidTokenError:
+            raise Forbidden("invalid authentication token") from None
+        if payload["workspace_id"] != self.workspace_id or not isinstance(payload["scopes"], list):
+            raise Forbidden("invalid authentication token")
+        scopes, fixed = [], {}
+        for scope in payload["scopes"]:
+            if isinstance(scope, dict) and scope.get("type") == JWT_READ and isinstance(scope.get("resource"), str):
+                scopes.append(f"{JWT_READ}:{scope['resource']}")
+                params = scope.get("fixed_params") or {}
+                fixed[scope["resource"]] = {k: _param_text(v) for k, v in params.items()} if isinstance(params, dict) else {}
+        return SignedToken(id="", name=str(payload["name"]), token=value, scopes=scopes, fixed=fixed)
+
+
+def _param_text(value) -> str:
+    """A fixed parameter as a request would carry it: text, numbers as written."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _new(name: str, scopes: list[str]) -> Token:

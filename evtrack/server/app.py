@@ -14,16 +14,18 @@ import logging
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..engine import Engine
 from ..errors import BadRequest, EvtrackError, Forbidden, NotFound
-from . import admin
+from . import admin, web
 from .auth import INVALID_TOKEN, require_pipe_read, request_token
 from .bodies import read_body, request_fields
 from .buffer import IngestBuffer, count_lines
+from .cors import CORSMiddleware
 from .events import as_ndjson, decode_body
 from .reads import cancellable_read
 
@@ -55,7 +57,9 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
             Route("/v0/sql", sql, methods=["GET", "POST"]),
             Route("/tokens", local_tokens, methods=["GET"]),
             *admin.routes(pipe_endpoint),
+            *web.routes(),
         ],
+        middleware=[Middleware(CORSMiddleware)],
         exception_handlers={EvtrackError: evtrack_error, HTTPException: http_error, Exception: unexpected_error},
     )
     app.state.engine = engine
@@ -113,13 +117,14 @@ async def events(request: Request) -> Response:
 # -- endpoints --------------------------------------------------------------------------------
 async def pipe_endpoint(request: Request, name: str, fmt: str) -> Response:
     engine: Engine = request.app.state.engine
-    if request_token(request, engine.tokens) is None:
+    if request_token(request, engine.tokens, jwt=True) is None:
         raise Forbidden(INVALID_TOKEN)
     engine.pipe(name)
-    require_pipe_read(request, engine.tokens, name)
+    token = require_pipe_read(request, engine.tokens, name, jwt=True)
     params, payload = await request_fields(request)
     if payload is not None:
         raise BadRequest("Send parameters in the query string, as form fields or as a JSON object")
+    params.update(token.fixed_params(name))  # a JWT's fixed_params win over the request's
     body = await cancellable_read(request, engine.query_pipe, name, params, fmt, params.get("q"))
     return Response(body, media_type=MEDIA_TYPES[fmt])
 

@@ -1,0 +1,256 @@
+"""In a real headless Chromium (Debian's), against a real `evtrack serve` on loopback: the tracker,
+CORS from a page of another origin, and the live dashboard. Screenshots go to docs/screenshots/
+(dashboard.png is the README's).
+
+Pages of "another origin" are served by a plain static HTTP server on another loopback port.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import re
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import rjsmin
+
+from . import reference
+from .conftest import FIXTURE, ROOT
+from .served import Served, evtrack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "docs" / "screenshots"
+TRACKER = ROOT / "evtrack" / "web" / "tracker.js"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+YEAR_2023 = {"start_date": "2023-01-01 00:00:00", "end_date": "2023-12-31 23:59:59"}
+
+
+def test_tracker_is_at_most_2_5_kb_minified_and_gzipped():
+    minified = rjsmin.jsmin(TRACKER.read_text(encoding="utf-8")).encode()
+    size = len(gzip.compress(minified, 9))
+    assert size <= 2560, f"tracker.js is {size} bytes minified and gzipped"
+
+
+# -- the browser ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(15_000)
+    yield opened
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """evtrack serve on a store with the project deployed and the fixture sent."""
+    store = tmp_path_factory.mktemp("browser") / "store"
+    for args in (("deploy",), ("send", str(FIXTURE))):
+        done = evtrack("--data", str(store), *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+    served = Served(store)
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def other_origin(tmp_path_factory):
+    """A static site on another loopback port: another origin than the server's."""
+    folder = tmp_path_factory.mktemp("site")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{site.server_address[1]}"
+    site.shutdown()
+    site.server_close()
+
+
+def events_of(server, **params) -> list[dict]:
+    response = httpx.get(f"{server.url}/v0/pipes/get_events.json", params={"limit": "1000", **params},
+                         headers={"Authorization": f"Bearer {server.admin}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def wait_for_events(page, server, user_id: str, count: int) -> list[dict]:
+    """The user's events once there are ``count`` (the tracker batches for a second, the server for 250 ms)."""
+    for _ in range(100):
+        found = events_of(server, user_id=user_id)
+        if len(found) >= count:
+            return sorted(found, key=lambda e: (e["timestamp"], json.loads(e["properties"]).get("page", "")))
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{user_id}: {len(found)} events, expected {count}")
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+# -- the tracker ------------------------------------------------------------------------------
+def test_tracker_sends_page_views_and_custom_events_that_land_in_events(page, server, other_origin):
+    folder, origin = other_origin
+    for name in ("shop", "pricing"):
+        (folder / f"{name}.html").write_text(
+            f'<!doctype html><title>Shop</title><h1>Shop</h1>'
+            f'<script src="{server.url}/tracker.js" data-token="{server.token("tracker")}" data-app-version="2.4.0"></script>')
+    page.goto(f"{origin}/shop.html")
+    user = page.evaluate("localStorage.getItem('evtrack_anon')")
+    assert user.startswith("anon_")
+    page.evaluate("evtrack.track('signup', {plan: 'pro'}); history.pushState({}, '', '/pricing.html'); evtrack.flush()")
+    first, second, third = wait_for_events(page, server, user, 3)
+    shot(page, "tracker-page.png")
+
+    assert {e["event_type"] for e in (first, second, third)} == {"page_view", "signup"}
+    by_type = {(e["event_type"], json.loads(e["properties"]).get("page")): e for e in (first, second, third)}
+    view, pricing, signup = by_type[("page_view", "/shop.html")], by_type[("page_view", "/pricing.html")], by_type[("signup", None)]
+    assert json.loads(signup["properties"]) == {"plan": "pro"}
+    assert json.loads(view["properties"]) == {"page": "/shop.html", "url": f"{origin}/shop.html", "title": "Shop", "referrer": ""}
+    assert json.loads(pricing["properties"])["referrer"] == f"{origin}/shop.html"
+    for event in (view, pricing, signup):
+        assert UUID.match(event["event_id"]), event["event_id"]
+        assert UUID.match(event["session_id"]) and event["session_id"] == view["session_id"]
+        assert (event["platform"], event["device_type"], event["os"], event["app_version"]) == ("web", "desktop", "Linux", "2.4.0")
+        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", event["timestamp"])
+    assert len({e["event_id"] for e in (view, pricing, signup)}) == 3
+
+    page.reload()  # /pricing.html, in the same browser: the same anonymous user and session (within 30 minutes)
+    page.evaluate("evtrack.identify('user_shop_1'); evtrack.track('add_to_cart', {sku: 'A1'}); evtrack.flush()")
+    reloaded = wait_for_events(page, server, user, 4)
+    [again] = [e for e in reloaded if e["event_id"] not in {view["event_id"], pricing["event_id"], signup["event_id"]}]
+    assert (again["event_type"], again["session_id"]) == ("page_view", view["session_id"])
+    assert json.loads(again["properties"])["page"] == "/pricing.html"
+    [identified] = wait_for_events(page, server, "user_shop_1", 1)
+    assert (identified["event_type"], identified["session_id"]) == ("add_to_cart", view["session_id"])
+    # and `evtrack query` shows them (through the running server)
+    shown = evtrack("--data", str(server.data), "query", "get_events", "--user-id", user, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert {e["event_id"] for e in json.loads(shown.stdout)["data"]} == {e["event_id"] for e in reloaded}
+
+
+def test_tracker_starts_a_new_session_after_30_minutes_without_events(page, server, other_origin):
+    folder, origin = other_origin
+    (folder / "idle.html").write_text(
+        f'<!doctype html><script src="{server.url}/tracker.js" data-token="{server.token("tracker")}"></script>')
+    page.goto(f"{origin}/idle.html")
+    before = page.evaluate("localStorage.getItem('evtrack_session')")
+    page.evaluate("localStorage.setItem('evtrack_session_at', String(Date.now() - 31 * 60 * 1000))")
+    page.evaluate("evtrack.track('click'); evtrack.flush()")
+    user = page.evaluate("localStorage.getItem('evtrack_anon')")
+    sessions = {e["event_type"]: e["session_id"] for e in wait_for_events(page, server, user, 2)}
+    assert sessions["page_view"] == before and sessions["click"] != before and UUID.match(sessions["click"])
+
+
+def test_tracker_honours_do_not_track_and_stops_on_a_refused_token(browser, server, other_origin):
+    folder, origin = other_origin
+    (folder / "dnt.html").write_text(
+        f'<!doctype html><script src="{server.url}/tracker.js" data-token="{server.token("tracker")}" '
+        f'data-do-not-track="true"></script>')
+    (folder / "bad.html").write_text(
+        f'<!doctype html><script src="{server.url}/tracker.js" data-token="p.not-a-token"></script>')
+    context = browser.new_context()
+    context.add_init_script("Object.defineProperty(navigator, 'doNotTrack', {get: () => '1'})")
+    page = context.new_page()
+    sent = []
+    page.on("request", lambda request: sent.append(request.url) if "/v0/events" in request.url else None)
+    page.goto(f"{origin}/dnt.html")
+    page.evaluate("evtrack.track('click'); evtrack.flush()")
+    page.wait_for_timeout(1500)
+    assert sent == []
+    warnings = []
+    page.on("console", lambda message: warnings.append(message.text) if message.type == "warning" else None)
+    page.goto(f"{origin}/bad.html")  # no do-not-track attribute: sends, gets 403, stops
+    page.wait_for_timeout(1500)
+    page.evaluate("evtrack.track('click'); evtrack.flush()")
+    page.wait_for_timeout(1500)
+    assert len(sent) == 1 and warnings == ["evtrack: events refused, 403 Invalid token"]
+    context.close()
+
+
+# -- CORS ---------------------------------------------------------------------------------------
+def test_a_page_of_another_origin_reads_endpoints_through_cors(page, server, other_origin, rows):
+    folder, origin = other_origin
+    jwt = evtrack("--data", str(server.data), "token", "jwt", "--pipe", "user_activity", "--fixed", "user_id=user_abc")
+    assert jwt.returncode == 0, jwt.stderr
+    (folder / "report.html").write_text("""<!doctype html><pre id="out"></pre><script>
+      async function read(path, token) {
+        const r = await fetch('%(host)s' + path, {headers: {Authorization: 'Bearer ' + token}});
+        return {status: r.status, body: await r.json()};
+      }
+      Promise.all([
+        read('/v0/pipes/event_stats.json?start_date=2023-01-01 00:00:00&end_date=2023-12-31 23:59:59', '%(dashboard)s'),
+        read('/v0/pipes/user_activity.json?user_id=user_0001', '%(jwt)s'),
+        read('/v0/pipes/event_stats.json', '%(tracker)s'),
+      ]).then(r => { document.getElementById('out').textContent = JSON.stringify(r); },
+              e => { document.getElementById('out').textContent = 'failed: ' + e; });
+    </script>""" % {"host": server.url, "dashboard": server.token("dashboard"), "jwt": jwt.stdout.strip(),
+                    "tracker": server.token("tracker")})
+    page.goto(f"{origin}/report.html")
+    page.wait_for_function("document.getElementById('out').textContent !== ''")
+    stats, activity, refused = json.loads(page.text_content("#out"))
+    assert (stats["status"], stats["body"]["data"]) == (200, reference.event_stats(rows, **YEAR_2023))
+    assert (activity["status"], activity["body"]["data"]) == (200, reference.user_activity(rows, "user_abc"))
+    assert (refused["status"], refused["body"]["error"]) == (
+        403, "The token you have provided doesn't have access to this resource")
+
+
+# -- the dashboard ------------------------------------------------------------------------------
+def test_dashboard_shows_a_newly_sent_event_within_seconds(page, server):
+    page.goto(f"{server.url}/")
+    page.wait_for_selector("#events tr >> nth=1")
+    assert page.input_value("#token") == server.token("dashboard")  # found through /tokens on loopback
+    probe = '{"event_type": "live_probe", "user_id": "probe_user", "platform": "web", "timestamp": "%s"}'
+    now = page.evaluate("new Date().toISOString().slice(0, 19).replace('T', ' ')")
+    sent = httpx.post(f"{server.url}/v0/events?name=events&token={server.token('tracker')}", content=probe % now)
+    assert sent.status_code == 202, sent.text
+    page.wait_for_function("document.getElementById('events').textContent.includes('probe_user')", timeout=8_000)
+    page.wait_for_function("document.getElementById('legend').textContent.includes('live_probe')", timeout=8_000)
+    assert "live_probe" in page.text_content("#stats")
+    shot(page, "dashboard-live.png")
+
+
+def test_dashboard_shows_the_api_error_message(page, server):
+    page.goto(f"{server.url}/?start_date=2023-07-01")
+    page.wait_for_function("document.getElementById('chart-error').textContent !== ''")
+    expected = "400: Template Syntax Error: Error validating '2023-07-01' to type DateTime"
+    for panel in ("chart", "stats", "events"):
+        assert page.text_content(f"#{panel}-error") == expected
+    page.fill("#token", "p.wrong")
+    page.dispatch_event("#token", "change")
+    page.wait_for_function("document.getElementById('stats-error').textContent.startsWith('403')")
+    assert page.text_content("#stats-error") == "403: invalid authentication token"
+    shot(page, "dashboard-error.png")
+
+
+def test_dashboard_screenshot_from_the_fixture(page, server, rows):
+    july = {"start_date": "2023-07-01 00:00:00", "end_date": "2023-07-31 23:59:59"}
+    page.goto(f"{server.url}/?" + "&".join(f"{k}={v}" for k, v in july.items()) + "&granularity=day&lookup=user_abc")
+    page.wait_for_selector("#user tr >> nth=1")
+    page.wait_for_selector("#legend span")
+    stats = page.eval_on_selector_all("#stats tr", "rows => rows.slice(1).map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent)")
+    assert stats == [f"{s['event_type']} {s['event_count']}" for s in reference.event_stats(rows, **july)]
+    # a line for each type, up to the 8 most frequent
+    assert page.eval_on_selector_all("#chart polyline", "lines => lines.length") == min(8, len(stats))
+    shot(page, "dashboard.png")
