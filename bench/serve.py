@@ -3,6 +3,7 @@
     python bench/serve.py                      # 1,000,000 events in bulk, 3 rounds; 64 clients for 60 s
     python bench/serve.py -n 200000 --clients 32 --seconds 10
     python bench/serve.py --only bulk --rounds 5
+    python bench/serve.py --only mixed --seconds 20
 
 1. Bulk: `evtrack send --host` of N generated events through `evtrack serve` (9.5 MB requests,
    wait=true; no gzip on loopback), timed against a plain chDB `INSERT ... FORMAT JSONEachRow`
@@ -14,7 +15,12 @@
    inserts the server made for them, active parts left, and stored == acknowledged. The load
    comes from wrk (Debian package `wrk`) when installed, else from asyncio clients, which on
    2 cores limit the rate well below what the server takes.
-3. The server's peak memory (VmHWM) during each.
+3. Mixed: clients reading small endpoint pages and clients sending one event at a time (200 with
+   wait=true, 202 with wait=false), first alone, then while a heavy query runs every few seconds
+   (a CPU-bound /v0/sql query cut at the server's time limit, 5 s here, so each runs 5 s);
+   p50/p99 of small reads and of acknowledgements, in both phases. Also the cost of the
+   write-ahead log: single-event wait=false requests/s with the log and with it turned off.
+4. The server's peak memory (VmHWM) during each.
 """
 
 from __future__ import annotations
@@ -49,10 +55,11 @@ def evtrack(*args: str) -> subprocess.CompletedProcess:
 
 
 class Server:
-    def __init__(self, data: Path):
+    def __init__(self, data: Path, *options: str, env: dict | None = None):
         self.data = data
-        self.process = subprocess.Popen([sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0"],
-                                        cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen([sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0",
+                                         *options], cwd=ROOT, env={**ENV, **(env or {})}, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
         marker = data / "server.json"
         while not (marker.exists() and json.loads(marker.read_text() or "{}").get("pid") == self.process.pid):
             if self.process.poll() is not None:
@@ -193,6 +200,82 @@ def many(count: int, seconds: float, wait: bool, tmp: Path) -> None:
     print(f"  server peak memory: {peak:,.0f} MB")
 
 
+HEAVY = "SELECT count() FROM numbers(1000000000000)"  # runs until the server's time limit cuts it
+
+
+async def mixed_phase(url: str, tokens: dict, seconds: float, heavy: bool) -> dict:
+    """Readers and senders for ``seconds``; with ``heavy``, a heavy query every few seconds."""
+    lat: dict[str, list[float]] = {"read": [], "ack 200 (wait=true)": [], "ack 202 (wait=false)": []}
+    heavy_runs: list[tuple[int, float]] = []
+    deadline = time.perf_counter() + seconds
+
+    async def timed(kind: str, call) -> None:
+        started = time.perf_counter()
+        answer = await call
+        assert answer.status_code in (200, 202), answer.text
+        lat[kind].append(time.perf_counter() - started)
+
+    async def reader(n: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            while time.perf_counter() < deadline:
+                pipe, params = (("get_events", {"limit": 10}) if n % 2 else ("user_activity", {"user_id": f"u{n}"}))
+                await timed("read", http.get(f"/v0/pipes/{pipe}.json", params={"token": tokens["dashboard"], **params}))
+                await asyncio.sleep(0.02)
+
+    async def sender(n: int, wait: bool) -> None:
+        kind = "ack 200 (wait=true)" if wait else "ack 202 (wait=false)"
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            i = 0
+            while time.perf_counter() < deadline:
+                await timed(kind, http.post(f"/v0/events?name=events&wait={str(wait).lower()}&token={tokens['tracker']}",
+                                            content=EVENT % (n, i, n)))
+                i += 1
+                await asyncio.sleep(0.02)
+
+    async def heavy_loop() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            while time.perf_counter() < deadline - 5:
+                started = time.perf_counter()
+                answer = await http.get("/v0/sql", params={"q": HEAVY, "token": tokens["admin"]})
+                heavy_runs.append((answer.status_code, time.perf_counter() - started))
+                await asyncio.sleep(1)
+
+    tasks = [reader(n) for n in range(4)] + [sender(n, True) for n in range(2)] + [sender(n + 2, False) for n in range(2)]
+    await asyncio.gather(*tasks, *([heavy_loop()] if heavy else []))
+    out = {}
+    for kind, values in lat.items():
+        values.sort()
+        out[kind] = (len(values), values[len(values) // 2] * 1000, values[min(len(values) - 1, int(len(values) * 0.99))] * 1000)
+    out["heavy"] = heavy_runs
+    return out
+
+
+def mixed(seconds: float, tmp: Path) -> None:
+    folder = tmp / "mixed"
+    server = Server(folder, "--max-execution-time", "5")
+    try:
+        assert evtrack("--host", server.url, "--token", server.admin, "deploy").returncode == 0
+        assert evtrack("--host", server.url, "--token", server.admin, "send", str(ROOT / "fixtures" / "events.ndjson")).returncode == 0
+        names = {t["name"]: t["token"] for t in json.loads((folder / "tokens.json").read_text())["tokens"]}
+        tokens = {"admin": server.admin, "dashboard": names["dashboard"], "tracker": names["tracker"]}
+        print(f"mixed: 4 readers (get_events, user_activity), 2 senders wait=true, 2 senders wait=false, {seconds:.0f} s a phase")
+        for heavy in (False, True):
+            result = asyncio.run(mixed_phase(server.url, tokens, seconds, heavy))
+            runs = result.pop("heavy")
+            label = "with a heavy query running" if heavy else "alone"
+            if heavy:
+                busy = sum(t for _, t in runs)
+                print(f"  {label}: {len(runs)} heavy queries ({', '.join(f'{s} in {t:.1f} s' for s, t in runs)}), "
+                      f"running {busy / seconds:.0%} of the phase")
+            else:
+                print(f"  {label}:")
+            for kind, (n, p50, p99) in result.items():
+                print(f"    {kind:<22} {n:>6,} calls  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
+        print(f"  server peak memory: {server.peak_mb():,.0f} MB")
+    finally:
+        server.stop()
+
+
 def _sql(folder: Path, query: str, raw: bool = False) -> int:
     if raw:  # system tables: straight from the engine, which the CLI's read-only SQL does not expose
         code = ("import sys,json; from pathlib import Path; from evtrack.engine import Engine\n"
@@ -208,7 +291,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--rounds", type=int, default=3, help="Bulk rounds (the machine is noisy: read the median).")
-    parser.add_argument("--only", choices=["bulk", "many"], help="Run one of the two parts.")
+    parser.add_argument("--only", choices=["bulk", "many", "mixed"], help="Run one of the parts.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "bulk"):
@@ -216,6 +299,8 @@ def main() -> None:
         if args.only in (None, "many"):
             many(args.clients, args.seconds, False, Path(tmp))
             many(args.clients, min(args.seconds, 20), True, Path(tmp))
+        if args.only in (None, "mixed"):
+            mixed(min(args.seconds, 30), Path(tmp))
 
 
 if __name__ == "__main__":
