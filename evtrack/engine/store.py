@@ -105,7 +105,7 @@ class Store:
     def _start(self, budget: int) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         target = str(self.path)
-        if budget and "?" not in target:
+        if budget and not any(ch in target for ch in "?&#"):  # characters a connection string would misread
             target = f"file:{target}?max_server_memory_usage={int(budget)}"
         _Shared.anchor = _connect(target)
         _Shared.path, _Shared.idle, _Shared.running, _Shared.budget = self.path, {}, {}, budget
