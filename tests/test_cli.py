@@ -203,3 +203,33 @@ def test_data_survives_a_new_process(deployed):
 def test_errors_never_show_a_traceback(deployed):
     result = run("sql", "SELECT nonsense(", data=deployed)
     assert result.exit_code == 1 and "Traceback" not in result.stderr + result.output
+
+
+def test_deployed_pipe_record_reads_back_as_the_parsed_file(project):
+    from evtrack.project import parse_pipe, pipe_from_record, pipe_record
+
+    for name, text in ((p.name, p.source) for p in project.pipes.values()):
+        record = json.loads(json.dumps(pipe_record(parse_pipe(name, text))))  # as the snapshot stores it
+        assert pipe_from_record(name, text, record) == parse_pipe(name, text)
+        # A record of another text (an older deploy) is not used: the text is parsed.
+        edited = text.replace("DESCRIPTION >", "DESCRIPTION >\n    Edited.", 1)
+        assert pipe_from_record(name, edited, record) == parse_pipe(name, edited)
+        assert pipe_from_record(name, edited, record).description != record["description"]
+
+
+def test_query_on_the_embedded_store_loads_no_datafile_parser_http_client_or_pyarrow(deployed):
+    run("send", str(FIXTURE), data=deployed)
+    script = (
+        "import sys\n"
+        "from evtrack.cli import cli\n"
+        f"try:\n    cli(['--data', {str(deployed)!r}, 'query', 'user_activity', '--user-id', 'user_abc',"
+        " '--format', 'json'])\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "heavy = ['tinybird.datafile_common', 'httpx', 'pydantic', 'pyarrow']\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    expected = reference.user_activity(reference.load(FIXTURE), "user_abc")
+    assert json.loads(done.stdout)["data"] == expected

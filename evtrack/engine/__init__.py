@@ -6,7 +6,8 @@
     engine.query_pipe("user_activity", {"user_id": "user_abc"})
 
 A deployed project is a snapshot (``project.json`` in the folder): editing a datafile changes
-nothing until the next deploy. Datasources are tables in the ``evtrack`` database of the store;
+nothing until the next deploy. Beside each pipe's text the snapshot keeps it parsed (nodes and
+parameters), so calling a pipe or listing its options needs no datafile parser. Datasources are tables in the ``evtrack`` database of the store;
 each has a ``<name>_quarantine`` table with Tinybird's quarantine columns.
 """
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadRequest, NotFound, QueryError, SchemaConflict
-from ..project import Datasource, Pipe, Project, parse_datasource, parse_pipe
+from ..project import Datasource, Pipe, Project, parse_datasource, pipe_from_record, pipe_record
 from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .pipes import pipe_sql
 from .sqlapi import read_only_sql, used_tables
@@ -79,8 +80,15 @@ class Engine:
     # -- the deployed project -------------------------------------------------------------
     def _load_snapshot(self) -> None:
         self._sources = read_snapshot(self.store.path)
-        self.datasources = {n: parse_datasource(n, s) for n, s in self._sources["datasources"].items()}
+        self._datasources: dict[str, Datasource] | None = None
         self._pipes: dict[str, Pipe] = {}
+
+    @property
+    def datasources(self) -> dict[str, Datasource]:
+        """The deployed datasources, parsed on first use (a pipe call needs only their names)."""
+        if self._datasources is None:
+            self._datasources = {n: parse_datasource(n, s) for n, s in self._sources["datasources"].items()}
+        return self._datasources
 
     def _save_snapshot(self) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.store.path, prefix=".project-", suffix=".json")
@@ -93,7 +101,7 @@ class Engine:
             if name not in self._sources["pipes"]:
                 raise NotFound(f"The pipe '{name}' does not exist")
             if name not in self._pipes:
-                self._pipes[name] = parse_pipe(name, self._sources["pipes"][name])
+                self._pipes[name] = _snapshot_pipe(self._sources, name)
             return self._pipes[name]
 
     def pipe_names(self) -> list[str]:
@@ -122,7 +130,7 @@ class Engine:
     def tables(self) -> dict[str, tuple[str, str]]:
         """Every name SQL may use (datasources and their quarantines) and its table."""
         with self._lock:
-            return _table_map(self.datasources)
+            return _table_map(self._sources["datasources"])
 
     # -- deploy ----------------------------------------------------------------------------
     def deploy(self, project: Project, force: bool = False) -> DeployResult:
@@ -188,6 +196,7 @@ class Engine:
         self._check_pipe(pipe, datasources if datasources is not None else set(self.datasources))
         old = self._sources["pipes"].get(pipe.name)
         self._sources["pipes"][pipe.name] = pipe.source
+        self._sources.setdefault("parsed_pipes", {})[pipe.name] = pipe_record(pipe)
         self._pipes[pipe.name] = pipe
         self._save_snapshot()
         self._grant(pipe.tokens, "pipe", pipe.name)
@@ -197,6 +206,7 @@ class Engine:
         with self._lock:
             self.pipe(name)
             del self._sources["pipes"][name]
+            self._sources.get("parsed_pipes", {}).pop(name, None)
             self._pipes.pop(name, None)
             self._save_snapshot()
 
@@ -378,7 +388,13 @@ def read_snapshot(path: Path) -> dict[str, dict[str, str]]:
 
 
 def deployed_pipes(path: Path) -> dict[str, Pipe]:
-    return {name: parse_pipe(name, text) for name, text in sorted(read_snapshot(path)["pipes"].items())}
+    snapshot = read_snapshot(path)
+    return {name: _snapshot_pipe(snapshot, name) for name in sorted(snapshot["pipes"])}
+
+
+def _snapshot_pipe(snapshot: dict, name: str) -> Pipe:
+    """A deployed pipe from its parsed record (parsed again only for a snapshot written without one)."""
+    return pipe_from_record(name, snapshot["pipes"][name], snapshot.get("parsed_pipes", {}).get(name))
 
 
 def _incompatibility(old: Datasource, new: Datasource) -> str | None:
