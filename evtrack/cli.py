@@ -19,7 +19,7 @@ import click
 from . import __version__
 from .errors import EvtrackError
 from .output import OUTPUT_FORMATS, engine_format, render
-from .project import Pipe
+from .project import Pipe, project_files
 from .settings import MAX_BATCH_BYTES, resolve
 
 if TYPE_CHECKING:
@@ -86,14 +86,14 @@ def _default_format() -> str:
 
 # -- deploy ---------------------------------------------------------------------------------
 @cli.command()
-@click.option("--force", is_flag=True, help="Rebuild datasources whose schema changed incompatibly.")
+@click.option("--force", is_flag=True, help="Rebuild datasources whose schema changed incompatibly, and the targets of changed materialized pipes.")
 @click.option("--project", "project_dir", default=".", show_default=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder holding datasources/ and pipes/.")
+              type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of the project (datasources/ and pipes/, or Forward's endpoints/, materializations/, ...).")
 @click.pass_context
 def deploy(ctx: click.Context, force: bool, project_dir: Path) -> None:
     """Create or update the datasources, then the pipes (on a host: through tinybird-cli's push)."""
-    if not any((project_dir / kind).is_dir() for kind in ("datasources", "pipes")):
-        raise click.UsageError(f"no datasources/ or pipes/ found in {project_dir.resolve()}")
+    if not project_files(project_dir):
+        raise click.UsageError(f"no .datasource or .pipe files found in {project_dir.resolve()}")
     for line in _target(ctx).deploy(project_dir, force):
         click.echo(line)
 
@@ -273,6 +273,47 @@ def pipes(ctx: click.Context) -> None:
         for p in pipe.params:
             flags = " required" if p.required else (f" default={p.default}" if p.default is not None else "")
             click.echo(f"  --{p.name.replace('_', '-'):<14} {p.type:<9}{flags}  {p.description}")
+
+
+# -- test -----------------------------------------------------------------------------------
+@cli.command("test")
+@click.argument("pipe_names", metavar="[PIPE]...", nargs=-1)
+@click.option("--update", is_flag=True, help="Rewrite the expected results with what the pipes answer.")
+@click.option("--project", "project_dir", default=".", show_default=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of the project.")
+@click.pass_context
+def test_pipes(ctx: click.Context, pipe_names: tuple[str, ...], update: bool, project_dir: Path) -> None:
+    """Run the project's tests/<pipe>.yaml cases (Tinybird's `tb test` format) against a fresh local
+    store loaded with fixtures/<datasource>.ndjson, or with --host against that host's data."""
+    from . import pipetests
+
+    files = pipetests.test_files(project_dir, pipe_names)
+    if not files:
+        raise click.UsageError(f"no test files in {(project_dir / 'tests').resolve()} (tests/<pipe>.yaml)")
+    cases = {path: pipetests.load_cases(path) for path in files}
+    root = ctx.find_root().obj
+    if root["host"]:
+        settings = resolve(root["data"], root["host"], root["token"])
+        caller = pipetests.host_caller(settings.host, settings.token.reveal())
+    else:
+        caller = pipetests.embedded_caller(project_dir)
+    with caller as call:
+        outcomes = {path: pipetests.run_cases(found, call) for path, found in cases.items()}
+    failed = 0
+    for path, results in outcomes.items():
+        for outcome in results:
+            failed += not outcome.passed
+            mark = "PASS" if outcome.passed else ("UPDATED" if update else "FAIL")
+            click.echo(f"{mark:<8} {outcome.case.pipe:<28} {outcome.case.name}")
+            if not outcome.passed and not update:
+                for line in outcome.diff[:40]:
+                    click.echo(f"           {line}")
+        if update and any(not o.passed for o in results):
+            pipetests.update_file(path, results)
+    total = sum(len(r) for r in outcomes.values())
+    click.echo(f"{total - failed} passed, {failed} {'updated' if update else 'failed'}")
+    if failed and not update:
+        ctx.exit(1)
 
 
 # -- serve, token ---------------------------------------------------------------------------

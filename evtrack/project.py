@@ -21,7 +21,8 @@ import click
 from .errors import BadRequest
 
 __all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "described_columns", "load_project",
-           "datasource_text", "parse_datasource", "parse_pipe", "pipe_record", "pipe_from_record", "pipe_text"]
+           "datasource_text", "parse_datasource", "parse_pipe", "pipe_record", "pipe_from_record", "pipe_text",
+           "project_files"]
 
 # tinybird-cli reads its datafiles with a template pass that may look at the environment; keep
 # its version check and telemetry quiet whenever it is imported by evtrack.
@@ -78,6 +79,7 @@ class Node:
     sql: str
     description: str
     type: str
+    datasource: str = ""  # a materialized node's target datasource (DATASOURCE)
 
     @property
     def templated(self) -> bool:
@@ -105,6 +107,11 @@ class Pipe:
                 return node
         return None
 
+    @property
+    def materialized(self) -> Node | None:
+        """The node that writes into a datasource on every insert into its source (TYPE MATERIALIZED)."""
+        return next((node for node in self.nodes if node.type == "materialized"), None)
+
 
 @dataclass(frozen=True)
 class Project:
@@ -113,6 +120,12 @@ class Project:
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What the embedded engine runs; anything else is refused at deploy rather than deployed and ignored.
+_NODE_TYPES = frozenset({"standard", "default", "endpoint", "materialized"})
+# Datafile settings of Tinybird's connectors (Kafka, S3, GCS, BigQuery, Snowflake, DynamoDB, ...).
+_CONNECTOR_PREFIXES = ("kafka_", "import_")
+# Folders that never hold the project's datafiles.
+_SKIPPED_FOLDERS = frozenset({"fixtures", "tests", "node_modules", "venv", "env", "__pycache__"})
 
 
 def _parsed(parse, name: str, text: str, kind: str):
@@ -152,6 +165,10 @@ def parse_datasource(name: str, text: str) -> Datasource:
 
     doc = _parsed(datafile_common.parse_datasource, name, text, "datasource")
     node = doc.nodes[0]
+    connector = sorted(k for k in node if k.startswith(_CONNECTOR_PREFIXES))
+    if connector:
+        raise BadRequest(f"{name}.datasource: connectors ({', '.join(k.upper() for k in connector)}) are not supported "
+                         "by the embedded engine; deploy this project to Tinybird")
     raw_columns = node["columns"]
     engine = node.get("engine") or {"type": "MergeTree", "args": []}
     try:
@@ -222,9 +239,19 @@ def parse_pipe(name: str, text: str) -> Pipe:
             sql=n["sql"],
             description=_description(n.get("description")),
             type=(n.get("type") or "standard").lower(),
+            datasource=n.get("datasource") or "",
         )
         for n in doc.nodes
     )
+    for node in nodes:
+        if node.type not in _NODE_TYPES:
+            feature = {"sink": "sink pipes (TYPE sink)", "copy": "copy pipes (TYPE copy)",
+                       "stream": "stream pipes (TYPE stream)"}.get(node.type, f"TYPE {node.type}")
+            raise BadRequest(f"{name}.pipe: node '{node.name}': {feature} are not supported by the embedded engine")
+        if node.type == "materialized" and not node.datasource:
+            raise BadRequest(f"{name}.pipe: node '{node.name}' is TYPE MATERIALIZED but names no DATASOURCE")
+    if sum(node.type in ("endpoint", "materialized") for node in nodes) > 1:
+        raise BadRequest(f"{name}.pipe: a pipe has at most one endpoint or materialized node")
     return Pipe(
         name=name,
         description=_description(getattr(doc, "description", "")),
@@ -285,14 +312,37 @@ def _params(nodes: tuple[Node, ...]) -> tuple[Param, ...]:
     )
 
 
+def project_files(root: Path) -> list[Path]:
+    """The ``.datasource`` and ``.pipe`` files of the project at ``root``, in either of Tinybird's layouts:
+    classic (``datasources/``, ``pipes/``) or Forward (``datasources/``, ``endpoints/``,
+    ``materializations/``, ``copies/``, any other folder). ``fixtures/``, ``tests/``, hidden folders
+    and virtualenvs are skipped."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(
+            d for d in subfolders
+            if not d.startswith(".") and d not in _SKIPPED_FOLDERS and not (Path(folder) / d / "pyvenv.cfg").exists()
+        )
+        found += [Path(folder) / f for f in sorted(files) if f.endswith((".datasource", ".pipe"))]
+    return found
+
+
 def load_project(root: Path) -> Project:
-    """Read ``datasources/*.datasource`` and ``pipes/*.pipe`` below ``root``."""
-    root = Path(root)
-    datasources = {
-        p.stem: parse_datasource(p.stem, p.read_text(encoding="utf-8"))
-        for p in sorted((root / "datasources").glob("*.datasource"))
-    }
-    pipes = {p.stem: parse_pipe(p.stem, p.read_text(encoding="utf-8")) for p in sorted((root / "pipes").glob("*.pipe"))}
+    """Read every datafile of the project at ``root`` (see ``project_files``)."""
+    datasources: dict[str, Datasource] = {}
+    pipes: dict[str, Pipe] = {}
+    where: dict[str, Path] = {}
+    for path in project_files(Path(root)):
+        kind = path.suffix[1:]
+        key = f"{path.stem}.{kind}"
+        if key in where:
+            raise BadRequest(f"two files define {key}: {where[key]} and {path}")
+        where[key] = path
+        text = path.read_text(encoding="utf-8")
+        if kind == "datasource":
+            datasources[path.stem] = parse_datasource(path.stem, text)
+        else:
+            pipes[path.stem] = parse_pipe(path.stem, text)
     return Project(datasources=datasources, pipes=pipes)
 
 
@@ -307,6 +357,9 @@ def pipe_text(document: dict, tokens=()) -> str:
         if node.get("description"):
             lines += ["DESCRIPTION >", textwrap.indent(node["description"], "    ")]
         lines += ["SQL >", textwrap.indent(textwrap.dedent(node["sql"]).strip("\n"), "    "), ""]
-        if (node.get("type") or node.get("node_type") or "").lower() == "endpoint":
+        node_type = (node.get("type") or node.get("node_type") or "").lower()
+        if node_type == "endpoint":
             lines += ["TYPE endpoint", ""]
+        elif node_type == "materialized" and node.get("datasource"):
+            lines += ["TYPE materialized", f"DATASOURCE {node['datasource']}", ""]
     return "\n".join(lines)

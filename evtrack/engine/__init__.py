@@ -26,6 +26,7 @@ from pathlib import Path
 from ..errors import BadRequest, NotFound, QueryError, SchemaConflict
 from ..project import Datasource, Pipe, Project, parse_datasource, pipe_from_record, pipe_record
 from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
+from .materialized import backfill_sql, check_columns, output_columns, view_ddl, view_name
 from .pipes import pipe_sql
 from .sqlapi import read_only_sql, used_tables
 from .store import Store
@@ -141,8 +142,10 @@ class Engine:
             for ds in project.datasources.values():
                 getattr(result, self.deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
             known = set(self.datasources) | set(project.datasources)
-            for pipe in project.pipes.values():
-                getattr(result, self.deploy_pipe(pipe, known)).append(f"{pipe.name}.pipe")
+            every = {**{name: self.pipe(name) for name in self._sources["pipes"]}, **project.pipes}
+            # Materialized pipes last: their nodes may read the project's other pipes by name.
+            for pipe in sorted(project.pipes.values(), key=lambda p: p.materialized is not None):
+                getattr(result, self._deploy_pipe(pipe, known, force, every)).append(f"{pipe.name}.pipe")
         return result
 
     def deploy_datasource(self, ds: Datasource, force: bool = False) -> str:
@@ -187,14 +190,22 @@ class Engine:
             operations.append("CHANGE DESCRIPTION")
         return operations
 
-    def deploy_pipe(self, pipe: Pipe, datasources: set[str] | None = None) -> str:
-        """Store one pipe (a snapshot of its file); 'created', 'changed' or 'unchanged'."""
+    def deploy_pipe(self, pipe: Pipe, datasources: set[str] | None = None, force: bool = False) -> str:
+        """Store one pipe (a snapshot of its file); 'created', 'changed' or 'unchanged'.
+        A materialized pipe also creates (or, with ``force``, rebuilds) its view and backfills its target."""
         with self._lock:
-            return self._deploy_pipe(pipe, datasources)
+            return self._deploy_pipe(pipe, datasources, force)
 
-    def _deploy_pipe(self, pipe: Pipe, datasources: set[str] | None) -> str:
-        self._check_pipe(pipe, datasources if datasources is not None else set(self.datasources))
+    def _deploy_pipe(self, pipe: Pipe, datasources: set[str] | None, force: bool = False,
+                     every: dict[str, Pipe] | None = None) -> str:
+        datasources = datasources if datasources is not None else set(self.datasources)
+        every = every if every is not None else {**{n: self.pipe(n) for n in self._sources["pipes"]}, pipe.name: pipe}
+        self._check_pipe(pipe, datasources, every)
         old = self._sources["pipes"].get(pipe.name)
+        if pipe.materialized is not None or pipe.name in self._views:
+            view_changed = self._deploy_view(pipe, datasources, force, every)
+            if view_changed and old == pipe.source:
+                old = None  # the pipe reads another pipe that changed: its view was rebuilt
         self._sources["pipes"][pipe.name] = pipe.source
         self._sources.setdefault("parsed_pipes", {})[pipe.name] = pipe_record(pipe)
         self._pipes[pipe.name] = pipe
@@ -202,9 +213,77 @@ class Engine:
         self._grant(pipe.tokens, "pipe", pipe.name)
         return "unchanged" if old == pipe.source else "changed" if old else "created"
 
+    @property
+    def _views(self) -> dict[str, dict]:
+        """The materialized pipes' views: SQL, target datasource and the tables the SQL reads."""
+        return self._sources.setdefault("views", {})
+
+    def _deploy_view(self, pipe: Pipe, datasources: set[str], force: bool, every: dict[str, Pipe]) -> bool:
+        """Create, keep or (with ``force``) rebuild a materialized pipe's view; whether it changed."""
+        old = self._views.get(pipe.name)
+        node = pipe.materialized
+        if node is None:  # no longer materialized
+            if not force:
+                raise SchemaConflict(f"Pipe '{pipe.name}' is materialized into '{old['target']}' and would no longer "
+                                     "be. Use --force to stop materializing it (the datasource keeps its rows)")
+            self.store.execute(f"DROP VIEW IF EXISTS {DATABASE}.`{view_name(pipe.name)}`")
+            del self._views[pipe.name]
+            return True
+        if node.datasource not in datasources:
+            raise BadRequest(f"pipe '{pipe.name}': the datasource '{node.datasource}' it materializes into "
+                             "does not exist (add datasources/{0}.datasource)".format(node.datasource))
+        sql = pipe_sql(pipe, {}, _table_map(datasources), node=node, pipes=every.get)
+        if old is not None and old["sql"] == sql and self._table_exists(view_name(pipe.name)):
+            return False
+        if old is not None and not force:
+            raise SchemaConflict(
+                f"Materialized pipe '{pipe.name}' changed. Use --force to rebuild '{node.datasource}' "
+                "(and the datasources materialized from it) and backfill them from their sources")
+        try:
+            produced = output_columns(self.store, sql)
+        except QueryError as exc:
+            raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
+        check_columns(pipe, produced, [c.name for c in self.datasource(node.datasource).columns])
+        reads = sorted({name for db, name, _ in used_tables(sql) if db == DATABASE})
+        if old is not None:
+            self.store.execute(f"DROP VIEW IF EXISTS {DATABASE}.`{view_name(pipe.name)}`")
+        self.store.execute(view_ddl(pipe, sql, DATABASE))
+        self._views[pipe.name] = {"sql": sql, "target": node.datasource, "reads": reads,
+                                  "columns": [name for name, _ in produced]}
+        if old is None:
+            self._backfill(pipe.name)
+        else:
+            self._rebuild_targets(node.datasource)
+        self._save_snapshot()
+        return True
+
+    def _backfill(self, name: str) -> None:
+        """Write what a view would have written for the rows already in its source, as Tinybird's populate."""
+        view = self._views[name]
+        try:
+            self.store.execute(backfill_sql(view["target"], view["sql"], view["columns"], DATABASE))
+        except QueryError as exc:
+            raise BadRequest(f"pipe '{name}': populating '{view['target']}' failed: {exc.message}") from None
+
+    def _rebuild_targets(self, target: str) -> None:
+        """Empty ``target`` and every datasource materialized from it, then refill them from their sources:
+        each view that writes into them from outside is backfilled, and the views between them cascade."""
+        affected, grown = {target}, True
+        while grown:
+            more = {v["target"] for v in self._views.values() if set(v["reads"]) & affected}
+            grown = not more <= affected
+            affected |= more
+        for name in sorted(affected):
+            self.store.execute(f"TRUNCATE TABLE {DATABASE}.`{name}`")
+        for name, view in sorted(self._views.items()):
+            if view["target"] in affected and not set(view["reads"]) & affected:
+                self._backfill(name)
+
     def drop_pipe(self, name: str) -> None:
         with self._lock:
             self.pipe(name)
+            if self._views.pop(name, None) is not None:
+                self.store.execute(f"DROP VIEW IF EXISTS {DATABASE}.`{view_name(name)}`")
             del self._sources["pipes"][name]
             self._sources.get("parsed_pipes", {}).pop(name, None)
             self._pipes.pop(name, None)
@@ -252,13 +331,13 @@ class Engine:
         self.store.execute(f"EXCHANGE TABLES {staging} AND {table}")
         self.store.execute(f"DROP TABLE {staging}")
 
-    def _check_pipe(self, pipe: Pipe, datasources: set[str]) -> None:
-        """A pipe must render and name only datasources and its own nodes."""
+    def _check_pipe(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
+        """An endpoint must render and name only datasources, other pipes and its own nodes."""
         tables = _table_map(datasources)
         if pipe.endpoint is None:
             return
         try:
-            sql = pipe_sql(pipe, {}, tables, test_mode=True)
+            sql = pipe_sql(pipe, {}, tables, test_mode=True, pipes=_reader(pipe, every))
             self.store.run(f"EXPLAIN SYNTAX {sql}")
         except QueryError as exc:
             raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
@@ -314,7 +393,10 @@ class Engine:
     # -- queries ---------------------------------------------------------------------------
     def pipe_query(self, name: str, params: dict[str, str], q: str | None = None) -> str:
         """The SQL a pipe call runs."""
-        sql = pipe_sql(self.pipe(name), params, self.tables())
+        pipe = self.pipe(name)
+        with self._lock:
+            every = _Deployed(self)
+        sql = pipe_sql(pipe, params, self.tables(), pipes=_reader(pipe, every))
         if not q:
             return sql
         if q.lstrip().startswith("%"):
@@ -356,6 +438,26 @@ def _glob_safe(path: Path):
         link = Path(folder) / ("input.ndjson.gz" if path.name.endswith(".gz") else "input.ndjson")
         link.symlink_to(path)
         yield link
+
+
+class _Deployed:
+    """The deployed pipes by name, parsed when first asked for."""
+
+    def __init__(self, engine: Engine):
+        self.engine, self.names = engine, set(engine._sources["pipes"])
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def get(self, name: str) -> Pipe | None:
+        return self.engine.pipe(name) if name in self.names else None
+
+
+def _reader(pipe: Pipe, pipes) -> object:
+    """How ``pipe`` finds the pipes it reads by name; None when it names none (most endpoints: no parse needed)."""
+    if any(name != pipe.name and name in pipe.source for name in pipes):
+        return pipes.get
+    return None
 
 
 def _table_map(datasources) -> dict[str, tuple[str, str]]:

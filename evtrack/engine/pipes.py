@@ -8,6 +8,8 @@ earlier nodes as subqueries and refuses table functions.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..errors import EvtrackError, NotFound, QueryError, TemplateError
 from ..project import Node, Pipe
 
@@ -49,20 +51,51 @@ def _template_message(node: Node, exc) -> str:
     return str(exc)
 
 
-def pipe_sql(pipe: Pipe, params: dict[str, str], tables: dict[str, tuple[str, str]], test_mode: bool = False) -> str:
-    """The pipe's endpoint as one query over real tables."""
-    endpoint = pipe.endpoint
-    if endpoint is None:
+def pipe_sql(pipe: Pipe, params: dict[str, str], tables: dict[str, tuple[str, str]], test_mode: bool = False,
+             node: Node | None = None, pipes: Callable[[str], Pipe | None] | None = None) -> str:
+    """The pipe's endpoint (or ``node``) as one query over real tables.
+
+    ``pipes(name)``, when given, finds another deployed pipe that a node reads by name, as Tinybird
+    allows: it stands for that pipe's last node, rendered with the same parameters.
+    """
+    target = node or pipe.endpoint
+    if target is None:
         raise NotFound(f"The pipe '{pipe.name}' does not have an endpoint yet")
-    variables = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
+    return _node_sql(pipe, target, {k: v for k, v in params.items() if k not in RESERVED_PARAMS},
+                     tables, test_mode, pipes, (pipe.name,))
+
+
+def _node_sql(pipe: Pipe, target: Node, variables: dict, tables: dict, test_mode: bool, pipes, seen: tuple) -> str:
     replacements: dict = dict(tables)
     sql = ""
     for node in pipe.nodes:
         sql = render_node(node, variables, test_mode)
-        if node is endpoint:
+        if pipes is not None:
+            _add_pipes(sql, replacements, variables, tables, test_mode, pipes, seen)
+        if node is target:
             break
         replacements[node.name] = f"({sql})"
     return _replace(sql, replacements)
+
+
+def _add_pipes(sql: str, replacements: dict, variables: dict, tables: dict, test_mode: bool, pipes, seen: tuple) -> None:
+    """Other pipes that ``sql`` reads by name, as subqueries of their last node."""
+    from tinybird.sql_toolset import sql_get_used_tables
+
+    try:
+        used = sql_get_used_tables(sql, raising=True, table_functions=False)
+    except Exception:
+        return  # replace_tables reports the parse error with Tinybird's text
+    for database, name, _ in used:
+        if database or not name or name in replacements:
+            continue
+        other = pipes(name)
+        if other is None:
+            continue
+        if name in seen:
+            raise QueryError(f"[Error] pipes read each other in a cycle: {' -> '.join((*seen, name))}")
+        last = other.nodes[-1]
+        replacements[name] = f"({_node_sql(other, last, variables, tables, test_mode, pipes, (*seen, name))})"
 
 
 def _replace(sql: str, replacements: dict) -> str:

@@ -1,0 +1,99 @@
+"""`evtrack test`: Tinybird's tests/<pipe>.yaml files, over our own project and a public one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from evtrack.cli import cli
+
+from .conftest import ROOT
+from .test_materialized import CLICKS, clicks, expected_pages, ndjson, write_project
+
+
+def run(*args, data: Path):
+    return CliRunner(mix_stderr=False).invoke(cli, ["--data", str(data), *args], catch_exceptions=False,
+                                              terminal_width=200)
+
+
+def test_our_test_files_are_what_the_reference_computes():
+    """tests/*.yaml hold rows computed by tests/reference.py, not by the SQL under test."""
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "make_pipe_tests.py"), "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_evtrack_test_passes_our_own_project(tmp_path):
+    result = run("test", "--project", str(ROOT), data=tmp_path / "unused")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.output.count("PASS") == 11 and "11 passed, 0 failed" in result.output
+    assert not (tmp_path / "unused").exists()  # a fresh temporary store, not --data
+
+
+def _forward_project_with_tests(root: Path, expected_hits: int) -> Path:
+    write_project(root)
+    (root / "fixtures").mkdir()
+    (root / "fixtures" / "clicks.ndjson").write_bytes(ndjson(clicks(30)))
+    (root / "tests").mkdir()
+    pricing = next(p for p in expected_pages(clicks(30)) if p["page"] == "pricing")
+    (root / "tests" / "top_pages.yaml").write_text(
+        "- name: pricing\n"
+        "  description: hits of the pricing page, from the rollup\n"
+        "  parameters: ''\n"
+        "  expected_result: |\n"
+        + "".join(f"    {line}\n" for line in _ndjson_lines(expected_pages(clicks(30)), pricing, expected_hits))
+    )
+    (root / "tests" / "clean_clicks.yaml").write_text(
+        "- name: nobody\n  description: no such user\n  parameters: only_user=nobody\n  expected_result: ''\n")
+    return root
+
+
+def _ndjson_lines(pages, pricing, hits):
+    import json
+
+    return [json.dumps({**p, "hits": hits} if p["page"] == pricing["page"] else p) for p in pages]
+
+
+def test_a_forward_project_with_a_materialized_rollup_passes_its_tests(tmp_path):
+    pricing = next(p for p in expected_pages(clicks(30)) if p["page"] == "pricing")
+    root = _forward_project_with_tests(tmp_path / "project", pricing["hits"])
+    result = run("test", "--project", str(root), data=tmp_path / "unused")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "2 passed, 0 failed" in result.output
+
+
+def test_a_failing_case_shows_the_row_diff_exits_1_and_update_rewrites_it(tmp_path):
+    pricing = next(p for p in expected_pages(clicks(30)) if p["page"] == "pricing")
+    root = _forward_project_with_tests(tmp_path / "project", pricing["hits"] + 1)
+    result = run("test", "top_pages", "--project", str(root), data=tmp_path / "unused")
+    assert result.exit_code == 1
+    assert "FAIL" in result.output and "1 failed" in result.output
+    assert f'"hits": {pricing["hits"] + 1}' in result.output and f'"hits": {pricing["hits"]}' in result.output
+    updated = run("test", "top_pages", "--update", "--project", str(root), data=tmp_path / "unused")
+    assert updated.exit_code == 0
+    again = run("test", "--project", str(root), data=tmp_path / "unused")
+    assert again.exit_code == 0 and "2 passed, 0 failed" in again.output
+
+
+def test_unknown_pipe_names_its_missing_file(tmp_path):
+    result = run("test", "nope", "--project", str(ROOT), data=tmp_path / "unused")
+    assert result.exit_code == 1 and "no test file for nope" in result.stderr
+
+
+# The public project this was checked against (see the README); its files are not part of this repo.
+WEB_ANALYTICS = os.environ.get("EVTRACK_WEB_ANALYTICS_KIT")
+
+
+@pytest.mark.skipif(not WEB_ANALYTICS, reason="set EVTRACK_WEB_ANALYTICS_KIT to the starter kit's tinybird/ folder")
+def test_tinybirds_web_analytics_starter_kit_passes_its_own_tests(tmp_path):
+    copy = tmp_path / "kit"
+    shutil.copytree(WEB_ANALYTICS, copy)  # unchanged: `evtrack test` writes nothing without --update
+    result = run("test", "--project", str(copy), data=tmp_path / "unused")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "0 failed" in result.output
