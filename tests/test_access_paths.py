@@ -1,6 +1,6 @@
-"""The access paths (events_by_time, events_by_user, fed by materialized pipes) answer exactly what
-the reference computes, when every event was sent two or three times and nothing is merged yet,
-and again after the merges: a resend changes no endpoint answer on any path.
+"""The access paths (events, sorted by time, and events_by_user, fed by a materialized pipe) answer
+exactly what the reference computes, when every event was sent two or three times and nothing is
+merged yet, and again after the merges: a resend changes no endpoint answer on any path.
 
 Expected values come from tests/reference.py over the fixture (each event once)."""
 
@@ -14,7 +14,7 @@ from . import reference
 from .conftest import FIXTURE, data
 from .test_endpoints import GET_EVENTS, RANGES, STATS, USERS, _normalise
 
-PATHS = ("events", "events_by_time", "events_by_user")
+PATHS = ("events", "events_by_user")
 # Pages whose newest rows are all resends: the bound of get_events must widen to stay exact.
 DEEP_PAGES = [{"limit": "100", "offset": "3000"}, {"limit": "1", "offset": "5999"}, {"limit": "7", "offset": "5995"},
               {"event_type": "click", "limit": "30", "offset": "200"}, {"platform": "web", "limit": "500"}]
@@ -67,11 +67,10 @@ def test_resends_merged_change_no_answer(resent, rows):
 
 
 def test_access_paths_hold_each_event_with_the_same_columns(resent, rows):
-    """events_by_time and events_by_user hold every event again, each once, column for column."""
+    """events_by_user holds every event again, each once, column for column."""
     engine, _ = resent
     columns = ", ".join(reference.COLUMNS)
     events = engine.store.run(f"SELECT {columns} FROM evtrack.events FINAL ORDER BY event_id FORMAT JSONEachRow")
     assert len(events.splitlines()) == len(rows)
-    for path in ("events_by_time", "events_by_user"):
-        copy = engine.store.run(f"SELECT {columns} FROM evtrack.{path} FINAL ORDER BY event_id FORMAT JSONEachRow")
-        assert copy == events, path
+    copy = engine.store.run(f"SELECT {columns} FROM evtrack.events_by_user FINAL ORDER BY event_id FORMAT JSONEachRow")
+    assert copy == events
