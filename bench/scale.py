@@ -286,8 +286,10 @@ def plot(results: list[Result], path: Path) -> None:
     fig, axes = plt.subplots(1, len(shapes), figsize=(7 * len(shapes), 5.5), squeeze=False)
     for ax, shape in zip(axes[0], shapes):
         runs = sorted((r for r in results if r.shape == shape), key=lambda r: r.size)
-        for label in runs[0].latency:
-            ax.plot([r.size for r in runs], [r.latency[label][0] for r in runs], marker="o", label=label)
+        styles = {"user_activity": "-", "get_events": "--", "event_stats": ":"}
+        for i, label in enumerate(runs[0].latency):
+            ax.plot([r.size for r in runs], [r.latency[label][0] for r in runs], marker="o", label=label,
+                    color=plt.cm.tab20(i / 12), linestyle=styles[label.split(",")[0]])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("events")

@@ -178,17 +178,18 @@ def _progress(path: Path):
 
 # -- query ----------------------------------------------------------------------------------
 class PipeCommands(click.Group):
-    """``evtrack query PIPE``: one subcommand per pipe, its options from the pipe's own parameters."""
+    """``evtrack query PIPE``: one subcommand per endpoint, its options from the pipe's own parameters.
+    Materialized pipes have no endpoint to call, so they are not listed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(_target(ctx).pipes())
+        return [name for name, pipe in _target(ctx).pipes().items() if pipe.endpoint is not None]
 
     def get_command(self, ctx: click.Context, name: str):
         target = _target(ctx)
         pipes = target.pipes()
         pipe = pipes.get(name) or (target.pipe(name) if hasattr(target, "pipe") else None)
         if pipe is None:
-            known = ", ".join(pipes) or "none; run `evtrack deploy` first"
+            known = ", ".join(self.list_commands(ctx)) or "none; run `evtrack deploy` first"
             raise click.UsageError(f"no deployed pipe named {name!r} (deployed: {known})", ctx)
         return _pipe_command(pipe)
 

@@ -36,9 +36,11 @@ def test_deploy_then_redeploy_is_a_no_op(deployed):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "unchanged  events.datasource",
+        "unchanged  events_by_user.datasource",
         "unchanged  event_stats.pipe",
         "unchanged  get_events.pipe",
         "unchanged  user_activity.pipe",
+        "unchanged  events_by_user_mv.pipe",  # materialized pipes deploy last
     ]
 
 
