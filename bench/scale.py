@@ -7,7 +7,10 @@
 For each shape (realistic: sessions and power-law users; uniform: every field drawn uniformly,
 the worst case for rollups; see bench/events_gen.py) and each size, in one run:
 1. generate the events (about 1% exact resends) and their NDJSON;
-2. ingest: `evtrack send FILE` into a fresh embedded store, a whole process (after `deploy`);
+2. ingest: `evtrack send FILE` into a fresh embedded store, a whole process (after `deploy`),
+   then (unless --no-settle) the store is opened until its background merges have settled, as
+   a store that has been running a while has, so the calls below do not share the cores with
+   the merges of a fresh bulk insert;
    and a plain chDB insert (column types named) of the same events into two plain MergeTrees, one
    sorted by time and one by user (the same access paths, without evtrack);
 3. stored bytes per event of every datasource (the raw events and each access path or rollup),
@@ -200,6 +203,7 @@ class Result:
     ingest_peak_mb: float = 0.0
     bytes_per_event: dict = field(default_factory=dict)
     latency: dict = field(default_factory=dict)  # label -> (p50, p99, hand p50, hand p99) in ms
+    settled: str = ""
     checked: int = 0
     mismatches: list = field(default_factory=list)
 
@@ -209,7 +213,27 @@ def percentiles(times: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))] * 1000
 
 
-def run_size(shape: str, size: int, work: Path, calls: int, db) -> Result:
+SETTLE = """
+import sys, time
+from pathlib import Path
+from evtrack.engine import Engine
+started, quiet = time.monotonic(), 0
+with Engine.open(Path(sys.argv[1])) as engine:
+    while quiet < 6 and time.monotonic() - started < float(sys.argv[2]):
+        running = int(engine.store.run("SELECT count() FROM system.merges").decode())
+        quiet = 0 if running else quiet + 1
+        time.sleep(0.5)
+    parts = engine.store.run("SELECT count() FROM system.parts WHERE database = 'evtrack' AND active").decode().strip()
+print(f"{time.monotonic() - started:.0f} s, {parts} active parts")
+"""
+
+
+def settle(store: Path, limit: float = 600) -> str:
+    """Open the store until no merge has run for 3 s (at most ``limit`` seconds); how long, and the parts left."""
+    return timed_process([sys.executable, "-c", SETTLE, str(store), str(limit)]).output.strip()
+
+
+def run_size(shape: str, size: int, work: Path, calls: int, db, settled: bool = True) -> Result:
     result = Result(shape, size)
     folder = work / f"{shape}-{size}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -223,6 +247,7 @@ def run_size(shape: str, size: int, work: Path, calls: int, db) -> Result:
     receipt = json.loads(sent.output)
     assert receipt["stored"] == size, receipt
     result.ingest_s, result.ingest_peak_mb = sent.seconds, sent.peak_mb
+    result.settled = settle(folder / "store") if settled else "no (measured right after the insert)"
 
     columns, _, structure = plain_table()
     started = time.perf_counter()
@@ -267,6 +292,7 @@ def report(results: list[Result]) -> None:
         print(f"\n{r.shape}, {r.size:,} events")
         print(f"  ingest: evtrack send {r.ingest_s:.1f} s ({r.size / r.ingest_s:,.0f} events/s, {r.ingest_peak_mb:,.0f} MB peak); "
               f"plain inserts into the two plain MergeTrees {r.plain_ingest_s:.1f} s")
+        print(f"  merges settled before the calls: {r.settled}")
         stored = ", ".join(f"{name} {b:.1f}" for name, b in sorted(r.bytes_per_event.items()))
         print(f"  stored bytes per event: {stored}; total {sum(r.bytes_per_event.values()):.1f}")
         print(f"  {'case':<42} {'serve p50':>10} {'p99':>8} {'hand p50':>9} {'p99':>8} {'ratio':>6}")
@@ -308,6 +334,8 @@ def main() -> None:
     parser.add_argument("--shape", choices=("realistic", "uniform", "both"), default="both")
     parser.add_argument("--calls", type=int, default=10, help="calls per case (p99 of few calls is their maximum)")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "scale.png")
+    parser.add_argument("--no-settle", action="store_true",
+                        help="call the endpoints right after the insert, while its merges run")
     parser.add_argument("--work", type=Path, help="folder for the generated files and stores (default: a temporary one)")
     args = parser.parse_args()
     from chdb import session
@@ -321,7 +349,7 @@ def main() -> None:
         results = []
         for shape in shapes:
             for size in sizes:
-                results.append(run_size(shape, size, Path(work), args.calls, db))
+                results.append(run_size(shape, size, Path(work), args.calls, db, not args.no_settle))
                 report(results[-1:])
         db.close()
     plot(results, args.plot)
