@@ -1,76 +1,138 @@
 """Ingest throughput: `evtrack send` into the embedded store against chDB's own plain insert.
 
-    python bench/ingest.py            # 1,000,000 generated events
-    python bench/ingest.py -n 200000
+    python bench/ingest.py            # 1,000,000 generated events, 3 rounds
+    python bench/ingest.py -n 200000 --rounds 1
 
-Both run in one process, on one chDB store, over the same generated file:
-- plain: ``INSERT INTO t SELECT * FROM file(path, JSONEachRow)`` into a table with the same
-  columns and engine, with ClickHouse's best-effort DateTime parsing. No validation, no
-  quarantine, no defaults derived from content: the engine's own limit on this machine.
-- evtrack: ``Engine.append`` (what ``evtrack send FILE`` calls), which validates every line in
-  SQL, quarantines what does not fit and stores the rest.
-The ratio of throughputs (evtrack / plain) is what to read: absolute times vary with the machine.
+Both are timed as whole processes (start, import, open the store, insert, exit), over the same
+generated file, each into a fresh store:
+- plain: a process that opens chDB, creates a table with the same columns, engine and keys as
+  ``events.datasource``, and runs ``INSERT INTO t SELECT * FROM file(path, 'JSONEachRow',
+  'event_id String, event_type LowCardinality(String), ...')``: the column types are named, so
+  nothing is inferred from the file; dates go through ClickHouse's best-effort parser. No
+  validation, no quarantine, no defaults derived from content, no materialized views: the
+  engine's own limit on this machine.
+- evtrack: `evtrack --data STORE send FILE` on a store where `evtrack deploy` ran before (not
+  timed): every line validated in SQL, bad ones quarantined, the rest stored, and every
+  materialized pipe the project deploys fed.
+The ratio of throughputs (evtrack / plain) is what to read: absolute times vary with the machine,
+which drifts by tens of percent from minute to minute, so the rounds alternate the two and the
+median ratio is reported. Peak memory is each process's own (ru_maxrss).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "fixtures")]
 
-from generate import generate_events  # noqa: E402
-
-from evtrack.engine import Engine  # noqa: E402
-from evtrack.project import load_project  # noqa: E402
-
+ENV = {**os.environ, "TB_VERSION_WARNING": "0", "TB_CLI_TELEMETRY_OPTOUT": "1"}
 PLAIN_SETTINGS = (
     "SETTINGS date_time_input_format = 'best_effort', input_format_json_read_objects_as_strings = 1, "
     "input_format_json_read_numbers_as_strings = 1, input_format_skip_unknown_fields = 1"
 )
 
 
+@dataclass
+class Run:
+    seconds: float
+    peak_mb: float
+    output: str = ""
+
+
 def write_events(path: Path, count: int) -> None:
+    from generate import generate_events
+
     with open(path, "w", encoding="utf-8") as out:
         for event in generate_events(count, seed=7):
             out.write(json.dumps(event, separators=(",", ":")) + "\n")
 
 
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+def timed_process(args: list[str]) -> Run:
+    """Wall time and peak resident memory (ru_maxrss) of one whole process."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        if process.returncode:
+            raise SystemExit(f"{' '.join(args)} failed: {err.read().decode()[-2000:]}")
+        return Run(seconds, usage.ru_maxrss / 1024, out.read().decode())
+
+
+def plain_table() -> tuple[str, str, str]:
+    """The events datasource's columns (DDL), engine, and the typed structure for file()."""
+    from evtrack.project import load_project
+
+    ds = load_project(ROOT).datasources["events"]
+    structure = ", ".join(f"{c.name} {c.sql_type}" for c in ds.columns)
+    return ", ".join(ds.column_ddl), ds.engine, structure
+
+
+def plain_insert(events: Path, store: Path) -> Run:
+    """The plain insert as its own process (this script with --plain)."""
+    return timed_process([sys.executable, __file__, "--plain", str(store), str(events)])
+
+
+def _plain_child(store: str, events: str) -> None:
+    from chdb import session
+
+    columns, engine, structure = plain_table()
+    db = session.Session(store)
+    db.query("SET session_timezone = 'UTC'")
+    db.query(f"CREATE TABLE default.events ({columns}) ENGINE = {engine}")
+    db.query(f"INSERT INTO default.events SELECT * FROM file('{events}', 'JSONEachRow', '{structure}') {PLAIN_SETTINGS}")
+    print(db.query("SELECT count() FROM default.events", "CSV").bytes().decode().strip())
+    db.close()
+
+
+def evtrack_send(events: Path, store: Path) -> Run:
+    subprocess.run([sys.executable, "-m", "evtrack", "--data", str(store), "deploy"], cwd=ROOT, env=ENV,
+                   check=True, capture_output=True)
+    return timed_process([sys.executable, "-m", "evtrack", "--data", str(store), "send", str(events), "--json"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="evtrack ingest throughput against a plain chDB insert")
     parser.add_argument("-n", "--count", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plain", nargs=2, metavar=("STORE", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plain:
+        _plain_child(*args.plain)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         events = Path(tmp) / "events.ndjson"
         write_events(events, args.count)
-        size_mb = events.stat().st_size / 1e6
-        with Engine.open(Path(tmp) / "store") as engine:
-            engine.deploy(load_project(ROOT))
-            ds = engine.datasource("events")
-            columns = ",\n".join(ds.column_ddl)
-            engine.store.execute("CREATE DATABASE bench")
-            engine.store.execute(f"CREATE TABLE bench.events ({columns}) ENGINE = {ds.engine}")
-            plain = timed(lambda: engine.store.execute(
-                f"INSERT INTO bench.events SELECT * FROM file('{events}', 'JSONEachRow') {PLAIN_SETTINGS}"))
-            results = []
-            ours = timed(lambda: results.append(engine.append("events", events)))
-            stored, quarantined = results[0].successful_rows, results[0].quarantined_rows
-    print(f"events: {args.count:,} ({size_mb:,.0f} MB NDJSON)")
-    print(f"plain chDB INSERT ... FORMAT JSONEachRow: {plain:6.2f} s  {args.count / plain:>12,.0f} events/s")
-    print(f"evtrack send (embedded):                  {ours:6.2f} s  {args.count / ours:>12,.0f} events/s"
-          f"  (stored {stored:,}, quarantined {quarantined:,})")
-    print(f"ratio evtrack / plain: {plain / ours:.2f}")
+        print(f"events: {args.count:,} ({events.stat().st_size / 1e6:,.0f} MB NDJSON), {args.rounds} rounds, "
+              "each a whole process into a fresh store")
+        ratios = []
+        for round_ in range(1, args.rounds + 1):
+            plain = plain_insert(events, Path(tmp) / f"plain-{round_}")
+            ours = evtrack_send(events, Path(tmp) / f"evtrack-{round_}")
+            receipt = json.loads(ours.output)
+            ratios.append(plain.seconds / ours.seconds)
+            print(f"  round {round_}: plain insert (typed file(), no inference) {plain.seconds:6.2f} s "
+                  f"({args.count / plain.seconds:,.0f} events/s, {plain.peak_mb:,.0f} MB peak, {int(plain.output):,} rows after the engine's deduplication); "
+                  f"evtrack send (embedded) {ours.seconds:6.2f} s ({args.count / ours.seconds:,.0f} events/s, "
+                  f"{ours.peak_mb:,.0f} MB peak, stored {receipt['stored']:,}, quarantined {receipt['quarantined']:,}); "
+                  f"ratio {plain.seconds / ours.seconds:.2f}")
+            for store in (f"plain-{round_}", f"evtrack-{round_}"):
+                shutil.rmtree(Path(tmp) / store)
+    print(f"ratio evtrack / plain, median of {args.rounds}: {statistics.median(ratios):.2f} "
+          f"(lowest {min(ratios):.2f}, highest {max(ratios):.2f})")
 
 
 if __name__ == "__main__":

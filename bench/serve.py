@@ -6,7 +6,7 @@
     python bench/serve.py --only mixed --seconds 20
 
 1. Bulk: `evtrack send --host` of N generated events through `evtrack serve` (9.5 MB requests,
-   wait=true; no gzip on loopback), timed against a plain chDB `INSERT ... FORMAT JSONEachRow`
+   wait=true; no gzip on loopback), timed against the plain insert of bench/ingest.py (a whole process, column types named)
    of the same file just before it: the ratio of throughputs is the figure to read. The
    machine's speed drifts by tens of percent from minute to minute, so each round pairs the
    two, and the median ratio of the rounds is reported.
@@ -44,7 +44,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import httpx  # noqa: E402
 
-from ingest import PLAIN_SETTINGS, write_events  # noqa: E402
+from ingest import plain_insert, write_events  # noqa: E402
 
 ENV = {**os.environ, "TB_VERSION_WARNING": "0", "TB_CLI_TELEMETRY_OPTOUT": "1"}
 EVENT = '{"event_id":"load-%d-%d","event_type":"tap","user_id":"u%d","timestamp":"2023-03-01 12:00:00"}'
@@ -78,22 +78,6 @@ class Server:
         return err
 
 
-def plain_insert_seconds(events: Path, folder: Path) -> float:
-    code = (
-        "import sys,time; from pathlib import Path; sys.path.insert(0, sys.argv[3])\n"
-        "from evtrack.engine import Engine; from evtrack.project import load_project\n"
-        "e = Engine.open(Path(sys.argv[1])); e.deploy(load_project(Path(sys.argv[3])))\n"
-        "ds = e.datasource('events'); cols = ', '.join(ds.column_ddl)\n"
-        "e.store.execute(f'CREATE TABLE evtrack.plain ({cols}) ENGINE = {ds.engine}')\n"
-        "t = time.perf_counter()\n"
-        "e.store.execute(f\"INSERT INTO evtrack.plain SELECT * FROM file('{sys.argv[2]}', 'JSONEachRow') \" + sys.argv[4])\n"
-        "print(time.perf_counter() - t)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(folder), str(events), str(ROOT), PLAIN_SETTINGS],
-                         capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
-
-
 def bulk(count: int, tmp: Path, rounds: int) -> None:
     """The ratio in each of ``rounds`` rounds (plain insert, then the send through a fresh server), and their median."""
     events = tmp / "events.ndjson"
@@ -101,7 +85,7 @@ def bulk(count: int, tmp: Path, rounds: int) -> None:
     print(f"bulk: {count:,} events ({events.stat().st_size / 1e6:,.0f} MB NDJSON), {rounds} rounds")
     ratios = []
     for round_ in range(1, rounds + 1):
-        plain = plain_insert_seconds(events, tmp / f"plain-{round_}")
+        plain = plain_insert(events, tmp / f"plain-{round_}").seconds
         server = Server(tmp / f"bulk-{round_}")
         try:
             assert evtrack("--host", server.url, "--token", server.admin, "deploy").returncode == 0
@@ -113,7 +97,7 @@ def bulk(count: int, tmp: Path, rounds: int) -> None:
         finally:
             server.stop()
         ratios.append(plain / ours)
-        print(f"  round {round_}: plain chDB INSERT ... FORMAT JSONEachRow {plain:6.2f} s ({count / plain:,.0f} events/s); "
+        print(f"  round {round_}: plain insert (typed file(), whole process) {plain:6.2f} s ({count / plain:,.0f} events/s); "
               f"evtrack send --host (through serve) {ours:6.2f} s ({count / ours:,.0f} events/s, "
               f"stored {receipt['stored']:,}, retries {receipt['retries']}); ratio {plain / ours:.2f}; "
               f"server peak memory {peak:,.0f} MB")

@@ -12,16 +12,23 @@ import sys
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
 
 from . import __version__
 from .errors import EvtrackError
 from .output import OUTPUT_FORMATS, engine_format, render
-from .params import InvalidParam, validate_params
 from .project import Pipe, project_files
-from .settings import resolve
-from .sender import MAX_BATCH_BYTES, Receipt, SendOptions, send_path
-from .targets import Embedded, open_target
+from .settings import MAX_BATCH_BYTES, resolve
+
+if TYPE_CHECKING:
+    from .sender import Receipt
+    from .targets import Embedded
+
+# The targets, the sender and the parameter checks are imported by the commands that use them:
+# `evtrack --help` loads none of them, and `evtrack query` neither the HTTP client nor the sender
+# when the target is the embedded store.
 
 __all__ = ["cli", "main"]
 
@@ -55,6 +62,8 @@ def _target(ctx: click.Context):
     """The command's target, opened once and closed when the command ends."""
     root = ctx.find_root()
     if "target" not in root.obj:
+        from .targets import open_target
+
         settings = resolve(root.obj["data"], root.obj["host"], root.obj["token"])
         root.obj["target"] = root.with_resource(_closing(open_target(settings)))
     return root.obj["target"]
@@ -113,6 +122,8 @@ def send(ctx: click.Context, files: tuple[Path, ...], datasource: str, batch_byt
     Every non-blank line is stored, quarantined (with a reason, in DATASOURCE_quarantine) or
     rejected before sending (with a reason, in the rejects file). Exit 1 unless all were stored.
     """
+    from .sender import Receipt, SendOptions, send_path
+
     for path in files:
         if str(path) != "-" and not path.exists():
             raise click.BadParameter(f"file {str(path)!r} does not exist", param_hint="FILES")
@@ -167,17 +178,18 @@ def _progress(path: Path):
 
 # -- query ----------------------------------------------------------------------------------
 class PipeCommands(click.Group):
-    """``evtrack query PIPE``: one subcommand per pipe, its options from the pipe's own parameters."""
+    """``evtrack query PIPE``: one subcommand per endpoint, its options from the pipe's own parameters.
+    Materialized pipes have no endpoint to call, so they are not listed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(_target(ctx).pipes())
+        return [name for name, pipe in _target(ctx).pipes().items() if pipe.endpoint is not None]
 
     def get_command(self, ctx: click.Context, name: str):
         target = _target(ctx)
         pipes = target.pipes()
         pipe = pipes.get(name) or (target.pipe(name) if hasattr(target, "pipe") else None)
         if pipe is None:
-            known = ", ".join(pipes) or "none; run `evtrack deploy` first"
+            known = ", ".join(self.list_commands(ctx)) or "none; run `evtrack deploy` first"
             raise click.UsageError(f"no deployed pipe named {name!r} (deployed: {known})", ctx)
         return _pipe_command(pipe)
 
@@ -209,6 +221,8 @@ def _pipe_command(pipe: Pipe) -> click.Command:
 
     @click.pass_context
     def run(ctx: click.Context, extra: tuple[str, ...], fmt: str | None, **values: str | None) -> None:
+        from .params import InvalidParam, validate_params
+
         params = {k: v for k, v in values.items() if v is not None}
         for item in extra:
             key, sep, value = item.partition("=")
@@ -305,6 +319,8 @@ def test_pipes(ctx: click.Context, pipe_names: tuple[str, ...], update: bool, pr
 
 # -- serve, token ---------------------------------------------------------------------------
 def _embedded(ctx: click.Context) -> Embedded:
+    from .targets import Embedded
+
     target = _target(ctx)
     if not isinstance(target, Embedded):
         raise click.UsageError(f"{ctx.info_name} works on the embedded store, and the target is {target.label}")

@@ -1,7 +1,6 @@
 """Client-side validation of pipe parameters, from the types the pipe itself declares.
 
-A pydantic model is built per pipe from its template parameters. Each typed field is checked
-with Tinybird's own type testers (``tinybird.datatypes.testers``, the rule the template engine
+Each parameter the pipe declares in its templates is checked with Tinybird's own type testers (``tinybird.datatypes.testers``, the rule the template engine
 applies on the server), and DateTime and Date values must also name a real calendar time, so a
 bad value is refused before any query runs, with the parameter's name and the expected format.
 """
@@ -9,10 +8,7 @@ bad value is refused before any query runs, with the parameter's name and the ex
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
-from typing import Annotated, Optional
 
-from pydantic import AfterValidator, ValidationError, create_model
 from tinybird.datatypes import testers
 
 from .project import Pipe
@@ -76,20 +72,16 @@ def _checker(type_: str):
     return check
 
 
-@lru_cache(maxsize=64)
-def _model(pipe: Pipe):
-    fields = {
-        p.name: (Annotated[Optional[str], AfterValidator(_checker(p.type))], None) for p in pipe.params
-    }
-    return create_model(f"{pipe.name}_parameters", **fields)
-
-
 def validate_params(pipe: Pipe, values: dict[str, str]) -> dict[str, str]:
-    """The values, checked against the pipe's declared types; unknown names pass through."""
-    declared = {p.name: p for p in pipe.params}
-    try:
-        _model(pipe)(**{k: v for k, v in values.items() if k in declared})
-    except ValidationError as exc:
-        name = str(exc.errors()[0]["loc"][0])
-        raise InvalidParam(name, values[name], declared[name].type) from None
+    """The values, checked against the pipe's declared types in the pipe's order; unknown names pass through.
+
+    A few values per call: a loop, not a validation model, whose import alone (pydantic, about
+    0.1 s) would be a sixth of a CLI call.
+    """
+    for param in pipe.params:
+        if param.name in values:
+            try:
+                _checker(param.type)(values[param.name])
+            except ValueError:
+                raise InvalidParam(param.name, values[param.name], param.type) from None
     return values

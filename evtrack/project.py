@@ -8,6 +8,8 @@ clause through ``tinybird.ch_utils.engine``; template parameters are read with
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import re
 import textwrap
@@ -19,7 +21,8 @@ import click
 from .errors import BadRequest
 
 __all__ = ["Column", "Datasource", "Node", "Param", "Pipe", "Project", "described_columns", "load_project",
-           "datasource_text", "parse_datasource", "parse_pipe", "pipe_text", "project_files"]
+           "datasource_text", "parse_datasource", "parse_pipe", "pipe_record", "pipe_from_record", "pipe_text",
+           "project_files"]
 
 # tinybird-cli reads its datafiles with a template pass that may look at the environment; keep
 # its version check and telemetry quiet whenever it is imported by evtrack.
@@ -257,6 +260,30 @@ def parse_pipe(name: str, text: str) -> Pipe:
         params=_params(nodes),
         source=text,
     )
+
+
+def pipe_record(pipe: Pipe) -> dict:
+    """The parsed pipe as JSON, keyed to its text: what the CLI needs (options, types,
+    descriptions) and what rendering needs (the nodes), read back without tinybird-cli's parser."""
+    record = {f.name: getattr(pipe, f.name) for f in dataclasses.fields(pipe) if f.name != "source"}
+    record["nodes"] = [dataclasses.asdict(n) for n in pipe.nodes]
+    record["params"] = [dataclasses.asdict(p) for p in pipe.params]
+    record["source_md5"] = hashlib.md5(pipe.source.encode()).hexdigest()
+    return record
+
+
+def pipe_from_record(name: str, text: str, record: dict | None) -> Pipe:
+    """The pipe ``text`` as its record says, or parsed when the record is missing or is not of this text."""
+    if record and record.get("source_md5") == hashlib.md5(text.encode()).hexdigest():
+        fields = {k: v for k, v in record.items() if k != "source_md5"}
+        try:
+            return Pipe(**{**fields, "name": name, "source": text,
+                           "nodes": tuple(Node(**n) for n in fields["nodes"]),
+                           "params": tuple(Param(**p) for p in fields["params"]),
+                           "tokens": tuple(tuple(t) for t in fields["tokens"])})
+        except (KeyError, TypeError):  # a record written by another version of evtrack
+            pass
+    return parse_pipe(name, text)
 
 
 def _params(nodes: tuple[Node, ...]) -> tuple[Param, ...]:

@@ -26,10 +26,10 @@ from pydantic import (ConfigDict, Field, StrictBool, StrictFloat, StrictInt, Str
                       ValidationError, create_model)
 
 from .project import Column
+from .settings import MAX_BATCH_BYTES
 
 __all__ = ["Batch", "Checks", "Checkpoint", "Receipt", "SendOptions", "batches", "send_batches", "send_path"]
 
-MAX_BATCH_BYTES = 9_500_000  # just under Tinybird's 10 MB per Events API request
 # ClickHouse's best-effort parser takes many shapes ("July 15, 2023", "15/07/2023 14:30", epoch
 # seconds as text), but none without a digit: only those are sure not to be dates.
 _DATE_LIKE = re.compile(r"\d")

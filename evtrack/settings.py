@@ -16,7 +16,9 @@ from pathlib import Path
 
 from .errors import BadRequest
 
-__all__ = ["Secret", "Target", "resolve"]
+__all__ = ["MAX_BATCH_BYTES", "Secret", "Target", "resolve"]
+
+MAX_BATCH_BYTES = 9_500_000  # just under Tinybird's 10 MB per Events API request
 
 
 class Secret:

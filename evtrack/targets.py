@@ -13,15 +13,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .client import Client, Retry
 from .engine import FORMATS, AppendResult, Engine, deployed_pipes, read_snapshot
 from .engine.tokens import TokenStore
 from .errors import EvtrackError
 from .project import Pipe, described_columns, load_project, parse_datasource, parse_pipe, pipe_text
-from .sender import Checks, Receipt, SendOptions
 from .server import running_server
 from .settings import Target
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .sender import Receipt, SendOptions
+
+# The HTTP client and the sender's checks (httpx, pydantic: about 0.2 s) are imported where they are
+# used, so a query on the embedded store loads neither.
 
 __all__ = ["Embedded", "Remote", "open_target"]
 
@@ -79,7 +85,11 @@ class Remote:
     def __init__(self, target: Target, client: Client | None = None, snapshot: Path | None = None):
         self.target = target
         self.label = target.host
-        self.client = client or Client(target.host, target.token.reveal())
+        if client is None:
+            from .client import Client
+
+            client = Client(target.host, target.token.reveal())
+        self.client = client
         self._snapshot = snapshot  # the store of a local `evtrack serve`, whose deployed pipes are on disk
 
     def close(self) -> None:
@@ -109,6 +119,9 @@ class Remote:
 
     def delivery(self, datasource: str, options: SendOptions):
         """Batches go to the Events API with retries; lines are checked first against the datasource."""
+        from .client import Retry
+        from .sender import Checks, Receipt
+
         retry = Retry()
 
         def deliver(payload: bytes) -> Receipt:
@@ -144,6 +157,8 @@ class Remote:
 
 
 def _receipt(result: AppendResult) -> Receipt:
+    from .sender import Receipt
+
     return Receipt(lines=result.successful_rows + result.quarantined_rows, stored=result.successful_rows,
                    quarantined=result.quarantined_rows, reasons=list(result.errors))
 

@@ -36,10 +36,12 @@ def test_deploy_then_redeploy_is_a_no_op(deployed):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "unchanged  events.datasource",
+        "unchanged  events_by_user.datasource",
         "unchanged  event_stats.pipe",
         "unchanged  event_timeseries.pipe",
         "unchanged  get_events.pipe",
         "unchanged  user_activity.pipe",
+        "unchanged  events_by_user_mv.pipe",  # materialized pipes deploy last
     ]
 
 
@@ -231,3 +233,33 @@ def test_token_jwt_refuses_bad_options(deployed, args, message):
     result = run("token", "jwt", *args, data=deployed)
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[-1] == f"Error: {message}"
+
+
+def test_deployed_pipe_record_reads_back_as_the_parsed_file(project):
+    from evtrack.project import parse_pipe, pipe_from_record, pipe_record
+
+    for name, text in ((p.name, p.source) for p in project.pipes.values()):
+        record = json.loads(json.dumps(pipe_record(parse_pipe(name, text))))  # as the snapshot stores it
+        assert pipe_from_record(name, text, record) == parse_pipe(name, text)
+        # A record of another text (an older deploy) is not used: the text is parsed.
+        edited = text.replace("DESCRIPTION >", "DESCRIPTION >\n    Edited.", 1)
+        assert pipe_from_record(name, edited, record) == parse_pipe(name, edited)
+        assert pipe_from_record(name, edited, record).description != record["description"]
+
+
+def test_query_on_the_embedded_store_loads_no_datafile_parser_http_client_or_pyarrow(deployed):
+    run("send", str(FIXTURE), data=deployed)
+    script = (
+        "import sys\n"
+        "from evtrack.cli import cli\n"
+        f"try:\n    cli(['--data', {str(deployed)!r}, 'query', 'user_activity', '--user-id', 'user_abc',"
+        " '--format', 'json'])\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "heavy = ['tinybird.datafile_common', 'httpx', 'pydantic', 'pyarrow']\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    expected = reference.user_activity(reference.load(FIXTURE), "user_abc")
+    assert json.loads(done.stdout)["data"] == expected

@@ -4,7 +4,6 @@ project written here. Expected values are counted in Python from the rows the te
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import pytest

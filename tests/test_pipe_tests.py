@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from evtrack.cli import cli
 
 from .conftest import ROOT
-from .test_materialized import CLICKS, clicks, expected_pages, ndjson, write_project
+from .test_materialized import clicks, expected_pages, ndjson, write_project
 
 
 def run(*args, data: Path):

@@ -59,10 +59,11 @@ def test_unmodified_tb_cli_against_serve(tmp_path, project):
         auth = tb("auth", "--host", server.url, "--token", server.admin, cwd=project)
         assert auth.returncode == 0, auth.stdout + auth.stderr
         assert json.loads((project / ".tinyb").read_text())["host"] == server.url
-        pushed = tb("push", "--push-deps", "datasources/events.datasource", "pipes/get_events.pipe",
-                    "pipes/user_activity.pipe", "pipes/event_stats.pipe", cwd=project)
+        # The endpoints read events_by_user, which a materialized pipe fills: it is pushed too.
+        pushed = tb("push", "--push-deps", "datasources/events.datasource", "pipes/events_by_user_mv.pipe", "pipes/get_events.pipe", "pipes/user_activity.pipe",
+                    "pipes/event_stats.pipe", cwd=project)
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
-        for name in ("events", "get_events", "user_activity", "event_stats"):
+        for name in ("events", "events_by_user", "get_events", "user_activity", "event_stats"):
             assert f"** '{name}' created" in pushed.stdout
         appended = tb("datasource", "append", "events", "fixtures/events.ndjson", cwd=project)
         assert appended.returncode == 0, appended.stdout + appended.stderr

@@ -311,3 +311,27 @@ def test_the_admin_tokens_scopes_cannot_be_replaced(fresh_engine, fresh_http):
     response = fresh_http.post("/v0/tokens?name=admin%20token&scope=PIPES:READ:get_events", headers=admin(fresh_engine))
     assert_error(response, 400, "The scopes of 'admin token', the workspace's admin token, cannot be changed")
     assert fresh_http.get("/tokens").json()["admin_token"] == fresh_engine.tokens.admin.token
+
+
+def test_node_analysis_checks_a_materialized_node_against_its_target(fresh_engine, fresh_http):
+    """What `tb push` asks of a materialized pipe before creating it (its checker pipe, standard nodes)."""
+    headers = admin(fresh_engine)
+
+    def checker(sql: str) -> None:
+        body = {"name": "copy__checker", "nodes": [{"name": "rows", "sql": sql}]}
+        assert fresh_http.post("/v0/pipes", json=body, headers=headers).status_code == 200
+
+    checker("SELECT user_id, timestamp, event_id, event_type FROM events")
+    answer = fresh_http.get("/v0/pipes/copy__checker/nodes/rows/analysis",
+                            params={"datasource": "events_by_user", "dry_run": "true"}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["warnings"] == []
+    assert [c["name"] for c in answer.json()["analysis"]["columns"]] == ["user_id", "timestamp", "event_id", "event_type"]
+
+    checker("SELECT user_id, timestamp AS ts FROM events")
+    refused = fresh_http.get("/v0/pipes/copy__checker/nodes/rows/analysis",
+                             params={"datasource": "events_by_user"}, headers=headers)
+    assert refused.status_code == 400
+    assert "returns 'ts', which the datasource 'events_by_user' does not have" in refused.text
+    missing = fresh_http.get("/v0/pipes/copy__checker/nodes/nope/analysis", headers=headers)
+    assert missing.status_code == 404

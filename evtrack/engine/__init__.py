@@ -6,7 +6,8 @@
     engine.query_pipe("user_activity", {"user_id": "user_abc"})
 
 A deployed project is a snapshot (``project.json`` in the folder): editing a datafile changes
-nothing until the next deploy. Datasources are tables in the ``evtrack`` database of the store;
+nothing until the next deploy. Beside each pipe's text the snapshot keeps it parsed (nodes and
+parameters), so calling a pipe or listing its options needs no datafile parser. Datasources are tables in the ``evtrack`` database of the store;
 each has a ``<name>_quarantine`` table with Tinybird's quarantine columns.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadRequest, NotFound, QueryError, SchemaConflict, StoreError
-from ..project import Datasource, Pipe, Project, parse_datasource, parse_pipe
+from ..project import Datasource, Pipe, Project, parse_datasource, pipe_from_record, pipe_record
 from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .materialized import backfill_sql, check_columns, output_columns, view_ddl, view_name
 from .pipes import pipe_sql
@@ -30,7 +31,7 @@ from .sqlapi import read_only_sql, used_tables
 from .rwlock import RWLock
 from .store import QueryLimits, Store
 from .tokens import TokenStore, datafile_scope
-from .wal import WriteAheadLog, import_id
+from .wal import WriteAheadLog, import_id as wal_import_id
 
 __all__ = ["Engine", "AppendResult", "DeployResult", "FORMATS", "deployed_pipes", "read_snapshot"]
 
@@ -87,8 +88,15 @@ class Engine:
     # -- the deployed project -------------------------------------------------------------
     def _load_snapshot(self) -> None:
         self._sources = read_snapshot(self.store.path)
-        self.datasources = {n: parse_datasource(n, s) for n, s in self._sources["datasources"].items()}
+        self._datasources: dict[str, Datasource] | None = None
         self._pipes: dict[str, Pipe] = {}
+
+    @property
+    def datasources(self) -> dict[str, Datasource]:
+        """The deployed datasources, parsed on first use (a pipe call needs only their names)."""
+        if self._datasources is None:
+            self._datasources = {n: parse_datasource(n, s) for n, s in self._sources["datasources"].items()}
+        return self._datasources
 
     def _save_snapshot(self) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.store.path, prefix=".project-", suffix=".json")
@@ -101,7 +109,7 @@ class Engine:
             if name not in self._sources["pipes"]:
                 raise NotFound(f"The pipe '{name}' does not exist")
             if name not in self._pipes:
-                self._pipes[name] = parse_pipe(name, self._sources["pipes"][name])
+                self._pipes[name] = _snapshot_pipe(self._sources, name)
             return self._pipes[name]
 
     def pipe_names(self) -> list[str]:
@@ -130,7 +138,7 @@ class Engine:
     def tables(self) -> dict[str, tuple[str, str]]:
         """Every name SQL may use (datasources and their quarantines) and its table."""
         with self._lock.shared():
-            return _table_map(self.datasources)
+            return _table_map(self._sources["datasources"])
 
     # -- deploy ----------------------------------------------------------------------------
     def deploy(self, project: Project, force: bool = False) -> DeployResult:
@@ -206,6 +214,7 @@ class Engine:
             if view_changed and old == pipe.source:
                 old = None  # the pipe reads another pipe that changed: its view was rebuilt
         self._sources["pipes"][pipe.name] = pipe.source
+        self._sources.setdefault("parsed_pipes", {})[pipe.name] = pipe_record(pipe)
         self._pipes[pipe.name] = pipe
         self._save_snapshot()
         self._grant(pipe.tokens, "pipe", pipe.name)
@@ -283,6 +292,7 @@ class Engine:
             if self._views.pop(name, None) is not None:
                 self.store.execute(f"DROP VIEW IF EXISTS {DATABASE}.`{view_name(name)}`")
             del self._sources["pipes"][name]
+            self._sources.get("parsed_pipes", {}).pop(name, None)
             self._pipes.pop(name, None)
             self._save_snapshot()
 
@@ -373,7 +383,7 @@ class Engine:
                 if datasource not in self.datasources:
                     raise StoreError(f"the write-ahead log {self.wal.folder / segment}.wal holds events for "
                                      f"'{datasource}', which is not deployed: deploy it, then open the store again")
-                ident = import_id(segment, datasource)
+                ident = wal_import_id(segment, datasource)
                 self._forget_import(datasource, ident)
                 [result] = self.append_many(datasource, [b"\n".join(payloads)], [ident])
                 replayed += result.successful_rows + result.quarantined_rows
@@ -515,7 +525,13 @@ def read_snapshot(path: Path) -> dict[str, dict[str, str]]:
 
 
 def deployed_pipes(path: Path) -> dict[str, Pipe]:
-    return {name: parse_pipe(name, text) for name, text in sorted(read_snapshot(path)["pipes"].items())}
+    snapshot = read_snapshot(path)
+    return {name: _snapshot_pipe(snapshot, name) for name in sorted(snapshot["pipes"])}
+
+
+def _snapshot_pipe(snapshot: dict, name: str) -> Pipe:
+    """A deployed pipe from its parsed record (parsed again only for a snapshot written without one)."""
+    return pipe_from_record(name, snapshot["pipes"][name], snapshot.get("parsed_pipes", {}).get(name))
 
 
 def _incompatibility(old: Datasource, new: Datasource) -> str | None:

@@ -20,6 +20,8 @@ from starlette.routing import Route
 
 from ..engine import FORMATS, Engine
 from ..engine.ingest import quarantine_name
+from ..engine.materialized import output_columns
+from ..engine.pipes import pipe_sql
 from ..errors import BadRequest, EvtrackError, NotFound
 from ..project import Datasource, Pipe, datasource_text, parse_datasource, parse_pipe, pipe_text
 from .auth import require
@@ -52,6 +54,7 @@ def routes(pipe_endpoint) -> list[Route]:
         Route("/v0/pipes", pipes, methods=["GET", "POST"]),
         Route("/v0/pipes/{name}", pipe_file, methods=["GET", "POST", "DELETE"]),
         Route("/v0/pipes/{name}/nodes/{node}/endpoint", set_endpoint, methods=["POST"]),
+        Route("/v0/pipes/{name}/nodes/{node}/analysis", analyze_node, methods=["GET"]),
         Route("/v0/tokens", tokens, methods=["GET", "POST"]),
         Route("/v0/tokens/{name}", token, methods=["GET", "PUT"]),
         Route("/v0/sql_tables", sql_tables, methods=["POST"]),
@@ -173,17 +176,19 @@ async def _append(request: Request, engine: Engine, name: str, payload) -> Respo
 
 # -- pipes ------------------------------------------------------------------------------------
 def _pipe_json(request: Request, pipe: Pipe) -> dict:
-    endpoint = pipe.endpoint
+    endpoint, materialized = pipe.endpoint, pipe.materialized
     nodes = [{
         "id": _id("pipe", pipe.name, n.name), "name": n.name, "sql": n.sql, "description": n.description or None,
-        "materialized": None, "cluster": None, "tags": {}, "created_at": _STARTED, "updated_at": _STARTED,
-        "version": 0, "project": None, "result": None, "ignore_sql_errors": False,
-        "node_type": "endpoint" if n is endpoint else "standard", "dependencies": [], "params": [],
+        "materialized": n.datasource or None, "cluster": None, "tags": {}, "created_at": _STARTED,
+        "updated_at": _STARTED, "version": 0, "project": None, "result": None, "ignore_sql_errors": False,
+        "node_type": "endpoint" if n is endpoint else "materialized" if n is materialized else "standard",
+        "dependencies": [], "params": [],
     } for n in pipe.nodes]
+    kind = "endpoint" if endpoint else "materialized" if materialized else "default"
     return {
         "id": _id("pipe", pipe.name), "name": pipe.name, "description": pipe.description or None,
         "endpoint": _id("pipe", pipe.name, endpoint.name) if endpoint else None,
-        "type": "endpoint" if endpoint else "default", "created_at": _STARTED, "updated_at": _STARTED,
+        "type": kind, "created_at": _STARTED, "updated_at": _STARTED,
         "parent": None, "nodes": nodes, "url": f"{str(request.base_url).rstrip('/')}/v0/pipes/{pipe.name}.json",
     }
 
@@ -227,7 +232,35 @@ async def post_pipe(request: Request) -> Response:
         raise BadRequest("A pipe needs a name and at least one node")
     pipe = parse_pipe(name, pipe_text(document))
     await run_in_threadpool(engine.deploy_pipe, pipe)
-    return JSONResponse(_pipe_json(request, engine.pipe(name)))
+    answer = _pipe_json(request, engine.pipe(name))
+    if pipe.materialized is not None:  # as Tinybird answers: the target, which the project defines itself
+        target = pipe.materialized.datasource
+        answer.update(datasource={"id": _id("datasource", target), "name": target}, created_datasource=False)
+    return JSONResponse(answer)
+
+
+async def analyze_node(request: Request) -> Response:
+    """What `tb push` asks before it creates a materialized pipe: the node's columns, checked against
+    the target datasource (``datasource=``) when one is named; a 400 naming what does not fit."""
+    engine = _engine(request)
+    require(request, engine.tokens, "PIPES:CREATE")
+    pipe = engine.pipe(request.path_params["name"])
+    node = next((n for n in pipe.nodes if request.path_params["node"] in (n.name, _id("pipe", pipe.name, n.name))), None)
+    if node is None:
+        raise NotFound(f"Node '{request.path_params['node']}' not found")
+    sql = pipe_sql(pipe, {}, engine.tables(), node=node)
+    produced = await run_in_threadpool(output_columns, engine.store, sql)
+    target = request.query_params.get("datasource")
+    analysis: dict = {"pipe": {"name": pipe.name}, "sql": sql,
+                      "columns": [{"name": name, "type": type_} for name, type_ in produced]}
+    if target:
+        columns = [c.name for c in engine.datasource(target).columns]
+        missing = [name for name, _ in produced if name not in columns]
+        if missing:
+            raise BadRequest(f"The node '{node.name}' returns {', '.join(repr(m) for m in missing)}, which the "
+                             f"datasource '{target}' does not have (its columns: {', '.join(columns)})")
+        analysis["datasource"] = {"name": target}
+    return JSONResponse({"analysis": analysis, "warnings": []})
 
 
 async def set_endpoint(request: Request) -> Response:
