@@ -425,10 +425,12 @@ def token_jwt(ctx: click.Context, pipes: tuple[str, ...], fixed: tuple[str, ...]
     values = dict(item.partition("=")[::2] for item in fixed)
     if any("=" not in item or not item.partition("=")[0] for item in fixed):
         raise click.BadParameter("expected NAME=VALUE, e.g. --fixed user_id=user_abc", param_hint="'--fixed'")
-    deployed = deployed_pipes(data)
+    # A JWT reads endpoints only: a materialized pipe has nothing to read.
+    deployed = {name: pipe for name, pipe in deployed_pipes(data).items() if pipe.endpoint is not None}
     for pipe in pipes:
         if pipe not in deployed:
-            raise click.BadParameter(f"no deployed pipe named '{pipe}' (deployed: {', '.join(deployed)})", param_hint="'--pipe'")
+            raise click.BadParameter(f"no deployed endpoint named '{pipe}' (deployed: {', '.join(deployed)})",
+                                     param_hint="'--pipe'")
         known = {p.name for p in deployed[pipe].params}
         for key in values:
             if key not in known:  # a fixed parameter the pipe ignores would restrict nothing

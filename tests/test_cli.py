@@ -224,7 +224,7 @@ def test_token_jwt_prints_a_tinybird_jwt_signed_with_the_admin_token(deployed):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--pipe", "nope"], "Invalid value for '--pipe': no deployed pipe named 'nope' (deployed: event_stats, event_timeseries, get_events, user_activity)"),
+    (["--pipe", "nope"], "Invalid value for '--pipe': no deployed endpoint named 'nope' (deployed: event_stats, event_timeseries, get_events, user_activity)"),
     (["--pipe", "user_activity", "--fixed", "uid=x"], "Invalid value for '--fixed': 'uid' is not a parameter of user_activity (end_date, start_date, user_id)"),
     (["--pipe", "user_activity", "--fixed", "user_id"], "Invalid value for '--fixed': expected NAME=VALUE, e.g. --fixed user_id=user_abc"),
     (["--pipe", "user_activity", "--ttl", "1w"], "Invalid value for '--ttl': '1w' is not a duration: a positive number with s, m, h or d, e.g. 1h"),

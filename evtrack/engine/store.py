@@ -249,6 +249,7 @@ def _import_chdb():
         sys.modules["pyarrow"] = None  # an ImportError for chDB's optional `import pyarrow`
     try:
         import chdb
+        import chdb.state  # what chdb.connect() imports on its first call
     finally:
         if hidden and sys.modules.get("pyarrow", 0) is None:
             del sys.modules["pyarrow"]
