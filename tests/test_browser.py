@@ -150,6 +150,39 @@ def test_tracker_sends_page_views_and_custom_events_that_land_in_events(page, se
     assert {e["event_id"] for e in json.loads(shown.stdout)["data"]} == {e["event_id"] for e in reloaded}
 
 
+@pytest.mark.parametrize("status, headers, body", [
+    (503, {}, "Service temporarily unavailable, no data ingested, please retry again\n"),
+    (429, {"Retry-After": "1", "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"},
+     "Too many requests\n"),
+])
+def test_tracker_retries_a_refused_batch_and_each_event_lands_once(page, server, other_origin, status, headers, body):
+    """The first POST is answered as Tinybird answers an overloaded or rate-limited API (in the browser,
+    before it reaches the server); the tracker sends the same batch again, and it is stored once."""
+    folder, origin = other_origin
+    (folder / f"retry{status}.html").write_text(
+        f'<!doctype html><title>Retry</title>'
+        f'<script src="{server.url}/tracker.js" data-token="{server.token("tracker")}"></script>')
+    refused: list[str] = []
+
+    def answer(route):
+        if not refused:
+            refused.append(route.request.post_data)
+            route.fulfill(status=status, body=body, headers={**headers, "Access-Control-Allow-Origin": "*",
+                                                              "Access-Control-Expose-Headers": "Retry-After"})
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/v0/events.*"), answer)
+    page.goto(f"{origin}/retry{status}.html")
+    user = page.evaluate("localStorage.getItem('evtrack_anon')")
+    [stored] = wait_for_events(page, server, user, 1)
+    assert len(refused) == 1
+    [sent] = [json.loads(line) for line in refused[0].splitlines() if line.strip()]
+    assert sent["event_id"] == stored["event_id"] and sent["event_type"] == "page_view"
+    page.wait_for_timeout(1500)  # nothing more arrives: the batch went once more, not again and again
+    assert len(events_of(server, user_id=user)) == 1
+
+
 def test_tracker_starts_a_new_session_after_30_minutes_without_events(page, server, other_origin):
     folder, origin = other_origin
     (folder / "idle.html").write_text(
