@@ -274,7 +274,7 @@ def pipes(ctx: click.Context) -> None:
     if not found:
         click.echo("No pipes deployed. Run `evtrack deploy`.")
     for pipe in found.values():
-        kind = "endpoint" if pipe.endpoint else "no endpoint"
+        kind = "endpoint" if pipe.endpoint else f"copy into {pipe.copy.datasource}" if pipe.copy else "no endpoint"
         click.echo(f"{pipe.name} ({kind}): {pipe.description}")
         for p in pipe.params:
             flags = " required" if p.required else (f" default={p.default}" if p.default is not None else "")

@@ -258,22 +258,43 @@ def test_cli_copy_run_prints_the_rows_and_refuses_bad_parameters(tmp_path):
 
 
 # -- schedules ----------------------------------------------------------------------------------
+STAMPS = """SCHEMA >
+    `at` DateTime
+
+ENGINE MergeTree
+ENGINE_SORTING_KEY at
+"""
+STAMP = """NODE stamp
+SQL >
+    %
+    SELECT {{ DateTime(job_timestamp) }} AS at
+
+TYPE COPY
+TARGET_DATASOURCE stamps
+COPY_SCHEDULE 0 * * * *
+"""
+
+
 def test_scheduler_runs_a_pipe_when_its_cron_comes_due(tmp_path):
+    extra = {"datasources/stamps.datasource": STAMPS, "copies/stamp.pipe": STAMP}
     with Engine.open(tmp_path / "store") as opened:
-        opened.deploy(load_project(write_project(tmp_path / "project", schedule="*/5 * * * *")))
+        opened.deploy(load_project(write_project(tmp_path / "project", extra, schedule="*/5 * * * *")))
         opened.append("sales", ndjson(SALES_ROWS))
-        scheduler = CopyScheduler(opened)
-        start = 1_700_000_100.0  # 22:15:00 UTC: a multiple of five minutes
-        assert scheduler.tick(start) == []  # learns the schedule: next at 22:20
+        scheduler = CopyScheduler(opened, clock=lambda: 0.0)
+        start = 1_700_000_100.0  # 2023-11-14 22:15:00 UTC, a multiple of five minutes
+        assert scheduler.tick(start) == []  # learns the schedules: copy_totals next at 22:20, stamp at 23:00
         assert scheduler.tick(start + 299) == []
         assert scheduler.tick(start + 300) == ["copy_totals"]
         scheduler.stop()
         assert scheduler.tick(start + 301) == []  # not again before 22:25
         assert scheduler.runs == {"copy_totals": 1}
         assert target(opened) == sorted(expected_totals().items())
-        assert scheduler.tick(start + 600) == ["copy_totals"]
+        assert sorted(scheduler.tick(start + 2700 + 5)) == ["copy_totals", "stamp"]  # 23:00:05
         scheduler.stop()
         assert len(target(opened)) == 2 * len(expected_totals())
+        # job_timestamp is the time the run was due, not the (injected) clock's nor the machine's.
+        stamps = json.loads(opened.sql("SELECT toString(at) AS at FROM stamps"))["data"]
+        assert stamps == [{"at": "2023-11-14 23:00:00"}]
 
 
 def test_scheduled_copy_fires_under_evtrack_serve(tmp_path):

@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,12 +371,15 @@ class Engine:
     # -- copy pipes ------------------------------------------------------------------------
     def run_copy(self, name: str, params: dict[str, str], mode: str | None = None) -> int:
         """Run the copy pipe ``name`` once with ``params`` (its COPY_MODE unless ``mode``); the rows copied.
-        See ``evtrack.engine.copies`` for how append and replace write."""
+        ``job_timestamp`` is the time now (UTC) unless given. See ``evtrack.engine.copies`` for how
+        append and replace write."""
         from ..params import InvalidParam, validate_params
 
         node = self.pipe(name).copy
         if node is None:
             raise BadRequest(f"The pipe '{name}' is not a copy pipe (it has no TYPE COPY node)")
+        # Tinybird's job_timestamp: when the job was received, unless the caller (or a schedule) says.
+        params = {"job_timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), **params}
         try:
             validate_params(self.pipe(name), params)
         except InvalidParam as exc:

@@ -51,7 +51,8 @@ class CopyScheduler:
 
     ``clock()`` is the time now (seconds since the epoch, UTC); ``tick(now)`` starts the runs due at
     ``now``. ``start()`` ticks in a thread at least every ``interval`` seconds until ``stop()``.
-    A run still going when its next time comes is not started twice: that time is skipped.
+    A run still going when its next time comes is not started twice: that time is skipped. A run's
+    ``job_timestamp`` parameter is the time it was due (UTC), as Tinybird's is the time the job was received.
     """
 
     def __init__(self, engine, clock: Callable[[], float] = time.time, interval: float = 0.5):
@@ -90,15 +91,16 @@ class CopyScheduler:
             if running is not None and running.is_alive():
                 log.warning("copy pipe %s: the run of the previous schedule is still going; this one is skipped", name)
                 continue
-            worker = threading.Thread(target=self._run, args=(name,), name=f"evtrack-copy-{name}", daemon=True)
+            slot = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(known[1]))
+            worker = threading.Thread(target=self._run, args=(name, slot), name=f"evtrack-copy-{name}", daemon=True)
             self._running[name] = worker
             worker.start()
             started.append(name)
         return started
 
-    def _run(self, name: str) -> None:
+    def _run(self, name: str, slot: str) -> None:
         try:
-            rows = self.engine.run_copy(name, {})
+            rows = self.engine.run_copy(name, {"job_timestamp": slot})
             log.info("copy pipe %s: %d rows copied", name, rows)
         except EvtrackError as exc:
             log.error("copy pipe %s failed: %s", name, exc.message)
