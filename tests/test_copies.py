@@ -5,6 +5,7 @@ computed in Python from the rows the tests send, never by the SQL under test."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -298,7 +299,9 @@ def test_scheduler_runs_a_pipe_when_its_cron_comes_due(tmp_path):
 
 
 def test_scheduled_copy_fires_under_evtrack_serve(tmp_path):
-    data, root = tmp_path / "store", write_project(tmp_path / "project", schedule="* * * * * *")
+    failing = BROKEN_COPY.replace("TARGET_DATASOURCE", "COPY_SCHEDULE * * * * * *\nTARGET_DATASOURCE")
+    data = tmp_path / "store"
+    root = write_project(tmp_path / "project", {"copies/failing_totals.pipe": failing}, schedule="* * * * * *")
     deployed = evtrack("--data", str(data), "deploy", "--project", str(root))
     assert deployed.returncode == 0, deployed.stderr
     (tmp_path / "sales.ndjson").write_bytes(ndjson(SALES_ROWS))
@@ -319,4 +322,8 @@ def test_scheduled_copy_fires_under_evtrack_serve(tmp_path):
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout.strip() == f"{len(expected_totals(20))} rows copied into user_totals"
     finally:
-        assert server.stop() == 0
+        server.process.send_signal(signal.SIGTERM)
+        _, err = server.process.communicate(timeout=60)
+    # The failing schedule was logged each time, and never stopped the server.
+    assert server.process.returncode == 0, err
+    assert "copy pipe failing_totals failed" in err and "a sale above 50" in err
