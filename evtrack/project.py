@@ -389,9 +389,11 @@ def pipe_text(document: dict, tokens=()) -> str:
             lines += ["TYPE endpoint", ""]
         elif node_type == "materialized" and node.get("datasource"):
             lines += ["TYPE materialized", f"DATASOURCE {node['datasource']}", ""]
-        elif node_type == "copy" and node.get("datasource"):
-            lines += ["TYPE copy", f"TARGET_DATASOURCE {node['datasource']}"]
+        elif node_type == "copy" and (node.get("datasource") or node.get("target_datasource")):
+            # Our own record's keys, or those `tb push` sends (target_datasource, copy_schedule, mode).
+            lines += ["TYPE copy", f"TARGET_DATASOURCE {node.get('datasource') or node['target_datasource']}"]
             lines += [f"COPY_SCHEDULE {node['copy_schedule']}"] if node.get("copy_schedule") else []
-            lines += [f"COPY_MODE {node['copy_mode']}"] if node.get("copy_mode") else []
+            mode = node.get("copy_mode") or node.get("mode")
+            lines += [f"COPY_MODE {mode}"] if mode else []
             lines.append("")
     return "\n".join(lines)

@@ -327,3 +327,31 @@ def test_scheduled_copy_fires_under_evtrack_serve(tmp_path):
     # The failing schedule was logged each time, and never stopped the server.
     assert server.process.returncode == 0, err
     assert "copy pipe failing_totals failed" in err and "a sale above 50" in err
+
+
+def test_tb_push_of_a_copy_pipe_to_evtrack_serve(tmp_path):
+    """`evtrack deploy --host` runs the unmodified `tb push`: it creates the pipe, then sets its copy node."""
+    root = tmp_path / "project"
+    for path, text in {"datasources/sales.datasource": SALES, "datasources/user_totals.datasource": USER_TOTALS,
+                       "pipes/snapshot_totals.pipe": REPLACE_COPY.replace("@on-demand", "0 * * * *")}.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    data = tmp_path / "store"
+    server = Served(data)
+    try:
+        pushed = evtrack("--host", server.url, "--token", server.admin, "deploy", "--project", str(root))
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        node = json.loads((data / "project.json").read_text())["parsed_pipes"]["snapshot_totals"]["nodes"][0]
+        assert (node["type"], node["datasource"], node["copy_schedule"], node["copy_mode"]) == (
+            "copy", "user_totals", "0 * * * *", "replace")
+        (tmp_path / "sales.ndjson").write_bytes(ndjson(SALES_ROWS))
+        sent = evtrack("--data", str(data), "send", "--datasource", "sales", str(tmp_path / "sales.ndjson"))
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        for _ in range(2):  # replace: the second run leaves the same rows
+            ran = evtrack("--data", str(data), "copy", "run", "snapshot_totals")
+            assert ran.stdout.strip() == f"{len(expected_totals())} rows copied into user_totals", ran.stderr
+        answer = httpx.get(f"{server.url}/v0/sql", params={"q": "SELECT user, total FROM user_totals ORDER BY user"},
+                           headers={"Authorization": f"Bearer {server.admin}"}, timeout=10)
+        assert [(r["user"], int(r["total"])) for r in answer.json()["data"]] == sorted(expected_totals().items())
+    finally:
+        assert server.stop() == 0

@@ -392,7 +392,9 @@ class Engine:
             lock = self._copy_locks.setdefault(name, threading.Lock())
         # Replacing a target that materialized pipes read rebuilds their targets too: alone, as a deploy.
         with lock, (self._lock if mode == "replace" and rebuilds else self._lock.shared()):
-            pipe = self.pipe(name)
+            pipe = self.pipe(name)  # as deployed now: a deploy may have come in between
+            if pipe.copy is None:
+                raise BadRequest(f"The pipe '{name}' is no longer a copy pipe")
             sql = pipe_sql(pipe, params, self.tables(), node=pipe.copy, pipes=_reader(pipe, _Deployed(self)))
             target, staging = pipe.copy.datasource, staging_name(pipe.copy.datasource)
             self.store.execute(f"CREATE TABLE {DATABASE}.`{staging}` AS {DATABASE}.`{target}`")

@@ -9,6 +9,7 @@ Unlike Tinybird, which queues the job and answers at once, the run happens befor
 (copies on one machine are short): the job comes back ``done`` with its row count, and a failure
 is the request's error (400 with the template's or ClickHouse's message). The last jobs are kept
 in memory for ``GET /v0/jobs/{id}``, which ``tb pipe copy run --wait`` polls.
+``PUT /v0/pipes/{name}/nodes/{node}/copy`` is what ``tb push`` calls to set a copy node up.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import BadRequest, NotFound
+from ..project import parse_pipe, pipe_text
 from .admin import _id, _pipe_json
 from .auth import require
 from .bodies import request_fields
@@ -36,8 +38,33 @@ _NOT_PARAMS = ("_mode", "on_demand_compute")
 def routes() -> list[Route]:
     return [
         Route("/v0/pipes/{name}/copy", run_copy, methods=["POST"]),
+        Route("/v0/pipes/{name}/nodes/{node}/copy", set_copy, methods=["PUT"]),
         Route("/v0/jobs/{job_id}", get_job, methods=["GET"]),
     ]
+
+
+async def set_copy(request: Request) -> Response:
+    """What `tb push` calls after creating a copy pipe: the node's target, schedule and mode, as form
+    fields (``target_datasource``, ``schedule_cron``, ``mode``); the pipe is deployed again with them.
+    No ``schedule_cron`` (or ``None``) means on demand, as on Tinybird."""
+    engine = request.app.state.engine
+    require(request, engine.tokens, "PIPES:CREATE")
+    ref = request.path_params["name"]
+    name = next((n for n in engine.pipe_names() if ref in (n, _id("pipe", n))), ref)
+    pipe = engine.pipe(name)
+    node = next((n for n in pipe.nodes if request.path_params["node"] in (n.name, _id("pipe", name, n.name))), None)
+    if node is None:
+        raise NotFound(f"Node '{request.path_params['node']}' not found")
+    fields, _ = await request_fields(request)
+    target = fields.get("target_datasource") or (pipe.copy.datasource if pipe.copy else "")
+    schedule = fields.get("schedule_cron") or ""
+    nodes = [{"name": n.name, "sql": n.sql, "description": n.description, "type": "standard"} for n in pipe.nodes]
+    nodes[pipe.nodes.index(node)].update(
+        type="copy", datasource=target, copy_schedule="" if schedule == "None" else schedule,
+        copy_mode=fields.get("mode") or (pipe.copy.copy_mode if pipe.copy else ""))
+    text = pipe_text({"name": name, "description": pipe.description, "nodes": nodes}, tokens=pipe.tokens)
+    await run_in_threadpool(engine.deploy_pipe, parse_pipe(name, text))
+    return JSONResponse(_pipe_json(request, engine.pipe(name)))
 
 
 def _jobs(request: Request) -> OrderedDict:
