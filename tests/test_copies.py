@@ -254,6 +254,8 @@ def test_cli_copy_run_prints_the_rows_and_refuses_bad_parameters(tmp_path):
         assert refused.exit_code == 2 and named in refused.stderr, (args, refused.stderr)
     refused = runner.invoke(cli, ["--data", str(data), "copy", "run", "count_target"])
     assert refused.exit_code == 2 and "copy_totals" in refused.stderr
+    listed = runner.invoke(cli, ["--data", str(data), "pipes"])
+    assert "copy_totals (copy into user_totals)" in listed.output
     failed = runner.invoke(cli, ["--data", str(data), "copy", "run", "broken_totals"])
     assert failed.exit_code == 1 and "a sale above 50" in failed.stderr
 
