@@ -357,3 +357,24 @@ def test_tb_push_of_a_copy_pipe_to_evtrack_serve(tmp_path):
         assert [(r["user"], int(r["total"])) for r in answer.json()["data"]] == sorted(expected_totals().items())
     finally:
         assert server.stop() == 0
+
+
+def test_a_host_that_queues_the_job_gets_its_parameters_and_mode_and_answers_the_job(tmp_path):
+    """Against Tinybird Cloud's contract (stood in for by httpx.MockTransport): the job is queued."""
+    from evtrack.client import Client
+    from evtrack.settings import Secret, Target
+    from evtrack.targets import Remote
+
+    host, seen = "https://api.tinybird.co", {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(method=request.method, url=str(request.url))
+        return httpx.Response(200, json={"id": "t_1", "name": "copy_totals", "type": "copy", "job": {
+            "kind": "copy", "id": "j1", "job_id": "j1", "status": "waiting", "pipe_id": "t_1",
+            "pipe_name": "copy_totals"}, "tags": {"copy_target_datasource": "t_2"}})
+
+    client = Client(host, "p.cloud", http=httpx.Client(base_url=host, transport=httpx.MockTransport(handler)))
+    remote = Remote(Target(data=tmp_path, host=host, token=Secret("p.cloud"), origin="test"), client=client)
+    job = remote.run_copy("copy_totals", {"min_amount": "10"}, "replace")
+    assert (seen["method"], seen["url"]) == ("POST", f"{host}/v0/pipes/copy_totals/copy?min_amount=10&_mode=replace")
+    assert (job["id"], job["status"]) == ("j1", "waiting")
