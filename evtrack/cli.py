@@ -304,16 +304,23 @@ def copy_run(ctx: click.Context, pipe_name: str, items: tuple[str, ...], mode: s
         known = ", ".join(n for n, p in deployed.items() if p.copy is not None) or "none"
         raise click.BadParameter(f"no deployed copy pipe named {pipe_name!r} (copy pipes: {known})", param_hint="PIPE")
     params = _name_values(items)
-    declared = {p.name: p for p in pipe.params}
-    unknown = sorted(set(params) - set(declared))
+    # Its own parameters and those of the pipes it reads by name (which get the run's values too).
+    reads, grown = {pipe.name: pipe}, True
+    while grown:
+        more = {n: p for n, p in deployed.items() if n not in reads and any(n in r.source for r in reads.values())}
+        reads.update(more)
+        grown = bool(more)
+    declared = {p.name for read in reads.values() for p in read.params}
+    unknown = sorted(set(params) - declared)
     if unknown:
         raise click.BadParameter(f"{', '.join(unknown)}: not a parameter of {pipe_name} "
-                                 f"(its parameters: {', '.join(declared) or 'none'})", param_hint="--param")
+                                 f"(its parameters: {', '.join(sorted(declared)) or 'none'})", param_hint="--param")
     missing = [p.name for p in pipe.params if p.required and p.default is None and p.name not in params]
     if missing:
         raise click.BadParameter(f"{', '.join(missing)} required by {pipe_name}", param_hint="--param")
     try:
-        validate_params(pipe, params)
+        for read in reads.values():
+            validate_params(read, params)
     except InvalidParam as exc:
         raise click.BadParameter(f"{exc.name}: {exc}", param_hint="--param") from None
     rows = target.run_copy(pipe_name, params, mode)

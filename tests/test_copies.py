@@ -378,3 +378,34 @@ def test_a_host_that_queues_the_job_gets_its_parameters_and_mode_and_answers_the
     job = remote.run_copy("copy_totals", {"min_amount": "10"}, "replace")
     assert (seen["method"], seen["url"]) == ("POST", f"{host}/v0/pipes/copy_totals/copy?min_amount=10&_mode=replace")
     assert (job["id"], job["status"]) == ("j1", "waiting")
+
+
+def test_a_copy_reads_another_pipe_by_name_with_the_runs_parameters(tmp_path):
+    big_sales = """NODE big
+SQL >
+    %
+    SELECT user, amount FROM sales WHERE amount >= {{ UInt32(min_amount, 0) }}
+
+TYPE endpoint
+"""
+    from_pipe = """NODE totals
+SQL >
+    SELECT user, toUInt64(sum(amount)) AS total FROM big_sales GROUP BY user
+
+TYPE COPY
+TARGET_DATASOURCE user_totals
+"""
+    root = write_project(tmp_path / "project", {"endpoints/big_sales.pipe": big_sales, "copies/from_pipe.pipe": from_pipe})
+    with Engine.open(tmp_path / "store") as opened:
+        opened.deploy(load_project(root))
+        opened.append("sales", ndjson(SALES_ROWS))
+        assert opened.run_copy("from_pipe", {"min_amount": "20"}) == len(expected_totals(20))
+        assert target(opened) == sorted(expected_totals(20).items())
+    # The CLI knows the parameter from the pipe read by name.
+    ran = CliRunner(mix_stderr=False).invoke(
+        cli, ["--data", str(tmp_path / "store"), "copy", "run", "from_pipe", "--param", "min_amount=30"])
+    assert ran.exit_code == 0, ran.stderr
+    assert ran.output.strip() == f"{len(expected_totals(30))} rows copied into user_totals"
+    refused = CliRunner(mix_stderr=False).invoke(
+        cli, ["--data", str(tmp_path / "store"), "copy", "run", "from_pipe", "--param", "min_amount=-1"])
+    assert refused.exit_code == 2 and "min_amount" in refused.stderr
