@@ -223,12 +223,7 @@ def _pipe_command(pipe: Pipe) -> click.Command:
     def run(ctx: click.Context, extra: tuple[str, ...], fmt: str | None, **values: str | None) -> None:
         from .params import InvalidParam, validate_params
 
-        params = {k: v for k, v in values.items() if v is not None}
-        for item in extra:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
-            params[key] = value
+        params = {**{k: v for k, v in values.items() if v is not None}, **_name_values(extra)}
         try:
             validate_params(pipe, params)
         except InvalidParam as exc:
@@ -238,6 +233,16 @@ def _pipe_command(pipe: Pipe) -> click.Command:
 
     return click.Command(pipe.name, params=options, callback=run, help=pipe.description,
                          short_help=pipe.description.split(". ")[0][:80])
+
+
+def _name_values(items: tuple[str, ...], hint: str = "--param") -> dict[str, str]:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=hint)
+        params[key] = value
+    return params
 
 
 @cli.group(cls=PipeCommands)
@@ -269,11 +274,60 @@ def pipes(ctx: click.Context) -> None:
     if not found:
         click.echo("No pipes deployed. Run `evtrack deploy`.")
     for pipe in found.values():
-        kind = "endpoint" if pipe.endpoint else "no endpoint"
+        kind = "endpoint" if pipe.endpoint else f"copy into {pipe.copy.datasource}" if pipe.copy else "no endpoint"
         click.echo(f"{pipe.name} ({kind}): {pipe.description}")
         for p in pipe.params:
             flags = " required" if p.required else (f" default={p.default}" if p.default is not None else "")
             click.echo(f"  --{p.name.replace('_', '-'):<14} {p.type:<9}{flags}  {p.description}")
+
+
+# -- copy -----------------------------------------------------------------------------------
+@cli.group()
+def copy() -> None:
+    """Copy pipes (TYPE COPY): write a pipe's result into its TARGET_DATASOURCE."""
+
+
+@copy.command("run")
+@click.argument("pipe_name", metavar="PIPE")
+@click.option("--param", "items", multiple=True, metavar="NAME=VALUE",
+              help="A template parameter of the pipe, as NAME=VALUE (repeatable); others take their defaults.")
+@click.option("--mode", type=click.Choice(["append", "replace"]), help="This run's mode [default: the pipe's COPY_MODE].")
+@click.pass_context
+def copy_run(ctx: click.Context, pipe_name: str, items: tuple[str, ...], mode: str | None) -> None:
+    """Run the copy pipe PIPE once and print the rows it copied."""
+    from .params import InvalidParam, validate_params
+
+    target = _target(ctx)
+    deployed = target.pipes()
+    pipe = deployed.get(pipe_name) or (target.pipe(pipe_name) if hasattr(target, "pipe") else None)
+    if pipe is None or pipe.copy is None:
+        known = ", ".join(n for n, p in deployed.items() if p.copy is not None) or "none"
+        raise click.BadParameter(f"no deployed copy pipe named {pipe_name!r} (copy pipes: {known})", param_hint="PIPE")
+    params = _name_values(items)
+    # Its own parameters and those of the pipes it reads by name (which get the run's values too).
+    reads, grown = {pipe.name: pipe}, True
+    while grown:
+        more = {n: p for n, p in deployed.items() if n not in reads and any(n in r.source for r in reads.values())}
+        reads.update(more)
+        grown = bool(more)
+    declared = {p.name for read in reads.values() for p in read.params}
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: not a parameter of {pipe_name} "
+                                 f"(its parameters: {', '.join(sorted(declared)) or 'none'})", param_hint="--param")
+    missing = [p.name for p in pipe.params if p.required and p.default is None and p.name not in params]
+    if missing:
+        raise click.BadParameter(f"{', '.join(missing)} required by {pipe_name}", param_hint="--param")
+    try:
+        for read in reads.values():
+            validate_params(read, params)
+    except InvalidParam as exc:
+        raise click.BadParameter(f"{exc.name}: {exc}", param_hint="--param") from None
+    rows = target.run_copy(pipe_name, params, mode)
+    if isinstance(rows, int):
+        click.echo(f"{rows} rows copied into {pipe.copy.datasource}")
+    else:  # a host that queues the job (Tinybird): its id and status
+        click.echo(f"copy job {rows.get('id')} {rows.get('status')} (into {pipe.copy.datasource})")
 
 
 # -- test -----------------------------------------------------------------------------------

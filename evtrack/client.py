@@ -115,6 +115,11 @@ class Client:
             return self._request("POST", path, data=params).content
         return self._request("GET", f"{path}?{query}" if query else path).content
 
+    def run_copy(self, name: str, params: dict[str, str], mode: str | None = None) -> dict:
+        """Run a copy pipe (Tinybird's Copy Pipes API): the pipe with its ``job``."""
+        query = urlencode({**params, **({"_mode": mode} if mode else {})})
+        return self._request("POST", f"/v0/pipes/{name}/copy" + (f"?{query}" if query else "")).json()
+
     def sql(self, query: str) -> bytes:
         if len(query) > MAX_GET_URL:
             return self._request("POST", "/v0/sql", content=query.encode()).content

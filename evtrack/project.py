@@ -79,7 +79,10 @@ class Node:
     sql: str
     description: str
     type: str
-    datasource: str = ""  # a materialized node's target datasource (DATASOURCE)
+    # The datasource a node writes into: DATASOURCE of a materialized node, TARGET_DATASOURCE of a copy node.
+    datasource: str = ""
+    copy_schedule: str = ""  # a copy node's COPY_SCHEDULE: a cron expression, or "" / @on-demand
+    copy_mode: str = ""  # a copy node's COPY_MODE: append (the default) or replace
 
     @property
     def templated(self) -> bool:
@@ -112,6 +115,11 @@ class Pipe:
         """The node that writes into a datasource on every insert into its source (TYPE MATERIALIZED)."""
         return next((node for node in self.nodes if node.type == "materialized"), None)
 
+    @property
+    def copy(self) -> Node | None:
+        """The node whose result a copy job writes into its TARGET_DATASOURCE (TYPE COPY)."""
+        return next((node for node in self.nodes if node.type == "copy"), None)
+
 
 @dataclass(frozen=True)
 class Project:
@@ -121,7 +129,9 @@ class Project:
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # What the embedded engine runs; anything else is refused at deploy rather than deployed and ignored.
-_NODE_TYPES = frozenset({"standard", "default", "endpoint", "materialized"})
+_NODE_TYPES = frozenset({"standard", "default", "endpoint", "materialized", "copy"})
+ON_DEMAND = "@on-demand"
+COPY_MODES = ("append", "replace")
 # Datafile settings of Tinybird's connectors (Kafka, S3, GCS, BigQuery, Snowflake, DynamoDB, ...).
 _CONNECTOR_PREFIXES = ("kafka_", "import_")
 # Folders that never hold the project's datafiles.
@@ -239,19 +249,23 @@ def parse_pipe(name: str, text: str) -> Pipe:
             sql=n["sql"],
             description=_description(n.get("description")),
             type=(n.get("type") or "standard").lower(),
-            datasource=n.get("datasource") or "",
+            datasource=n.get("datasource") or n.get("target_datasource") or "",
+            copy_schedule=(n.get("copy_schedule") or "").strip() if (n.get("type") or "").lower() == "copy" else "",
+            copy_mode=(n.get("mode") or "").strip().lower() if (n.get("type") or "").lower() == "copy" else "",
         )
         for n in doc.nodes
     )
     for node in nodes:
         if node.type not in _NODE_TYPES:
-            feature = {"sink": "sink pipes (TYPE sink)", "copy": "copy pipes (TYPE copy)",
+            feature = {"sink": "sink pipes (TYPE sink)",
                        "stream": "stream pipes (TYPE stream)"}.get(node.type, f"TYPE {node.type}")
             raise BadRequest(f"{name}.pipe: node '{node.name}': {feature} are not supported by the embedded engine")
         if node.type == "materialized" and not node.datasource:
             raise BadRequest(f"{name}.pipe: node '{node.name}' is TYPE MATERIALIZED but names no DATASOURCE")
-    if sum(node.type in ("endpoint", "materialized") for node in nodes) > 1:
-        raise BadRequest(f"{name}.pipe: a pipe has at most one endpoint or materialized node")
+        if node.type == "copy":
+            _check_copy_node(name, node)
+    if sum(node.type in ("endpoint", "materialized", "copy") for node in nodes) > 1:
+        raise BadRequest(f"{name}.pipe: a pipe has at most one endpoint, materialized or copy node")
     return Pipe(
         name=name,
         description=_description(getattr(doc, "description", "")),
@@ -260,6 +274,19 @@ def parse_pipe(name: str, text: str) -> Pipe:
         params=_params(nodes),
         source=text,
     )
+
+
+def _check_copy_node(name: str, node: Node) -> None:
+    """TARGET_DATASOURCE is required, COPY_MODE is append or replace, COPY_SCHEDULE a cron or @on-demand."""
+    from croniter import croniter
+
+    if not node.datasource:
+        raise BadRequest(f"{name}.pipe: node '{node.name}' is TYPE COPY but names no TARGET_DATASOURCE")
+    if node.copy_mode and node.copy_mode not in COPY_MODES:
+        raise BadRequest(f"{name}.pipe: COPY_MODE '{node.copy_mode}' is not one of append, replace")
+    if node.copy_schedule and node.copy_schedule != ON_DEMAND and not croniter.is_valid(node.copy_schedule):
+        raise BadRequest(f"{name}.pipe: COPY_SCHEDULE '{node.copy_schedule}' is not a cron expression "
+                         f"(such as 0 * * * *) nor {ON_DEMAND}")
 
 
 def pipe_record(pipe: Pipe) -> dict:
@@ -362,4 +389,11 @@ def pipe_text(document: dict, tokens=()) -> str:
             lines += ["TYPE endpoint", ""]
         elif node_type == "materialized" and node.get("datasource"):
             lines += ["TYPE materialized", f"DATASOURCE {node['datasource']}", ""]
+        elif node_type == "copy" and (node.get("datasource") or node.get("target_datasource")):
+            # Our own record's keys, or those `tb push` sends (target_datasource, copy_schedule, mode).
+            lines += ["TYPE copy", f"TARGET_DATASOURCE {node.get('datasource') or node['target_datasource']}"]
+            lines += [f"COPY_SCHEDULE {node['copy_schedule']}"] if node.get("copy_schedule") else []
+            mode = node.get("copy_mode") or node.get("mode")
+            lines += [f"COPY_MODE {mode}"] if mode else []
+            lines.append("")
     return "\n".join(lines)

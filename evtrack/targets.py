@@ -60,6 +60,9 @@ class Embedded:
     def sql(self, query: str, fmt: str | None) -> bytes:
         return self.engine.sql(query, fmt)
 
+    def run_copy(self, name: str, params: dict[str, str], mode: str | None) -> int:
+        return self.engine.run_copy(name, params, mode)
+
     def delivery(self, datasource: str, options: SendOptions):
         """How to deliver a batch, the client-side checks (none: the engine checks every line in SQL
         and quarantines with reasons), and how to ingest a whole file in one statement."""
@@ -110,6 +113,12 @@ class Remote:
 
     def query_pipe(self, name: str, params: dict[str, str], fmt: str) -> bytes:
         return self.client.query_pipe(name, params, fmt)
+
+    def run_copy(self, name: str, params: dict[str, str], mode: str | None) -> int | dict:
+        """The rows copied when the host says (`evtrack serve` runs the job before answering), else the job."""
+        job = self.client.run_copy(name, params, mode).get("job", {})
+        rows = (job.get("statistics") or {}).get("row_count")
+        return rows if job.get("status") == "done" and isinstance(rows, int) else job
 
     def sql(self, query: str, fmt: str | None) -> bytes:
         from .engine.sqlapi import split_format

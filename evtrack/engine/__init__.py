@@ -18,12 +18,15 @@ import json
 import os
 import re
 import tempfile
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadRequest, NotFound, QueryError, SchemaConflict, StoreError
-from ..project import Datasource, Pipe, Project, parse_datasource, pipe_from_record, pipe_record
+from ..errors import BadRequest, NotFound, QueryError, SchemaConflict, StoreError, TemplateError
+from ..project import COPY_MODES, Datasource, Pipe, Project, parse_datasource, pipe_from_record, pipe_record
+from .copies import staging_name
 from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .materialized import backfill_sql, check_columns, output_columns, view_ddl, view_name
 from .pipes import pipe_sql
@@ -65,6 +68,7 @@ class Engine:
         self._lock = RWLock()
         # What each read may use (time, memory, result size); None: no limits, as in the CLI.
         self.read_limits: QueryLimits | None = None
+        self._copy_locks: dict[str, threading.Lock] = {}  # one copy run at a time per pipe
         self._snapshot_path = store.path / SNAPSHOT
         self._load_snapshot()
         self.tokens = TokenStore(store.path)
@@ -208,6 +212,8 @@ class Engine:
         datasources = datasources if datasources is not None else set(self.datasources)
         every = every if every is not None else {**{n: self.pipe(n) for n in self._sources["pipes"]}, pipe.name: pipe}
         self._check_pipe(pipe, datasources, every)
+        if pipe.copy is not None:
+            self._check_copy(pipe, datasources, every)
         old = self._sources["pipes"].get(pipe.name)
         if pipe.materialized is not None or pipe.name in self._views:
             view_changed = self._deploy_view(pipe, datasources, force, every)
@@ -348,6 +354,62 @@ class Engine:
             self.store.run(f"EXPLAIN SYNTAX {sql}")
         except QueryError as exc:
             raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
+
+    def _check_copy(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
+        """A copy pipe's target must exist and have every column its copy node returns."""
+        node = pipe.copy
+        if node.datasource not in datasources:
+            raise BadRequest(f"pipe '{pipe.name}': the datasource '{node.datasource}' it copies into does not "
+                             f"exist (add datasources/{node.datasource}.datasource)")
+        try:
+            sql = pipe_sql(pipe, {}, _table_map(datasources), test_mode=True, node=node, pipes=_reader(pipe, every))
+            produced = output_columns(self.store, sql)
+        except QueryError as exc:
+            raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
+        check_columns(pipe, produced, [c.name for c in self.datasource(node.datasource).columns], node)
+
+    # -- copy pipes ------------------------------------------------------------------------
+    def run_copy(self, name: str, params: dict[str, str], mode: str | None = None) -> int:
+        """Run the copy pipe ``name`` once with ``params`` (its COPY_MODE unless ``mode``); the rows copied.
+        ``job_timestamp`` is the time now (UTC) unless given. See ``evtrack.engine.copies`` for how
+        append and replace write."""
+        from ..params import InvalidParam, validate_params
+
+        node = self.pipe(name).copy
+        if node is None:
+            raise BadRequest(f"The pipe '{name}' is not a copy pipe (it has no TYPE COPY node)")
+        # Tinybird's job_timestamp: when the job was received, unless the caller (or a schedule) says.
+        params = {"job_timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), **params}
+        try:
+            validate_params(self.pipe(name), params)
+        except InvalidParam as exc:
+            raise TemplateError(f"Invalid value of parameter '{exc.name}': {exc}") from None
+        mode = (mode or node.copy_mode or "append").lower()
+        if mode not in COPY_MODES:
+            raise BadRequest(f"Invalid copy mode '{mode}': use append or replace")
+        with self._lock.shared():
+            rebuilds = [v["target"] for v in self._views.values() if node.datasource in v["reads"]]
+            lock = self._copy_locks.setdefault(name, threading.Lock())
+        # Replacing a target that materialized pipes read rebuilds their targets too: alone, as a deploy.
+        with lock, (self._lock if mode == "replace" and rebuilds else self._lock.shared()):
+            pipe = self.pipe(name)  # as deployed now: a deploy may have come in between
+            if pipe.copy is None:
+                raise BadRequest(f"The pipe '{name}' is no longer a copy pipe")
+            sql = pipe_sql(pipe, params, self.tables(), node=pipe.copy, pipes=_reader(pipe, _Deployed(self)))
+            target, staging = pipe.copy.datasource, staging_name(pipe.copy.datasource)
+            self.store.execute(f"CREATE TABLE {DATABASE}.`{staging}` AS {DATABASE}.`{target}`")
+            try:
+                columns = [column for column, _ in output_columns(self.store, sql)]
+                rows = self.store.execute(backfill_sql(staging, sql, columns, DATABASE))
+                if mode == "append":
+                    self.store.execute(f"INSERT INTO {DATABASE}.`{target}` SELECT * FROM {DATABASE}.`{staging}`")
+                else:
+                    self.store.execute(f"EXCHANGE TABLES {DATABASE}.`{staging}` AND {DATABASE}.`{target}`")
+                    for downstream in rebuilds:
+                        self._rebuild_targets(downstream)
+            finally:
+                self.store.execute(f"DROP TABLE IF EXISTS {DATABASE}.`{staging}`")
+            return rows
 
     # -- ingest ----------------------------------------------------------------------------
     def append(self, datasource: str, source: Path | bytes) -> AppendResult:

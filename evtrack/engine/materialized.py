@@ -37,14 +37,16 @@ def output_columns(store, sql: str) -> list[tuple[str, str]]:
     return [tuple(json.loads(line)[:2]) for line in out.decode().splitlines() if line]
 
 
-def check_columns(pipe: Pipe, produced: list[tuple[str, str]], target_columns: list[str]) -> None:
-    """Every column the pipe produces must be a column of its target, as Tinybird checks at push."""
+def check_columns(pipe: Pipe, produced: list[tuple[str, str]], target_columns: list[str], node=None) -> None:
+    """Every column the pipe's writing node (materialized, or ``node``) produces must be a column of its
+    target, as Tinybird checks at push."""
+    node = node or pipe.materialized
     known = set(target_columns)
     missing = [name for name, _ in produced if name not in known]
     if missing:
         raise BadRequest(
-            f"pipe '{pipe.name}': the materialized node '{pipe.materialized.name}' returns "
-            f"{', '.join(repr(m) for m in missing)}, which the datasource '{pipe.materialized.datasource}' "
+            f"pipe '{pipe.name}': the {node.type} node '{node.name}' returns "
+            f"{', '.join(repr(m) for m in missing)}, which the datasource '{node.datasource}' "
             f"does not have (its columns: {', '.join(target_columns)})")
 
 

@@ -23,9 +23,10 @@ def serve(engine, host: str, port: int, on_ready=None) -> None:
     """Serve ``engine`` (an ``evtrack.engine.Engine``) until Ctrl-C or SIGTERM."""
     import uvicorn
 
+    from ..engine.copies import CopyScheduler
     from .app import create_app  # the web stack is loaded only by the command that serves
 
-    app = create_app(engine)
+    app = create_app(engine, scheduler=CopyScheduler(engine))
     # Requests still running when a stop is asked get a few seconds; the reads among them are cancelled at once.
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)

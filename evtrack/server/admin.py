@@ -176,20 +176,22 @@ async def _append(request: Request, engine: Engine, name: str, payload) -> Respo
 
 # -- pipes ------------------------------------------------------------------------------------
 def _pipe_json(request: Request, pipe: Pipe) -> dict:
-    endpoint, materialized = pipe.endpoint, pipe.materialized
+    endpoint, materialized, copy = pipe.endpoint, pipe.materialized, pipe.copy
     nodes = [{
         "id": _id("pipe", pipe.name, n.name), "name": n.name, "sql": n.sql, "description": n.description or None,
         "materialized": n.datasource or None, "cluster": None, "tags": {}, "created_at": _STARTED,
         "updated_at": _STARTED, "version": 0, "project": None, "result": None, "ignore_sql_errors": False,
-        "node_type": "endpoint" if n is endpoint else "materialized" if n is materialized else "standard",
+        "node_type": "endpoint" if n is endpoint else "materialized" if n is materialized else "copy" if n is copy
+        else "standard",
         "dependencies": [], "params": [],
     } for n in pipe.nodes]
-    kind = "endpoint" if endpoint else "materialized" if materialized else "default"
+    kind = "endpoint" if endpoint else "materialized" if materialized else "copy" if copy else "default"
     return {
         "id": _id("pipe", pipe.name), "name": pipe.name, "description": pipe.description or None,
         "endpoint": _id("pipe", pipe.name, endpoint.name) if endpoint else None,
         "type": kind, "created_at": _STARTED, "updated_at": _STARTED,
-        "parent": None, "nodes": nodes, "url": f"{str(request.base_url).rstrip('/')}/v0/pipes/{pipe.name}.json",
+        "parent": None, "nodes": nodes, **({"copy_node": _id("pipe", pipe.name, copy.name),
+                                             "copy_target_datasource": _id("datasource", copy.datasource)} if copy else {}), "url": f"{str(request.base_url).rstrip('/')}/v0/pipes/{pipe.name}.json",
     }
 
 

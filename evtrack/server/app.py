@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ..engine import Engine
 from ..errors import BadRequest, EvtrackError, Forbidden, NotFound
-from . import admin, web
+from . import admin, copies, web
 from .auth import INVALID_TOKEN, require_pipe_read, request_token
 from .bodies import read_body, request_fields
 from .buffer import IngestBuffer, count_lines
@@ -39,15 +39,21 @@ EVENTS_PATH = "/v0/events"
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 
 
-def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: IngestBuffer | None = None) -> Starlette:
+def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: IngestBuffer | None = None,
+               scheduler=None) -> Starlette:
+    """``scheduler`` (an ``evtrack.engine.copies.CopyScheduler``), when given, runs the scheduled copy pipes."""
     buffer = buffer or IngestBuffer(engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await buffer.start()
+        if scheduler is not None:
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
             await buffer.stop()  # a clean shutdown flushes what was acknowledged
 
     app = Starlette(
@@ -56,6 +62,7 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
             Route(EVENTS_PATH, events, methods=["POST"]),
             Route("/v0/sql", sql, methods=["GET", "POST"]),
             Route("/tokens", local_tokens, methods=["GET"]),
+            *copies.routes(),
             *admin.routes(pipe_endpoint),
             *web.routes(),
         ],

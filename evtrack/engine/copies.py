@@ -1,0 +1,132 @@
+"""Copy pipes (``TYPE COPY``): a node's result written into its ``TARGET_DATASOURCE`` when asked or on a schedule.
+
+A run renders the copy node with the run's parameters (template defaults fill in the rest, as
+Tinybird does for scheduled runs), writes the whole result into a staging table shaped as the
+target (``CREATE TABLE ... AS target``), counts it, and only then touches the target:
+
+- ``COPY_MODE append`` (the default): ``INSERT INTO target SELECT * FROM staging``. The insert goes
+  to the target's table, so materialized pipes that read the target fire, as every insert does.
+- ``COPY_MODE replace``: ``EXCHANGE TABLES staging AND target``. Readers see the old rows until
+  the new ones are all written, never an empty target. Materialized pipes that read the target
+  are then rebuilt from it (their targets emptied and backfilled), as the swapped-in rows went
+  through no view.
+
+A run that fails (a template error, a query error, a ``throwIf``) leaves the target as it was:
+only the staging table, dropped at the end, saw anything.
+
+``CopyScheduler`` runs the copies with a ``COPY_SCHEDULE`` cron expression in a background thread
+of ``evtrack serve``: one run at a time per pipe, errors logged, its clock injectable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Callable
+
+from ..errors import EvtrackError
+from ..project import ON_DEMAND, Pipe
+
+__all__ = ["staging_name", "CopyScheduler", "schedule_of"]
+
+log = logging.getLogger("evtrack.copies")
+
+
+def staging_name(target: str) -> str:
+    return f"{target}__copy_{uuid.uuid4().hex[:8]}"
+
+
+def schedule_of(pipe: Pipe) -> str | None:
+    """The pipe's cron expression, or None for a pipe that runs only when asked."""
+    node = pipe.copy
+    if node is None or not node.copy_schedule or node.copy_schedule == ON_DEMAND:
+        return None
+    return node.copy_schedule
+
+
+class CopyScheduler:
+    """Fires each scheduled copy pipe of ``engine`` when its cron expression comes due.
+
+    ``clock()`` is the time now (seconds since the epoch, UTC); ``tick(now)`` starts the runs due at
+    ``now``. ``start()`` ticks in a thread at least every ``interval`` seconds until ``stop()``.
+    A run still going when its next time comes is not started twice: that time is skipped. A run's
+    ``job_timestamp`` parameter is the time it was due (UTC), as Tinybird's is the time the job was received.
+    """
+
+    def __init__(self, engine, clock: Callable[[], float] = time.time, interval: float = 0.5):
+        self.engine, self.clock, self.interval = engine, clock, interval
+        self._next: dict[str, tuple[str, float]] = {}  # pipe -> (its cron expression, next time due)
+        self._running: dict[str, threading.Thread] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.runs: dict[str, int] = {}  # pipe -> runs finished (done or failed), for `evtrack serve`'s log
+
+    def tick(self, now: float) -> list[str]:
+        """Start the runs due at ``now``; the pipes started."""
+        from croniter import croniter
+
+        started = []
+        scheduled = {}
+        for name in self.engine.pipe_names():
+            try:
+                cron = schedule_of(self.engine.pipe(name))
+            except EvtrackError:  # dropped meanwhile
+                continue
+            if cron:
+                scheduled[name] = cron
+        for name in list(self._next):
+            if name not in scheduled:
+                del self._next[name]
+        for name, cron in scheduled.items():
+            known = self._next.get(name)
+            if known is None or known[0] != cron:  # new, or its schedule changed: first time from now
+                self._next[name] = (cron, croniter(cron, now).get_next(float))
+                continue
+            if now < known[1]:
+                continue
+            self._next[name] = (cron, croniter(cron, now).get_next(float))
+            running = self._running.get(name)
+            if running is not None and running.is_alive():
+                log.warning("copy pipe %s: the run of the previous schedule is still going; this one is skipped", name)
+                continue
+            slot = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(known[1]))
+            worker = threading.Thread(target=self._run, args=(name, slot), name=f"evtrack-copy-{name}", daemon=True)
+            self._running[name] = worker
+            worker.start()
+            started.append(name)
+        return started
+
+    def _run(self, name: str, slot: str) -> None:
+        try:
+            rows = self.engine.run_copy(name, {"job_timestamp": slot})
+            log.info("copy pipe %s: %d rows copied", name, rows)
+        except EvtrackError as exc:
+            log.error("copy pipe %s failed: %s", name, exc.message)
+        except Exception:  # never let a run take the server down
+            log.exception("copy pipe %s failed", name)
+        finally:
+            self.runs[name] = self.runs.get(name, 0) + 1
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="evtrack-copy-scheduler", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick(self.clock())
+            except Exception:
+                log.exception("copy scheduler tick failed")
+            self._stop.wait(self.interval)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop ticking; wait up to ``timeout`` seconds for the runs under way."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for worker in list(self._running.values()):
+            worker.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,411 @@
+"""Copy pipes (TYPE COPY) on a small project written here: deploy checks, append and replace runs,
+parameters, a failing run, the HTTP route, the CLI command and schedules. Expected rows are
+computed in Python from the rows the tests send, never by the SQL under test."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient  # noqa: the suite's in-process client
+
+from evtrack.cli import cli
+from evtrack.engine import Engine
+from evtrack.engine.copies import CopyScheduler
+from evtrack.errors import BadRequest, QueryError, TemplateError
+from evtrack.project import load_project
+from evtrack.server.app import create_app
+
+from .served import Served, evtrack
+
+SALES = """SCHEMA >
+    `ts` DateTime `json:$.ts`,
+    `user` String `json:$.user`,
+    `amount` UInt32 `json:$.amount`
+
+ENGINE MergeTree
+ENGINE_SORTING_KEY ts
+"""
+
+USER_TOTALS = """SCHEMA >
+    `user` String,
+    `total` UInt64
+
+ENGINE MergeTree
+ENGINE_SORTING_KEY user
+"""
+
+# Fed by a materialized pipe reading the copy target: how many rows reached the target's table.
+TARGET_ROWS = """SCHEMA >
+    `one` UInt8,
+    `n` UInt64
+
+ENGINE SummingMergeTree
+ENGINE_SORTING_KEY one
+"""
+
+TOTALS_NODE = """NODE totals
+SQL >
+    %
+    SELECT user, toUInt64(sum(amount)) AS total FROM sales
+    WHERE amount >= {{ UInt32(min_amount, 0, description="Smallest sale counted") }}
+    GROUP BY user
+
+"""
+
+APPEND_COPY = TOTALS_NODE + "TYPE COPY\nTARGET_DATASOURCE user_totals\n"
+REPLACE_COPY = TOTALS_NODE + "TYPE copy\nTARGET_DATASOURCE user_totals\nCOPY_SCHEDULE @on-demand\nCOPY_MODE replace\n"
+BROKEN_COPY = """NODE boom
+SQL >
+    SELECT user, toUInt64(throwIf(amount > 50, 'a sale above 50')) AS total FROM sales
+
+TYPE COPY
+TARGET_DATASOURCE user_totals
+COPY_MODE replace
+"""
+COUNT_TARGET = """NODE counted
+SQL >
+    SELECT 1 AS one, count() AS n FROM user_totals
+
+TYPE MATERIALIZED
+DATASOURCE target_rows
+"""
+
+SALES_ROWS = [
+    {"ts": "2024-05-01 10:00:00", "user": "ana", "amount": 10},
+    {"ts": "2024-05-01 11:00:00", "user": "ana", "amount": 20},
+    {"ts": "2024-05-01 12:00:00", "user": "ana", "amount": 30},
+    {"ts": "2024-05-02 09:00:00", "user": "bo", "amount": 5},
+    {"ts": "2024-05-02 10:00:00", "user": "cy", "amount": 70},
+]
+
+
+def expected_totals(min_amount: int = 0) -> dict[str, int]:
+    totals = Counter()
+    for row in SALES_ROWS:
+        if row["amount"] >= min_amount:
+            totals[row["user"]] += row["amount"]
+    return dict(totals)
+
+
+def write_project(root: Path, extra: dict[str, str] | None = None, *, schedule: str | None = None) -> Path:
+    files = {
+        "datasources/sales.datasource": SALES,
+        "datasources/user_totals.datasource": USER_TOTALS,
+        "datasources/target_rows.datasource": TARGET_ROWS,
+        "copies/copy_totals.pipe": APPEND_COPY if schedule is None else APPEND_COPY + f"COPY_SCHEDULE {schedule}\n",
+        "copies/snapshot_totals.pipe": REPLACE_COPY,
+        "copies/broken_totals.pipe": BROKEN_COPY,
+        "materializations/count_target.pipe": COUNT_TARGET,
+        **(extra or {}),
+    }
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return root
+
+
+def ndjson(rows) -> bytes:
+    return "\n".join(json.dumps(r) for r in rows).encode()
+
+
+@pytest.fixture
+def engine(tmp_path):
+    with Engine.open(tmp_path / "store") as opened:
+        opened.deploy(load_project(write_project(tmp_path / "project")))
+        result = opened.append("sales", ndjson(SALES_ROWS))
+        assert result.successful_rows == len(SALES_ROWS)
+        yield opened
+
+
+def target(engine: Engine) -> list[tuple[str, int]]:
+    rows = json.loads(engine.sql("SELECT user, total FROM user_totals ORDER BY user, total"))["data"]
+    return [(r["user"], int(r["total"])) for r in rows]
+
+
+def target_rows_seen(engine: Engine) -> int:
+    return int(json.loads(engine.sql("SELECT sum(n) AS n FROM target_rows"))["data"][0]["n"])
+
+
+def tables(engine: Engine) -> list[str]:
+    return engine.store.run("SHOW TABLES FROM evtrack", "TSV").decode().split()
+
+
+def test_append_writes_the_result_each_run_and_the_targets_views_fire(engine):
+    expected = sorted(expected_totals().items())
+    assert engine.run_copy("copy_totals", {}) == len(expected)
+    assert target(engine) == expected
+    assert engine.run_copy("copy_totals", {}) == len(expected)
+    assert target(engine) == sorted(expected * 2)
+    # The materialized pipe reading user_totals saw both inserts.
+    assert target_rows_seen(engine) == 2 * len(expected)
+
+
+def test_a_parameter_changes_the_rows_and_its_default_applies_without_it(engine):
+    assert engine.run_copy("copy_totals", {"min_amount": "10"}) == len(expected_totals(10))
+    assert target(engine) == sorted(expected_totals(10).items())
+    assert "bo" not in dict(target(engine))  # bo's only sale is 5
+
+
+def test_replace_swaps_in_the_new_result_and_rebuilds_what_reads_the_target(engine):
+    engine.run_copy("copy_totals", {})
+    engine.run_copy("copy_totals", {})
+    assert engine.run_copy("snapshot_totals", {"min_amount": "20"}) == len(expected_totals(20))
+    assert target(engine) == sorted(expected_totals(20).items())
+    # The view's target now counts the replaced rows only, as if they had been inserted.
+    assert target_rows_seen(engine) == len(expected_totals(20))
+    assert not [t for t in tables(engine) if "__copy_" in t]
+
+
+def test_mode_given_for_one_run_overrides_the_pipes(engine):
+    engine.run_copy("copy_totals", {})
+    assert engine.run_copy("copy_totals", {"min_amount": "30"}, mode="replace") == len(expected_totals(30))
+    assert target(engine) == sorted(expected_totals(30).items())
+    with pytest.raises(BadRequest, match="copy mode"):
+        engine.run_copy("copy_totals", {}, mode="upsert")
+
+
+def test_a_failing_copy_leaves_the_target_as_it_was(engine):
+    engine.run_copy("snapshot_totals", {})
+    before = target(engine)
+    assert before == sorted(expected_totals().items())
+    with pytest.raises(QueryError, match="a sale above 50"):
+        engine.run_copy("broken_totals", {})
+    with pytest.raises(QueryError, match="a sale above 50"):
+        engine.run_copy("broken_totals", {}, mode="append")
+    assert target(engine) == before
+    assert not [t for t in tables(engine) if "__copy_" in t]
+
+
+def test_a_bad_parameter_is_refused_before_anything_is_written(engine):
+    with pytest.raises(TemplateError, match="min_amount"):
+        engine.run_copy("copy_totals", {"min_amount": "lots"})
+    assert target(engine) == []
+    with pytest.raises(BadRequest, match="not a copy pipe"):
+        engine.run_copy("count_target", {})
+
+
+@pytest.mark.parametrize("pipe, message", [
+    (APPEND_COPY.replace("user_totals", "nowhere"), "'nowhere' it copies into does not exist"),
+    (TOTALS_NODE.replace("AS total", "AS total, 1 AS extra") + "TYPE COPY\nTARGET_DATASOURCE user_totals\n",
+     "'extra'"),
+    (APPEND_COPY + "COPY_MODE upsert\n", "COPY_MODE 'upsert'"),
+    (APPEND_COPY + "COPY_SCHEDULE every day\n", "COPY_SCHEDULE 'every day'"),
+    (TOTALS_NODE + "TYPE COPY\n", "names no TARGET_DATASOURCE"),
+])
+def test_deploy_refuses_a_copy_pipe_that_cannot_run(tmp_path, pipe, message):
+    root = write_project(tmp_path / "project", {"copies/odd.pipe": pipe})
+    result = CliRunner(mix_stderr=False).invoke(cli, ["--data", str(tmp_path / "store"), "deploy", "--project", str(root)])
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr
+    assert "odd" not in result.output
+
+
+def test_a_deployed_copy_pipe_keeps_its_settings(engine):
+    node = engine.pipe("snapshot_totals").copy
+    assert (node.datasource, node.copy_mode, node.copy_schedule) == ("user_totals", "replace", "@on-demand")
+    assert [p.name for p in engine.pipe("copy_totals").params] == ["min_amount"]
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+def test_copy_route_runs_the_copy_and_answers_a_job(engine):
+    reader = engine.tokens.grant("reader", ["PIPES:READ:copy_totals"]).token
+    other = engine.tokens.grant("other", ["PIPES:READ:snapshot_totals"]).token
+    with TestClient(create_app(engine)) as client:
+        answer = client.post("/v0/pipes/copy_totals/copy?min_amount=10", headers={"Authorization": f"Bearer {reader}"})
+        assert answer.status_code == 200, answer.text
+        job = answer.json()["job"]
+        assert (job["kind"], job["status"], job["pipe_name"]) == ("copy", "done", "copy_totals")
+        assert job["statistics"]["row_count"] == len(expected_totals(10))
+        assert job["pipe_id"] == answer.json()["id"] and answer.json()["type"] == "copy"
+        polled = client.get(f"/v0/jobs/{job['id']}", headers={"Authorization": f"Bearer {reader}"})
+        assert polled.status_code == 200 and polled.json()["status"] == "done"
+        # Form fields and _mode, as tinybird-cli sends them.
+        replaced = client.post("/v0/pipes/copy_totals/copy", data={"min_amount": "30", "_mode": "replace"},
+                               headers={"Authorization": f"Bearer {reader}"})
+        assert replaced.json()["job"]["statistics"]["row_count"] == len(expected_totals(30))
+        assert client.post("/v0/pipes/copy_totals/copy", headers={"Authorization": f"Bearer {other}"}).status_code == 403
+        bad = client.post("/v0/pipes/copy_totals/copy?min_amount=lots", headers={"Authorization": f"Bearer {reader}"})
+        assert bad.status_code == 400 and "min_amount" in bad.json()["error"]
+        assert client.post(f"/v0/pipes/copy_totals/copy?token={engine.tokens.admin.token}").status_code == 200
+    # replace (min 30), then the admin's append (min 0)
+    assert target(engine) == sorted(list(expected_totals(30).items()) + list(expected_totals(0).items()))
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def test_cli_copy_run_prints_the_rows_and_refuses_bad_parameters(tmp_path):
+    data, root = tmp_path / "store", write_project(tmp_path / "project")
+    runner = CliRunner(mix_stderr=False)
+    assert runner.invoke(cli, ["--data", str(data), "deploy", "--project", str(root)]).exit_code == 0
+    with Engine.open(data) as opened:
+        opened.append("sales", ndjson(SALES_ROWS))
+    done = runner.invoke(cli, ["--data", str(data), "copy", "run", "copy_totals", "--param", "min_amount=10"])
+    assert done.exit_code == 0, done.stderr
+    assert done.output.strip() == f"{len(expected_totals(10))} rows copied into user_totals"
+    for args, named in ((["--param", "min_amount=lots"], "min_amount"), (["--param", "nope=1"], "nope"),
+                        (["--param", "min_amount"], "min_amount"), (["--mode", "upsert"], "upsert")):
+        refused = runner.invoke(cli, ["--data", str(data), "copy", "run", "copy_totals", *args])
+        assert refused.exit_code == 2 and named in refused.stderr, (args, refused.stderr)
+    refused = runner.invoke(cli, ["--data", str(data), "copy", "run", "count_target"])
+    assert refused.exit_code == 2 and "copy_totals" in refused.stderr
+    listed = runner.invoke(cli, ["--data", str(data), "pipes"])
+    assert "copy_totals (copy into user_totals)" in listed.output
+    failed = runner.invoke(cli, ["--data", str(data), "copy", "run", "broken_totals"])
+    assert failed.exit_code == 1 and "a sale above 50" in failed.stderr
+
+
+# -- schedules ----------------------------------------------------------------------------------
+STAMPS = """SCHEMA >
+    `at` DateTime
+
+ENGINE MergeTree
+ENGINE_SORTING_KEY at
+"""
+STAMP = """NODE stamp
+SQL >
+    %
+    SELECT {{ DateTime(job_timestamp) }} AS at
+
+TYPE COPY
+TARGET_DATASOURCE stamps
+COPY_SCHEDULE 0 * * * *
+"""
+
+
+def test_scheduler_runs_a_pipe_when_its_cron_comes_due(tmp_path):
+    extra = {"datasources/stamps.datasource": STAMPS, "copies/stamp.pipe": STAMP}
+    with Engine.open(tmp_path / "store") as opened:
+        opened.deploy(load_project(write_project(tmp_path / "project", extra, schedule="*/5 * * * *")))
+        opened.append("sales", ndjson(SALES_ROWS))
+        scheduler = CopyScheduler(opened, clock=lambda: 0.0)
+        start = 1_700_000_100.0  # 2023-11-14 22:15:00 UTC, a multiple of five minutes
+        assert scheduler.tick(start) == []  # learns the schedules: copy_totals next at 22:20, stamp at 23:00
+        assert scheduler.tick(start + 299) == []
+        assert scheduler.tick(start + 300) == ["copy_totals"]
+        scheduler.stop()
+        assert scheduler.tick(start + 301) == []  # not again before 22:25
+        assert scheduler.runs == {"copy_totals": 1}
+        assert target(opened) == sorted(expected_totals().items())
+        assert sorted(scheduler.tick(start + 2700 + 5)) == ["copy_totals", "stamp"]  # 23:00:05
+        scheduler.stop()
+        assert len(target(opened)) == 2 * len(expected_totals())
+        # job_timestamp is the time the run was due, not the (injected) clock's nor the machine's.
+        stamps = json.loads(opened.sql("SELECT toString(at) AS at FROM stamps"))["data"]
+        assert stamps == [{"at": "2023-11-14 23:00:00"}]
+
+
+def test_scheduled_copy_fires_under_evtrack_serve(tmp_path):
+    failing = BROKEN_COPY.replace("TARGET_DATASOURCE", "COPY_SCHEDULE * * * * * *\nTARGET_DATASOURCE")
+    data = tmp_path / "store"
+    root = write_project(tmp_path / "project", {"copies/failing_totals.pipe": failing}, schedule="* * * * * *")
+    deployed = evtrack("--data", str(data), "deploy", "--project", str(root))
+    assert deployed.returncode == 0, deployed.stderr
+    (tmp_path / "sales.ndjson").write_bytes(ndjson(SALES_ROWS))
+    sent = evtrack("--data", str(data), "send", "--datasource", "sales", str(tmp_path / "sales.ndjson"))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    server = Served(data)
+    try:
+        deadline, count = time.monotonic() + 20, 0
+        while time.monotonic() < deadline and count < 2 * len(expected_totals()):
+            answer = httpx.get(f"{server.url}/v0/sql", params={"q": "SELECT count() AS n FROM user_totals"},
+                               headers={"Authorization": f"Bearer {server.admin}"}, timeout=10)
+            count = int(answer.json()["data"][0]["n"])
+            time.sleep(0.2)
+        # Each run appends one row per user: two runs within a few seconds.
+        assert count >= 2 * len(expected_totals()) and count % len(expected_totals()) == 0
+        # The CLI goes through the running server.
+        ran = evtrack("--data", str(data), "copy", "run", "snapshot_totals", "--param", "min_amount=20")
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip() == f"{len(expected_totals(20))} rows copied into user_totals"
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        _, err = server.process.communicate(timeout=60)
+    # The failing schedule was logged each time, and never stopped the server.
+    assert server.process.returncode == 0, err
+    assert "copy pipe failing_totals failed" in err and "a sale above 50" in err
+
+
+def test_tb_push_of_a_copy_pipe_to_evtrack_serve(tmp_path):
+    """`evtrack deploy --host` runs the unmodified `tb push`: it creates the pipe, then sets its copy node."""
+    root = tmp_path / "project"
+    for path, text in {"datasources/sales.datasource": SALES, "datasources/user_totals.datasource": USER_TOTALS,
+                       "pipes/snapshot_totals.pipe": REPLACE_COPY.replace("@on-demand", "0 * * * *")}.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    data = tmp_path / "store"
+    server = Served(data)
+    try:
+        pushed = evtrack("--host", server.url, "--token", server.admin, "deploy", "--project", str(root))
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        node = json.loads((data / "project.json").read_text())["parsed_pipes"]["snapshot_totals"]["nodes"][0]
+        assert (node["type"], node["datasource"], node["copy_schedule"], node["copy_mode"]) == (
+            "copy", "user_totals", "0 * * * *", "replace")
+        (tmp_path / "sales.ndjson").write_bytes(ndjson(SALES_ROWS))
+        sent = evtrack("--data", str(data), "send", "--datasource", "sales", str(tmp_path / "sales.ndjson"))
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        for _ in range(2):  # replace: the second run leaves the same rows
+            ran = evtrack("--data", str(data), "copy", "run", "snapshot_totals")
+            assert ran.stdout.strip() == f"{len(expected_totals())} rows copied into user_totals", ran.stderr
+        answer = httpx.get(f"{server.url}/v0/sql", params={"q": "SELECT user, total FROM user_totals ORDER BY user"},
+                           headers={"Authorization": f"Bearer {server.admin}"}, timeout=10)
+        assert [(r["user"], int(r["total"])) for r in answer.json()["data"]] == sorted(expected_totals().items())
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_host_that_queues_the_job_gets_its_parameters_and_mode_and_answers_the_job(tmp_path):
+    """Against Tinybird Cloud's contract (stood in for by httpx.MockTransport): the job is queued."""
+    from evtrack.client import Client
+    from evtrack.settings import Secret, Target
+    from evtrack.targets import Remote
+
+    host, seen = "https://api.tinybird.co", {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(method=request.method, url=str(request.url))
+        return httpx.Response(200, json={"id": "t_1", "name": "copy_totals", "type": "copy", "job": {
+            "kind": "copy", "id": "j1", "job_id": "j1", "status": "waiting", "pipe_id": "t_1",
+            "pipe_name": "copy_totals"}, "tags": {"copy_target_datasource": "t_2"}})
+
+    client = Client(host, "p.cloud", http=httpx.Client(base_url=host, transport=httpx.MockTransport(handler)))
+    remote = Remote(Target(data=tmp_path, host=host, token=Secret("p.cloud"), origin="test"), client=client)
+    job = remote.run_copy("copy_totals", {"min_amount": "10"}, "replace")
+    assert (seen["method"], seen["url"]) == ("POST", f"{host}/v0/pipes/copy_totals/copy?min_amount=10&_mode=replace")
+    assert (job["id"], job["status"]) == ("j1", "waiting")
+
+
+def test_a_copy_reads_another_pipe_by_name_with_the_runs_parameters(tmp_path):
+    big_sales = """NODE big
+SQL >
+    %
+    SELECT user, amount FROM sales WHERE amount >= {{ UInt32(min_amount, 0) }}
+
+TYPE endpoint
+"""
+    from_pipe = """NODE totals
+SQL >
+    SELECT user, toUInt64(sum(amount)) AS total FROM big_sales GROUP BY user
+
+TYPE COPY
+TARGET_DATASOURCE user_totals
+"""
+    root = write_project(tmp_path / "project", {"endpoints/big_sales.pipe": big_sales, "copies/from_pipe.pipe": from_pipe})
+    with Engine.open(tmp_path / "store") as opened:
+        opened.deploy(load_project(root))
+        opened.append("sales", ndjson(SALES_ROWS))
+        assert opened.run_copy("from_pipe", {"min_amount": "20"}) == len(expected_totals(20))
+        assert target(opened) == sorted(expected_totals(20).items())
+    # The CLI knows the parameter from the pipe read by name.
+    ran = CliRunner(mix_stderr=False).invoke(
+        cli, ["--data", str(tmp_path / "store"), "copy", "run", "from_pipe", "--param", "min_amount=30"])
+    assert ran.exit_code == 0, ran.stderr
+    assert ran.output.strip() == f"{len(expected_totals(30))} rows copied into user_totals"
+    refused = CliRunner(mix_stderr=False).invoke(
+        cli, ["--data", str(tmp_path / "store"), "copy", "run", "from_pipe", "--param", "min_amount=-1"])
+    assert refused.exit_code == 2 and "min_amount" in refused.stderr
