@@ -159,3 +159,24 @@ def test_deploy_to_a_host_updates_pipes_alters_datasources_and_refuses_incompati
     refused = deploy()
     assert refused.returncode == 1
     assert "column 'country' would change type from LowCardinality(String) to UInt8" in refused.stderr
+
+
+def test_tb_push_populate_backfills_a_materialized_pipe_over_data_already_sent(tmp_path, project, rows):
+    """`tb push --populate --wait` of a materialized pipe over a datasource that holds data: the target
+    is backfilled, and tb gets the finished populate job it waits for."""
+    server = Served(tmp_path / "store")
+    try:
+        assert tb("auth", "--host", server.url, "--token", server.admin, cwd=project).returncode == 0
+        pushed = tb("push", "datasources/events.datasource", "datasources/events_by_user.datasource", cwd=project)
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        appended = tb("datasource", "append", "events", "fixtures/events.ndjson", cwd=project)
+        assert appended.returncode == 0, appended.stdout + appended.stderr
+        populated = tb("push", "pipes/events_by_user_mv.pipe", "--populate", "--wait", cwd=project)
+        assert populated.returncode == 0, populated.stdout + populated.stderr
+        assert "** Populating job result" in populated.stdout and "'status': 'done'" in populated.stdout
+        assert "** 'events_by_user_mv' created" in populated.stdout
+        counted = httpx.get(f"{server.url}/v0/sql", params={
+            "q": "SELECT count() AS n FROM events_by_user FINAL FORMAT JSON", "token": server.admin}, timeout=30)
+        assert counted.json()["data"] == [{"n": len(rows)}]  # every event of the fixture once
+    finally:
+        assert server.stop() == 0

@@ -232,12 +232,18 @@ async def post_pipe(request: Request) -> Response:
     name = document.get("name") or request.query_params.get("name")
     if not name or not document.get("nodes"):
         raise BadRequest("A pipe needs a name and at least one node")
+    from . import copies  # it builds on this module
+
     pipe = parse_pipe(name, pipe_text(document))
+    created = copies.now()
     await run_in_threadpool(engine.deploy_pipe, pipe)
     answer = _pipe_json(request, engine.pipe(name))
     if pipe.materialized is not None:  # as Tinybird answers: the target, which the project defines itself
         target = pipe.materialized.datasource
         answer.update(datasource={"id": _id("datasource", target), "name": target}, created_datasource=False)
+        if request.query_params.get("populate", "").lower() == "true":
+            # Deploying backfilled the target already: `tb push --populate` gets the finished job to wait for.
+            answer["job"] = copies.keep_job(request, "populateview", name, target, created)
     return JSONResponse(answer)
 
 

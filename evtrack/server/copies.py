@@ -29,7 +29,7 @@ from .admin import _id, _pipe_json
 from .auth import require
 from .bodies import request_fields
 
-__all__ = ["routes", "KEPT_JOBS"]
+__all__ = ["routes", "keep_job", "now", "KEPT_JOBS"]
 
 KEPT_JOBS = 100
 _NOT_PARAMS = ("_mode", "on_demand_compute")
@@ -74,7 +74,7 @@ def _jobs(request: Request) -> OrderedDict:
     return state.copy_jobs
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
@@ -90,25 +90,31 @@ async def run_copy(request: Request) -> Response:
     if payload is not None:
         raise BadRequest("Send parameters in the query string, as form fields or as a JSON object")
     mode = params.get("_mode") or None
-    created = _now()
+    created = now()
     rows = await run_in_threadpool(engine.run_copy, name, {k: v for k, v in params.items() if k not in _NOT_PARAMS},
                                    mode)
-    job_id = str(uuid.uuid4())
     target = pipe.copy.datasource
+    job = keep_job(request, "copy", name, target, created, mode=(mode or pipe.copy.copy_mode or "append").lower(),
+                   statistics={"row_count": rows})
+    return JSONResponse({**_pipe_json(request, pipe), "job": job,
+                         "tags": {"copy_target_datasource": target}})  # tb reads the datasource by it
+
+
+def keep_job(request: Request, kind: str, pipe: str, target: str, created: str, **extra) -> dict:
+    """A finished job as Tinybird describes one (``GET /v0/jobs/{id}`` answers it while it is kept)."""
+    job_id = str(uuid.uuid4())
     job = {
-        "kind": "copy", "id": job_id, "job_id": job_id, "status": "done", "created_at": created,
-        "started_at": created, "updated_at": _now(), "is_cancellable": False,
+        "kind": kind, "id": job_id, "job_id": job_id, "status": "done", "created_at": created,
+        "started_at": created, "updated_at": now(), "is_cancellable": False,
         "job_url": f"{str(request.base_url).rstrip('/')}/v0/jobs/{job_id}",
-        "pipe_id": _id("pipe", name), "pipe_name": name, "mode": (mode or pipe.copy.copy_mode or "append").lower(),
-        "datasource": {"id": _id("datasource", target), "name": target},
-        "statistics": {"row_count": rows},
+        "pipe_id": _id("pipe", pipe), "pipe_name": pipe,
+        "datasource": {"id": _id("datasource", target), "name": target}, **extra,
     }
     jobs = _jobs(request)
     jobs[job_id] = job
     while len(jobs) > KEPT_JOBS:
         jobs.popitem(last=False)
-    return JSONResponse({**_pipe_json(request, pipe), "job": job,
-                         "tags": {"copy_target_datasource": target}})  # tb reads the datasource by it
+    return job
 
 
 async def get_job(request: Request) -> Response:
