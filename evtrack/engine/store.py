@@ -82,7 +82,6 @@ class _Shared:
     idle: dict[QueryLimits | None, list] = {}
     running: dict[str, str] = {}  # tag -> its marker in the statement text
     users = 0
-    budget = 0
 
 
 class Store:
@@ -99,17 +98,13 @@ class Store:
             _Shared.users += 1
             self._open = True
 
-    @property
-    def memory_budget(self) -> int:
-        return _Shared.budget
-
     def _start(self, budget: int) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         target = str(self.path)
         if budget and not any(ch in target for ch in "?&#"):  # characters a connection string would misread
             target = f"file:{target}?max_server_memory_usage={int(budget)}"
         _Shared.anchor = _connect(target)
-        _Shared.path, _Shared.idle, _Shared.running, _Shared.budget = self.path, {}, {}, budget
+        _Shared.path, _Shared.idle, _Shared.running = self.path, {}, {}
 
     # -- connections ----------------------------------------------------------------------
     def _take(self, limits: QueryLimits | None):
@@ -188,10 +183,6 @@ class Store:
         finally:
             conn.close()
 
-    def running(self) -> int:
-        with _Shared.lock:
-            return len(_Shared.running)
-
     def close(self) -> None:
         with _Shared.lock:
             if not self._open:
@@ -230,8 +221,7 @@ def _query_error(exc: Exception) -> QueryError:
     text = _first_line(exc)
     error = QueryError(f"[Error] {text}")
     codes = _CODE.findall(text)
-    error.code = codes[-1] if codes else ""
-    if error.code == "TIMEOUT_EXCEEDED":
+    if codes and codes[-1] == "TIMEOUT_EXCEEDED":
         error.status = 408
     return error
 

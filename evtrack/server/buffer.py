@@ -83,10 +83,6 @@ class IngestBuffer:
     # pays a fixed cost (query analysis, a new part to merge), so fewer, larger ones go faster.
     flush_bytes: int = 64 * 1024 * 1024
     flush_interval: float = 0.25
-    # How soon a flush follows a request that waits for it (wait=true). 0: at once, or, while a flush
-    # runs, right after it, together with every request that arrived meanwhile (as a group commit):
-    # one request alone waits for one insert, and under load the inserts grow instead of queueing.
-    wait_interval: float = 0
     max_pending_bytes: int = 128 * 1024 * 1024
     flushes: int = 0
     requests: int = 0
@@ -126,9 +122,10 @@ class IngestBuffer:
         if self._wake is not None:
             if self._pending_bytes >= self.flush_bytes:
                 self._wake.set()
-            elif done is not None and self.wait_interval:
-                asyncio.get_running_loop().call_later(self.wait_interval, self._wake.set)
             elif done is not None:
+                # A request that waits (wait=true) starts a flush at once, or, while one runs, the next
+                # right after it, with every request that arrived meanwhile (a group commit): one request
+                # alone waits for one insert, and under load the inserts grow instead of queueing.
                 self._wake.set()
         if done is not None:
             return await done
