@@ -106,6 +106,21 @@ def test_jwt_made_by_the_cli_reads_its_pipe(http, engine, rows):
         {"type": "PIPES:READ", "resource": "user_activity", "fixed_params": {"user_id": "user_0042"}}]
 
 
+def test_jwt_scopes_of_one_pipe_merge_and_keep_every_fixed_param(http, engine, rows):
+    bare = [{"type": "PIPES:READ", "resource": "user_activity"}]
+    since = [{"type": "PIPES:READ", "resource": "user_activity", "fixed_params": {"start_date": "2023-06-01 00:00:00"}}]
+    for scopes, expected in (
+        (user_scope() + bare, reference.user_activity(rows, "user_abc")),
+        (bare + user_scope(), reference.user_activity(rows, "user_abc")),
+        (user_scope() + [{**bare[0], "fixed_params": {}}], reference.user_activity(rows, "user_abc")),
+        (user_scope() + since, reference.user_activity(rows, "user_abc", start_date="2023-06-01 00:00:00")),
+    ):
+        response = http.get(f"/v0/pipes/user_activity.json?token={sign(engine, scopes)}&user_id=user_0001"
+                            "&start_date=2023-01-01 00:00:00")
+        assert response.status_code == 200, response.text
+        assert data(response.content) == expected, scopes
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda e: sign(e, user_scope(), exp=int(time.time()) - 60), "invalid authentication token: the JWT has expired"),
     (lambda e: sign(e, user_scope(), key="p.not-the-admin-token-but-just-as-long-as-one"), "invalid authentication token"),
@@ -113,6 +128,10 @@ def test_jwt_made_by_the_cli_reads_its_pipe(http, engine, rows):
     (lambda e: sign(e, user_scope())[:-4] + "AAAA", "invalid authentication token"),
     (lambda e: jwt.encode({"name": "x", "scopes": user_scope()}, e.tokens.admin.token, algorithm="HS256"),
      "invalid authentication token"),  # no exp
+    # Two scopes of the pipe fixing user_id differently, or fixed_params that is not an object: no safe reading.
+    (lambda e: sign(e, user_scope() + user_scope(user_id="user_0001")), "invalid authentication token"),
+    (lambda e: sign(e, [{"type": "PIPES:READ", "resource": "user_activity", "fixed_params": ["user_id"]}]),
+     "invalid authentication token"),
     (lambda e: sign(e, user_scope("get_events")), "The token you have provided doesn't have access to this resource"),
     (lambda e: sign(e, [{"type": "ADMIN"}]), "The token you have provided doesn't have access to this resource"),
     (lambda e: sign(e, [{"type": "DATASOURCES:READ", "resource": "events"}]),

@@ -8,7 +8,8 @@ scoped tokens at deploy, as on Tinybird: ``TOKEN "tracker" APPEND`` on a datasou
 JWTs are Tinybird's: HS256, signed with the workspace's admin token, with the payload
 ``{"workspace_id", "name", "exp", "scopes": [{"type": "PIPES:READ", "resource": <pipe>,
 "fixed_params": {...}}]}``. They are not stored; only ``PIPES:READ`` scopes count, and only
-where the caller asks for them (endpoint reads).
+where the caller asks for them (endpoint reads). Scopes naming one pipe merge: every fixed
+parameter of any of them applies, and two different values for one parameter refuse the token.
 """
 
 from __future__ import annotations
@@ -167,13 +168,30 @@ class TokenStore:
             raise Forbidden("invalid authentication token") from None
         if payload["workspace_id"] != self.workspace_id or not isinstance(payload["scopes"], list):
             raise Forbidden("invalid authentication token")
-        scopes, fixed = [], {}
-        for scope in payload["scopes"]:
-            if isinstance(scope, dict) and scope.get("type") == JWT_READ and isinstance(scope.get("resource"), str):
-                scopes.append(f"{JWT_READ}:{scope['resource']}")
-                params = scope.get("fixed_params") or {}
-                fixed[scope["resource"]] = {k: _param_text(v) for k, v in params.items()} if isinstance(params, dict) else {}
-        return SignedToken(id="", name=str(payload["name"]), token=value, scopes=scopes, fixed=fixed)
+        fixed = _merged_scopes(payload["scopes"])
+        return SignedToken(id="", name=str(payload["name"]), token=value,
+                           scopes=[f"{JWT_READ}:{pipe}" for pipe in fixed], fixed=fixed)
+
+
+def _merged_scopes(scopes: list) -> dict[str, dict[str, str]]:
+    """Each pipe a JWT may read, with the fixed parameters of all its scopes together.
+
+    A scope without ``fixed_params`` lifts none that another scope of the pipe sets; two scopes
+    fixing one parameter to different values, or ``fixed_params`` that is not an object, make the
+    token invalid: no reading of it is safe to guess.
+    """
+    fixed: dict[str, dict[str, str]] = {}
+    for scope in scopes:
+        if not (isinstance(scope, dict) and scope.get("type") == JWT_READ and isinstance(scope.get("resource"), str)):
+            continue
+        params = scope.get("fixed_params") or {}
+        if not isinstance(params, dict):
+            raise Forbidden("invalid authentication token")
+        merged = fixed.setdefault(scope["resource"], {})
+        for name, value in params.items():
+            if merged.setdefault(name, _param_text(value)) != _param_text(value):
+                raise Forbidden("invalid authentication token")
+    return fixed
 
 
 def _param_text(value) -> str:
