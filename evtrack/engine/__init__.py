@@ -24,13 +24,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadRequest, NotFound, QueryError, SchemaConflict, StoreError, TemplateError
+from ..errors import BadRequest, EvtrackError, NotFound, QueryError, SchemaConflict, StoreError, TemplateError
 from ..project import COPY_MODES, Datasource, Pipe, Project, parse_datasource, pipe_from_record, pipe_record
 from .copies import staging_name
 from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .materialized import backfill_sql, check_columns, output_columns, view_ddl, view_name
-from .pipes import pipe_sql
-from .sqlapi import read_only_sql, used_tables
+from .pipes import pipe_sql, render_node
+from .guard import check_parsable
+from .sqlapi import read_only_sql, split_format, used_tables
 from .rwlock import RWLock
 from .store import QueryLimits, Store
 from .tokens import TokenStore, datafile_scope
@@ -211,6 +212,7 @@ class Engine:
                      every: dict[str, Pipe] | None = None) -> str:
         datasources = datasources if datasources is not None else set(self.datasources)
         every = every if every is not None else {**{n: self.pipe(n) for n in self._sources["pipes"]}, pipe.name: pipe}
+        self._check_parsable(pipe)
         self._check_pipe(pipe, datasources, every)
         if pipe.copy is not None:
             self._check_copy(pipe, datasources, every)
@@ -343,6 +345,18 @@ class Engine:
         self.store.execute(f"INSERT INTO {staging} ({names}) SELECT {names} FROM {table}")
         self.store.execute(f"EXCHANGE TABLES {staging} AND {table}")
         self.store.execute(f"DROP TABLE {staging}")
+
+    def _check_parsable(self, pipe: Pipe) -> None:
+        """Each node within ClickHouse's parser limits, before the toolset parses it (see ``guard``)."""
+        for node in pipe.nodes:
+            try:
+                sql = render_node(node, {}, test_mode=True)
+            except EvtrackError:
+                continue  # the template's own error is reported where the pipe is rendered
+            try:
+                check_parsable(self.store, sql)
+            except QueryError as exc:
+                raise BadRequest(f"pipe '{pipe.name}', node '{node.name}': {exc.message}") from None
 
     def _check_pipe(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
         """An endpoint must render and name only datasources, other pipes and its own nodes."""
@@ -494,6 +508,7 @@ class Engine:
             return sql
         if q.lstrip().startswith("%"):
             raise BadRequest("'q' parameter doesn't support templates")
+        check_parsable(self.store, split_format(q)[0])
         # `q` reads `_`, the pipe's result, and nothing else: no way around the token's scope.
         return read_only_sql(q, {"_": f"({sql})"})[0]
 
@@ -507,6 +522,7 @@ class Engine:
 
         ``pipeline`` makes ``_`` that pipe's result; ``readable(name)`` limits what may be read.
         """
+        check_parsable(self.store, split_format(query)[0])
         tables: dict = dict(self.tables())
         for _, name, _ in used_tables(query):  # endpoints read as tables: render only those used
             if name not in tables and name in self._sources["pipes"] and self.pipe(name).endpoint is not None:

@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..errors import EvtrackError, NotFound, QueryError, TemplateError
 from ..project import Node, Pipe
+from .guard import check_size
 
 __all__ = ["RESERVED_PARAMS", "render_node", "pipe_sql"]
 
@@ -82,6 +83,7 @@ def _add_pipes(sql: str, replacements: dict, variables: dict, tables: dict, test
     """Other pipes that ``sql`` reads by name, as subqueries of their last node."""
     from tinybird.sql_toolset import sql_get_used_tables
 
+    check_size(sql)
     try:
         used = sql_get_used_tables(sql, raising=True, table_functions=False)
     except Exception:
@@ -101,6 +103,7 @@ def _add_pipes(sql: str, replacements: dict, variables: dict, tables: dict, test
 def _replace(sql: str, replacements: dict) -> str:
     from tinybird.sql_toolset import replace_tables
 
+    check_size(sql)  # a rendered pipe nests as deep as its datafile; parameters only make it longer
     try:
         return replace_tables(sql, replacements)
     except Exception as exc:  # the toolset's parse and policy errors

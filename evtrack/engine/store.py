@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..errors import QueryError, StoreError
 
-__all__ = ["QueryLimits", "Store", "default_memory_budget"]
+__all__ = ["QueryLimits", "Store", "default_memory_budget", "param_text"]
 
 _SESSION_SETTINGS = (
     "SET session_timezone = 'UTC'",
@@ -135,7 +135,7 @@ class Store:
         if conn is not None:
             conn.close()
 
-    def _query(self, sql: str, fmt: str, limits: QueryLimits | None, tag: str | None):
+    def _query(self, sql: str, fmt: str, limits: QueryLimits | None, tag: str | None, params: dict | None = None):
         if tag is not None:
             marker = f"/* evtrack:{tag} */"
             sql = f"{marker} {sql}"
@@ -143,7 +143,7 @@ class Store:
                 _Shared.running[tag] = marker
         conn = self._take(limits)
         try:
-            result = conn.query(sql, fmt)
+            result = conn.query(sql, fmt, params=params)
         except Exception as exc:
             conn.close()  # it may hold part of the failed result: never reuse it
             self._give_back(None, limits)
@@ -156,9 +156,13 @@ class Store:
         return result
 
     # -- the public surface ---------------------------------------------------------------
-    def run(self, sql: str, fmt: str = "CSV", *, limits: QueryLimits | None = None, tag: str | None = None) -> bytes:
-        """Run one statement; its result in ``fmt``. Database errors become ``QueryError``."""
-        return self._query(sql, fmt, limits, tag).bytes()
+    def run(self, sql: str, fmt: str = "CSV", *, limits: QueryLimits | None = None, tag: str | None = None,
+            params: dict[str, str] | None = None) -> bytes:
+        """Run one statement; its result in ``fmt``. Database errors become ``QueryError``.
+
+        ``params`` are the values of the statement's query parameters (``{name:Type}``), as texts
+        (see ``param_text``): a value never becomes part of the statement's own text."""
+        return self._query(sql, fmt, limits, tag, params).bytes()
 
     def execute(self, sql: str, *, tag: str | None = None) -> int:
         """Run a write; the number of rows it wrote."""
@@ -204,6 +208,12 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def param_text(value: str) -> str:
+    """A String query parameter's value as ClickHouse reads it (its escaped text format)."""
+    return (value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r").replace("\0", "\\0"))
 
 
 def _connect(target: str):

@@ -57,6 +57,10 @@ class Token:
         """True when the token has ADMIN or any one of ``scopes``."""
         return ADMIN in self.scopes or any(s in self.scopes for s in scopes)
 
+    def reads_anything(self) -> bool:
+        """Whether the token may read some datasource or pipe at all (the tracker's append token may not)."""
+        return ADMIN in self.scopes or any(s.startswith(("DATASOURCES:READ:", "PIPES:READ:")) for s in self.scopes)
+
     def public(self, show: bool = False) -> dict:
         return {"id": self.id, "name": self.name, "token": self.token if show else "p.****",
                 "scopes": [_scope_json(s) for s in self.scopes]}

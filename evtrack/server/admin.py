@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..engine import FORMATS, Engine
+from ..engine.guard import check_parsable, check_template
 from ..engine.ingest import quarantine_name
 from ..engine.materialized import output_columns
 from ..engine.pipes import pipe_sql
@@ -234,6 +235,9 @@ async def post_pipe(request: Request) -> Response:
         raise BadRequest("A pipe needs a name and at least one node")
     from . import copies  # it builds on this module
 
+    for node in document["nodes"]:  # within ClickHouse's parser limits before the datafile parser reads them
+        if isinstance(node, dict) and isinstance(node.get("sql"), str):
+            await run_in_threadpool(check_template, engine.store, node["sql"])
     pipe = parse_pipe(name, pipe_text(document))
     created = copies.now()
     await run_in_threadpool(engine.deploy_pipe, pipe)
@@ -328,5 +332,7 @@ async def sql_tables(request: Request) -> Response:
         queries = None
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         raise BadRequest("The body must be JSON: {\"queries\": [\"SELECT ...\"]}")
+    for query in queries:
+        await run_in_threadpool(check_parsable, engine.store, query)
     tables = [[list(t) for t in sql_get_used_tables(q, raising=False)] for q in queries]
     return JSONResponse({"tables": tables})
