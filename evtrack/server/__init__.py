@@ -17,6 +17,10 @@ from pathlib import Path
 __all__ = ["serve", "running_server", "SERVER_FILE"]
 
 SERVER_FILE = "server.json"
+# Request heads, in bytes. Clients send long parameters as a POST body well before this (tb and
+# evtrack's client do past 8,000 bytes of URL); a longer head is refused before it costs memory or time.
+MAX_URL = 16 * 1024
+MAX_HEADERS = 16 * 1024
 
 
 def serve(engine, host: str, port: int, on_ready=None) -> None:
@@ -29,7 +33,7 @@ def serve(engine, host: str, port: int, on_ready=None) -> None:
     app = create_app(engine, scheduler=CopyScheduler(engine))
     # Requests still running when a stop is asked get a few seconds; the reads among them are cancelled at once.
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, http=_bounded_http_protocol())
     server = uvicorn.Server(config)
     marker = engine.store.path / SERVER_FILE
 
@@ -56,6 +60,78 @@ def serve(engine, host: str, port: int, on_ready=None) -> None:
     finally:
         if marker.exists() and json.loads(marker.read_text() or "{}").get("pid") == os.getpid():
             marker.unlink()
+
+
+def _bounded_http_protocol():
+    """uvicorn's httptools protocol, with bounded request heads and errors in Tinybird's JSON.
+
+    As it is, uvicorn bounds neither the headers (httptools gathers a header until it ends, copying
+    it at each read) nor the URL (up to 64 KiB), and answers what it cannot parse with a plain-text
+    400. Here a URL over ``MAX_URL`` gets 414, headers over ``MAX_HEADERS`` 431, anything else
+    malformed 400, each as ``{"error", "documentation"}``. Built on first use: the web stack is
+    loaded only by the command that serves.
+    """
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+    from .app import DOCS
+
+    class HeadTooLarge(Exception):
+        pass
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        refusal: tuple[int, str] | None = None
+        head_size: int | None = 0  # bytes read of the request head under way; None while reading a body
+        header_size = 0
+
+        def data_received(self, data: bytes) -> None:
+            if self.head_size is not None:
+                self.head_size += len(data)
+            super().data_received(data)
+            # A header is only seen once it ends: one that keeps on coming is cut by the bytes read,
+            # at twice what a valid head holds (whitespace and line ends are not counted above).
+            if self.head_size is not None and self.head_size > 2 * (MAX_URL + MAX_HEADERS) \
+                    and not self.transport.is_closing():
+                self.refusal = (431, f"The request headers are larger than {MAX_HEADERS} bytes")
+                self.send_400_response("")
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.header_size = 0
+
+        def on_url(self, url: bytes) -> None:  # also called at the end of each read with the URL so far
+            super().on_url(url)
+            if len(self.url) > MAX_URL:
+                self.refuse(414, f"The URL is longer than {MAX_URL} bytes: send long parameters in a POST body")
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            super().on_header(name, value)
+            self.header_size += len(name) + len(value) + 4  # with ": " and CRLF
+            if self.header_size > MAX_HEADERS:
+                self.refuse(431, f"The request headers are larger than {MAX_HEADERS} bytes")
+
+        def on_headers_complete(self) -> None:
+            self.head_size = None
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self.head_size = 0
+
+        def refuse(self, status: int, message: str) -> None:
+            self.refusal = (status, message)
+            raise HeadTooLarge  # stops the parser, and uvicorn answers with send_400_response
+
+        def send_400_response(self, msg: str) -> None:
+            status, message = self.refusal or (400, msg)
+            body = json.dumps({"error": message, "documentation": DOCS}, separators=(",", ":")).encode()
+            head = [STATUS_LINE[status]]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
+                     b"connection: close\r\n\r\n"]
+            self.transport.write(b"".join(head) + body)
+            self.transport.close()
+
+    return BoundedHttpToolsProtocol
 
 
 @contextlib.contextmanager

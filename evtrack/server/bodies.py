@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qsl
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from ..errors import EvtrackError
+from ..errors import BadRequest, EvtrackError
 
 __all__ = ["read_body", "request_fields"]
+
+# Fields (and files) in one form or JSON body: a call sends a few parameters, and each field costs
+# work and memory of its own however small the body. Starlette's own default for forms.
+MAX_FIELDS = 1000
+TOO_MANY_FIELDS = f"Too many fields. Maximum number of fields is {MAX_FIELDS}."
 
 
 async def request_fields(request: Request) -> tuple[dict[str, str], bytes | UploadFile | None]:
@@ -25,8 +31,9 @@ async def request_fields(request: Request) -> tuple[dict[str, str], bytes | Uplo
     if request.method not in ("POST", "PUT"):
         return fields, None
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_body(request)  # a form too: the limit is on the whole body, not on each part
     if kind == "multipart/form-data":
-        form = await request.form(max_part_size=request.app.state.max_body)
+        form = await _multipart(request.headers, body)
         upload = None
         for key, value in form.multi_items():
             if isinstance(value, str):
@@ -36,9 +43,11 @@ async def request_fields(request: Request) -> tuple[dict[str, str], bytes | Uplo
             else:
                 await value.close()
         return fields, upload
-    body = await read_body(request)
     if kind == "application/x-www-form-urlencoded":
-        fields.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        try:
+            fields.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS))
+        except ValueError:  # counted before anything is parsed
+            raise BadRequest(TOO_MANY_FIELDS) from None
         return fields, None
     if kind == "application/json" and body.lstrip()[:1] == b"{":
         try:
@@ -46,9 +55,25 @@ async def request_fields(request: Request) -> tuple[dict[str, str], bytes | Uplo
         except (ValueError, RecursionError):
             document = None
         if isinstance(document, dict):
+            if len(document) > MAX_FIELDS:
+                raise BadRequest(TOO_MANY_FIELDS)
             fields.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items() if v is not None})
             return fields, None
     return fields, body or None
+
+
+async def _multipart(headers: Headers, body: bytes) -> FormData:
+    """A multipart form read whole (so within the body limit), with at most ``MAX_FIELDS`` parts of each kind."""
+
+    async def once():
+        yield body
+
+    # No part can be larger than the body that holds it: the size limit is the body's.
+    parser = MultiPartParser(headers, once(), max_files=MAX_FIELDS, max_fields=MAX_FIELDS, max_part_size=len(body) + 1)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise BadRequest(exc.message) from None
 
 
 async def read_body(request: Request) -> bytes:
