@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import BadRequest, EvtrackError, NotFound, QueryError, SchemaConflict, StoreError, TemplateError
 from ..project import COPY_MODES, Datasource, Pipe, Project, parse_datasource, pipe_from_record, pipe_record
 from .copies import staging_name
-from .ingest import imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
+from .ingest import DEDUP_WINDOW, imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .materialized import backfill_sql, check_columns, output_columns, view_ddl, view_name
 from .pipes import pipe_sql, render_node
 from .guard import check_parsable
@@ -74,6 +74,7 @@ class Engine:
         self._load_snapshot()
         self.tokens = TokenStore(store.path)
         self.wal = WriteAheadLog(store.path)
+        self._remember_blocks()
         self.replay_log()
 
     @classmethod
@@ -319,6 +320,7 @@ class Engine:
         self.store.execute(quarantine_ddl(ds, f"{DATABASE}.`{quarantine_name(ds.name)}`"))
         if name is None:
             self._create_ingest(ds)
+        self._remember_blocks()
 
     def _create_ingest(self, ds: Datasource) -> None:
         for statement in ingest_ddl(ds, DATABASE):
@@ -438,16 +440,24 @@ class Engine:
                          sql_string(import_id))
             return self._results(ds, [import_id])[0]
 
-    def append_many(self, datasource: str, payloads: list[bytes], ids: list[str] | None = None) -> list[AppendResult]:
-        """Ingest several NDJSON payloads in one statement, with a result (and an import id, given or new) for each."""
+    def append_many(self, datasource: str, payloads: list[bytes], ids: list[str] | None = None,
+                    once: bool = False) -> list[AppendResult]:
+        """Ingest several NDJSON payloads in one statement, with a result (and an import id, given or new) for each.
+
+        ``once``: the one payload's import id makes the insert idempotent, in the datasource and in
+        every table fed from it (``ingest.exactly_once``): the write-ahead log's payloads go in this
+        way, so a replay or a retry of one never adds a row twice."""
         ds = self.datasource(datasource)
+        if once and (len(payloads) != 1 or not ids or not ids[0]):
+            raise ValueError("an idempotent insert takes one payload and its import id")
         ids = [i or uuid.uuid4().hex for i in ids] if ids else [uuid.uuid4().hex for _ in payloads]
         home = None if _GLOB_CHARS.search(str(self.store.path)) else self.store.path
         with self._lock.shared(), tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
             for import_id, payload in zip(ids, payloads):
                 (Path(folder) / f"{import_id}.ndjson").write_bytes(payload)
             glob = sql_string(f"{folder}/*.ndjson")
-            self._ingest(ds, f"file({glob}, 'LineAsString', 'line String')", "splitByChar('.', _file)[1]")
+            self._ingest(ds, f"file({glob}, 'LineAsString', 'line String')", "splitByChar('.', _file)[1]",
+                         ids[0] if once else None)
             return self._results(ds, ids)
 
     def replay_log(self) -> int:
@@ -459,23 +469,26 @@ class Engine:
                 if datasource not in self.datasources:
                     raise StoreError(f"the write-ahead log {self.wal.folder / segment}.wal holds events for "
                                      f"'{datasource}', which is not deployed: deploy it, then open the store again")
+                # The bytes, and so the blocks, its first insert had (see IngestBuffer.flush): the
+                # blocks that insert wrote before the crash are skipped, the others written.
                 ident = wal_import_id(segment, datasource)
-                self._forget_import(datasource, ident)
-                [result] = self.append_many(datasource, [b"\n".join(payloads)], [ident])
+                [result] = self.append_many(datasource, [b"\n".join(payloads)], [ident], once=True)
                 replayed += result.successful_rows + result.quarantined_rows
             self.wal.drop(segment)
         return replayed
 
-    def _forget_import(self, datasource: str, ident: str) -> None:
-        """Undo the audit and quarantine rows of an import that is about to go in again."""
-        imports = f"{DATABASE}.`{imports_table(datasource)}`"
-        if self.store.run(f"SELECT count() FROM {imports} WHERE import_id = {sql_string(ident)}").strip() == b"0":
-            return
-        for table, column in ((imports, "import_id"), (f"{DATABASE}.`{quarantine_name(datasource)}`", "c__import_id")):
-            self.store.execute(f"ALTER TABLE {table} DELETE WHERE {column} = {sql_string(ident)} SETTINGS mutations_sync = 2")
+    def _remember_blocks(self) -> None:
+        """Every MergeTree table of the store remembers its last blocks, which idempotent inserts
+        need (``ingest.exactly_once``); a table made before that, or by a deploy, is given it here."""
+        names = self.store.run(
+            f"SELECT name FROM system.tables WHERE database = '{DATABASE}' AND engine LIKE '%MergeTree' "
+            "AND NOT match(engine_full, 'non_replicated_deduplication_window')", "TSV")
+        for name in names.decode().splitlines():
+            self.store.execute(f"ALTER TABLE {DATABASE}.`{name}` MODIFY SETTING "
+                               f"non_replicated_deduplication_window = {DEDUP_WINDOW}")
 
-    def _ingest(self, ds: Datasource, source: str, import_id: str) -> None:
-        self.store.execute(ingest_insert(ds, DATABASE, source, import_id))
+    def _ingest(self, ds: Datasource, source: str, import_id: str, once: str | None = None) -> None:
+        self.store.execute(ingest_insert(ds, DATABASE, source, import_id, once))
 
     def _results(self, ds: Datasource, ids: list[str]) -> list[AppendResult]:
         """Each import's counts, from the imports audit table, and its first quarantine reasons."""

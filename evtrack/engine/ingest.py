@@ -15,7 +15,7 @@ import re
 
 from ..project import Column, Datasource
 
-__all__ = ["MAX_LINE_BYTES", "imports_table", "ingest_ddl", "ingest_insert", "ingest_table", "quarantine_ddl",
+__all__ = ["DEDUP_WINDOW", "MAX_LINE_BYTES", "exactly_once", "imports_table", "ingest_ddl", "ingest_insert", "ingest_table", "quarantine_ddl",
            "quarantine_name", "sql_string"]
 
 _DATETIME64 = re.compile(r"DateTime64\((\d+)")
@@ -169,10 +169,11 @@ def ingest_ddl(ds: Datasource, database: str) -> list[str]:
     ]
 
 
-def ingest_insert(ds: Datasource, database: str, source: str, import_id: str) -> str:
+def ingest_insert(ds: Datasource, database: str, source: str, import_id: str, once: str | None = None) -> str:
     """The one statement that ingests the lines of ``source`` (a table expression with a String column ``line``).
 
     ``import_id`` is an SQL expression naming each line's import (a constant, or one per file of a glob).
+    ``once``, when given, makes the insert idempotent (see ``exactly_once``).
 
     Each step reads the one below as a subquery, so a name used many times (the parsed line, a
     column's text) is a column there rather than an alias expanded wherever it is used: the
@@ -228,4 +229,21 @@ def ingest_insert(ds: Datasource, database: str, source: str, import_id: str) ->
     # of 256k rather than 1M before they are sorted and written (as fast, a third less memory).
     return (f"INSERT INTO `{database}`.`{ingest_table(ds.name)}` ({', '.join(staging)}) {query} "
             "SETTINGS parallel_view_processing = 1, storage_file_read_method = 'pread', "
-            "min_insert_block_size_rows = 262144, min_insert_block_size_bytes = 67108864")
+            "min_insert_block_size_rows = 262144, min_insert_block_size_bytes = 67108864"
+            + (f", {exactly_once(once)}" if once else ""))
+
+
+DEDUP_WINDOW = 1000  # blocks each table remembers: more than any replay or retry comes after
+
+
+def exactly_once(token: str) -> str:
+    """Settings that make an insert idempotent in every table it reaches, materialized targets included.
+
+    Each block the insert writes gets an id from ``token`` and its rank, in the datasource and in
+    each table a view writes from it; a table that has a block of that id already (each remembers
+    its last ``DEDUP_WINDOW``) skips it. So running the same insert again, whole or after a crash
+    in its middle, writes exactly the blocks that are missing. The blocks must come out the same
+    each time: one thread reads the input, in order.
+    """
+    return (f"insert_deduplicate = 1, insert_deduplication_token = {sql_string(token)}, "
+            "deduplicate_blocks_in_dependent_materialized_views = 1, max_threads = 1, max_insert_threads = 1")

@@ -39,6 +39,9 @@ _SESSION_SETTINGS = (
     "SET session_timezone = 'UTC'",
     # Tinybird answers counts as JSON numbers, not quoted strings.
     "SET output_format_json_quote_64bit_integers = 0",
+    # Blocks are deduplicated only where an insert asks for it (evtrack.engine.ingest.exactly_once):
+    # a copy appended twice, say, appends twice.
+    "SET insert_deduplicate = 0",
 )
 _CODE = re.compile(r"\(([A-Z][A-Z_]+)\)")
 _IDLE_PER_KIND = 16  # connections kept open per kind of limits; more are opened when busy, closed after

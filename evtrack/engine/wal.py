@@ -6,11 +6,12 @@ files in ``<store>/wal/``: each insert of the server's queue takes the current s
 the segment is deleted once that insert is committed. So a segment on disk at start-up holds
 acknowledged rows that may not have been written, and is replayed.
 
-Replaying cannot count a row twice. Each segment is inserted under import ids derived from its
-name (``wal-<segment>-<datasource>``), the same ones its first insert used, so a segment whose
-insert did run before the crash is recognised: its quarantined rows and import counts are deleted
-before it goes in again, and its events (including those sent without an ``event_id``, whose id
-is derived from their content) replace themselves in the ReplacingMergeTree.
+Replaying cannot count a row twice, in any table. Each segment's rows go in as one idempotent
+insert per datasource (``evtrack.engine.ingest.exactly_once``), under an import id derived from
+the segment's name (``wal-<segment>-<datasource>``), with the same bytes whether it is the
+server's flush, its retry after a failure, or a replay after a crash: every table the insert
+reaches, materialized targets included, skips the blocks it already has. So a segment whose
+insert ran, whole or in part, before the crash adds exactly what was missing.
 
 A record is ``EVW1``, then the CRC32, the datasource name's length and the payload's length
 (little-endian 4, 2 and 4 bytes), then the name and the payload. A record torn by the crash (short,

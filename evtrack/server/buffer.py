@@ -44,6 +44,15 @@ class _Queued:
     done: asyncio.Future | None  # None: acknowledged already (wait=false)
 
 
+@dataclass
+class _Logged:
+    """Acknowledged rows of one log segment and datasource, to insert (again, until it succeeds)."""
+
+    segment: str
+    datasource: str
+    payload: bytes
+
+
 class _GroupSync:
     """One fsync at a time per log file; the writes made while it runs wait for the next one."""
 
@@ -92,6 +101,8 @@ class IngestBuffer:
     _task: asyncio.Task | None = None
     _stopping: bool = False
     _syncs: dict[int, _GroupSync] = field(default_factory=dict)
+    _logged: list[_Logged] = field(default_factory=list)  # acknowledged, not yet committed
+    _segments: set[str] = field(default_factory=set)  # log segments with rows not yet committed
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -104,7 +115,7 @@ class IngestBuffer:
             self._stopping = True
             self._wake.set()
             await self._task
-        while any(self._queues.values()):
+        while any(self._queues.values()) or self._logged:
             if not await self.flush():
                 log.error("could not flush %d queued bytes at shutdown", self._pending_bytes)
                 break
@@ -158,47 +169,58 @@ class IngestBuffer:
             await self.flush()
 
     async def flush(self) -> bool:
-        """Write what is queued, one statement per datasource; False if a write failed."""
+        """Write what is queued; False if a write failed.
+
+        Acknowledged rows go in first, one statement per datasource and log segment, under the
+        import id a replay of that segment would use and as an idempotent insert: a failed one is
+        tried again at the next flush with the same bytes and id, so neither a retry nor a replay
+        after a crash in its middle writes a row twice. Its segment is deleted once every insert of
+        it is committed. Waiting requests (wait=true) then go in one statement per datasource, each
+        a payload of its own for its own answer; if that fails they are told to retry.
+        """
         queues, self._queues = self._queues, {}
         segment = self.engine.wal.rotate()  # the same step as the swap: the segment holds this queue's rows
-        ok, relogged = True, None
         for datasource, items in queues.items():
-            size = sum(len(item.payload) for item in items)
-            waiting = [item for item in items if item.done is not None]
-            # Acknowledged requests need no counts of their own: they go as one payload. Each
-            # waiting request is a payload of its own, for its own answer.
-            queued = b"\n".join(item.payload for item in items if item.done is None)
-            payloads = ([queued] if queued else []) + [item.payload for item in waiting]
-            # The acknowledged rows go in under the import id a replay of the segment would use.
-            ids = ([import_id(segment, datasource) if segment else None] if queued else []) + [None] * len(waiting)
+            acknowledged = [item.payload for item in items if item.done is None]
+            if acknowledged:  # joined as a replay joins the segment's records (Engine.replay_log)
+                self._logged.append(_Logged(segment, datasource, b"\n".join(acknowledged)))
+        ok = True
+        for entry in list(self._logged):
+            ident = import_id(entry.segment, entry.datasource)
             try:
-                results = await run_in_threadpool(self.engine.append_many, datasource, payloads, ids)
+                await run_in_threadpool(self.engine.append_many, entry.datasource, [entry.payload], [ident], True)
             except Exception:
-                log.exception("flush of %d requests to %s failed", len(items), datasource)
+                log.exception("flush of %d acknowledged bytes to %s failed; kept for the next", len(entry.payload),
+                              entry.datasource)
                 ok = False
-                relogged = self._requeue(datasource, items) or relogged
                 continue
-            finally:
-                self._pending_bytes -= size
+            self._logged.remove(entry)
+            self._pending_bytes -= len(entry.payload)
             self.flushes += 1
-            for item, result in zip(waiting, results[1:] if queued else results):
-                if not item.done.done():
-                    item.done.set_result(result)
-        if relogged is not None:
-            await self._sync(relogged)
-        await self._drop_segment(segment)
+        for datasource, items in queues.items():
+            ok = await self._flush_waiting(datasource, [item for item in items if item.done is not None]) and ok
+        unsettled = {entry.segment for entry in self._logged}
+        for done in [s for s in self._segments | {segment} if s is not None and s not in unsettled]:
+            self._segments.discard(done)
+            await self._drop_segment(done)
+        self._segments |= unsettled
         return ok
 
-    def _requeue(self, datasource: str, items: list[_Queued]) -> int | None:
-        """Acknowledged rows wait for the next flush, logged again in the current segment (the one
-        they were in is dropped after this flush); waiting callers are told to retry."""
-        kept = [item for item in items if item.done is None]
-        for item in items:
-            if item.done is not None and not item.done.done():
-                item.done.set_exception(Unavailable())
-        fd = None
-        for item in kept:
-            fd = self.engine.wal.write(datasource, item.payload)
-        self._queues.setdefault(datasource, [])[:0] = kept
-        self._pending_bytes += sum(len(item.payload) for item in kept)
-        return fd
+    async def _flush_waiting(self, datasource: str, waiting: list[_Queued]) -> bool:
+        if not waiting:
+            return True
+        try:
+            results = await run_in_threadpool(self.engine.append_many, datasource, [item.payload for item in waiting])
+        except Exception:
+            log.exception("flush of %d waiting requests to %s failed", len(waiting), datasource)
+            for item in waiting:
+                if not item.done.done():
+                    item.done.set_exception(Unavailable())
+            return False
+        finally:
+            self._pending_bytes -= sum(len(item.payload) for item in waiting)
+        self.flushes += 1
+        for item, result in zip(waiting, results):
+            if not item.done.done():
+                item.done.set_result(result)
+        return True
