@@ -70,15 +70,55 @@ def _converts(col: Column) -> bool:
 
 
 def _convert(raw: str, type_: str) -> str:
-    """A Nullable expression: the raw text converted to ``type_``, NULL when it does not fit."""
+    """A Nullable expression: the raw text converted to ``type_``, NULL when it does not fit.
+    (A date column's value comes from ``_date_value``.)"""
+    return f"accurateCastOrNull({raw}, {sql_string(_base_type(type_))})"
+
+
+# Each date type's range in UTC, as ClickHouse documents it. ClickHouse's parsers clamp what falls
+# outside (2300-01-01 is stored as 2106-02-07 06:28:15, 1969-12-31 23:59:59 as 1970-01-01) and read
+# year 0 as the current year; evtrack quarantines such a value instead of storing another one.
+_RANGES = {
+    "DateTime": ("1970-01-01 00:00:00", "2106-02-07 06:28:15"),
+    "DateTime64": ("1900-01-01 00:00:00", "2299-12-31 23:59:59"),
+    "DateTime64(9)": ("1900-01-01 00:00:00", "2262-04-11 23:47:16"),
+    "Date": ("1970-01-01", "2149-06-06"),
+    "Date32": ("1900-01-01", "2299-12-31"),
+}
+
+
+def _date_range(type_: str) -> tuple[str, str] | None:
     base = _base_type(type_)
     if match := _DATETIME64.match(base):
-        return f"parseDateTime64BestEffortOrNull({raw}, {match.group(1)}, 'UTC')"
+        return _RANGES["DateTime64(9)" if match.group(1) == "9" else "DateTime64"]
     if base.startswith("DateTime"):
-        return f"parseDateTimeBestEffortOrNull({raw}, 'UTC')"
-    if base in ("Date", "Date32"):
-        return f"accurateCastOrNull(parseDateTimeBestEffortOrNull({raw}, 'UTC'), {sql_string(base)})"
-    return f"accurateCastOrNull({raw}, {sql_string(base)})"
+        return _RANGES["DateTime"]
+    return _RANGES.get(base)
+
+
+def _wide(i: int) -> str:
+    """Column i's text parsed over years 1 to 9999 (best effort, UTC), to tell a date out of range
+    from one that is no date at all."""
+    return f"parseDateTime64BestEffortOrNull(__r{i}, 0, 'UTC') AS __w{i}"
+
+
+def _out_of_range(i: int, type_: str) -> str:
+    """Whether column i's text is a date its type cannot hold: outside the range, or in year 0."""
+    low, high = _date_range(type_)
+    high = high if " " in high else f"{high} 23:59:59"
+    return (f"(__w{i} IS NOT NULL AND (__w{i} < toDateTime64({sql_string(low)}, 0, 'UTC') OR "
+            f"__w{i} > toDateTime64({sql_string(high)}, 0, 'UTC') OR match(__r{i}, '^\\s*0000'))) AS __o{i}")
+
+
+def _date_value(i: int, type_: str) -> str:
+    base = _base_type(type_)
+    if match := _DATETIME64.match(base):
+        value = f"parseDateTime64BestEffortOrNull(__r{i}, {match.group(1)}, 'UTC')"
+    elif base.startswith("DateTime"):
+        value = f"toDateTime(__w{i}, 'UTC')"
+    else:
+        value = f"accurateCastOrNull(__w{i}, {sql_string(base)})"
+    return f"if(__o{i}, NULL, {value}) AS __v{i}"
 
 
 def _raw_texts(ds: Datasource) -> tuple[list[str], list[str]]:
@@ -108,6 +148,11 @@ def _error(i: int, col: Column) -> str | None:
     suffix = sql_string(f"' on column '{col.name}' is not {col.type}")
     bad_value = f"concat('value ', char(39), __r{i}, {suffix})"
     missing = sql_string(f"missing value on column '{col.name}' (required: {col.type} with no DEFAULT)")
+    if (bounds := _date_range(col.type)) is not None:
+        outside = sql_string(f"' on column '{col.name}' is out of the range of {col.type}: "
+                             f"{bounds[0]} to {bounds[1]} UTC")
+        # A value out of range is never NULL-tested first: its converted value is NULL too.
+        bad_value = f"if(__o{i}, concat('value ', char(39), __r{i}, {outside}), {bad_value})"
     if col.required and _converts(col):
         return f"multiIf(__r{i} IS NULL, {missing}, __v{i} IS NULL, {bad_value}, '')"
     if col.required:
@@ -193,7 +238,11 @@ def ingest_insert(ds: Datasource, database: str, source: str, import_id: str, on
         *carried,
         *(f"if(__is_json, {text}, NULL) AS __r{i}" for i, text in enumerate(texts)),
     ]
-    converted = [f"{_convert(f'__r{i}', c.type)} AS __v{i}" for i, c in enumerate(ds.columns) if _converts(c)]
+    dates = [i for i, c in enumerate(ds.columns) if _date_range(c.type) is not None]
+    raw += [_wide(i) for i in dates]
+    converted = [*(_out_of_range(i, ds.columns[i].type) for i in dates),
+                 *(_date_value(i, c.type) if i in dates else f"{_convert(f'__r{i}', c.type)} AS __v{i}"
+                   for i, c in enumerate(ds.columns) if _converts(c))]
     checks = [(c.name, f"__e{i}", e) for i, c in enumerate(ds.columns) if (e := _error(i, c)) is not None]
     checked = [
         *carried[1:],
