@@ -158,3 +158,22 @@ def test_multipart_parts_under_the_limit_that_pass_it_together_get_413(engine):
                              **multipart(form))
     assert response.status_code == 413
     assert response.json()["error"] == "The body is larger than 65536 bytes"
+
+
+# -- the admin routes' bodies ---------------------------------------------------------------------
+def test_admin_bodies_too_deep_or_with_too_many_fields_are_400s_not_500s(fresh_engine):
+    deep = b"[" * 100_000 + b"]" * 100_000  # past Python's JSON recursion limit
+    with client(fresh_engine) as http:
+        admin = bearer(fresh_engine, "admin token")
+        answers = [
+            http.post("/v0/pipes?name=deep", content=deep, headers=admin),
+            http.post("/v0/sql_tables", content=deep, headers=admin),
+            http.put("/v0/tokens/many", content="&".join(["scope=PIPES:READ:get_events"] * 1001), headers=admin),
+        ]
+    assert [(a.status_code, a.json()["error"]) for a in answers] == [
+        # not JSON, so taken as one node's SQL, which ClickHouse's parser limits refuse
+        (400, "[Error] Code: 306. DB::Exception: Maximum parse depth (1000) exceeded. "
+              "Consider rising max_parser_depth parameter"),
+        (400, "The body must be JSON: {\"queries\": [\"SELECT ...\"]}"),
+        (400, "Too many fields. Maximum number of fields is 1000."),
+    ]

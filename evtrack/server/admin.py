@@ -26,7 +26,7 @@ from ..engine.pipes import pipe_sql
 from ..errors import BadRequest, EvtrackError, NotFound
 from ..project import Datasource, Pipe, datasource_text, parse_datasource, parse_pipe, pipe_text
 from .auth import require
-from .bodies import read_body, request_fields
+from .bodies import MAX_FIELDS, TOO_MANY_FIELDS, read_body, request_fields
 from .events import as_ndjson, decode_body
 
 __all__ = ["routes"]
@@ -226,7 +226,7 @@ async def post_pipe(request: Request) -> Response:
     body = await read_body(request)
     try:
         document = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         document = {"name": request.query_params.get("name"), "nodes": [{"name": "node_0", "sql": body.decode()}]}
     if not isinstance(document, dict) or not isinstance(document.get("nodes", []), list):
         raise BadRequest("The body must be a JSON object: {\"name\", \"nodes\": [...]}")
@@ -312,7 +312,10 @@ async def token(request: Request) -> Response:
     if request.method == "PUT":
         body = (await read_body(request)).decode("utf-8", "replace")
         scopes = [v for k, v in request.query_params.multi_items() if k == "scope"]
-        scopes += [v for k, v in parse_qsl(body) if k == "scope"]
+        try:
+            scopes += [v for k, v in parse_qsl(body, max_num_fields=MAX_FIELDS) if k == "scope"]
+        except ValueError:  # counted before anything is parsed
+            raise BadRequest(TOO_MANY_FIELDS) from None
         found = engine.tokens.grant(request.path_params["name"], scopes)
     if found is None:
         raise NotFound(f"Token '{request.path_params['name']}' not found")
@@ -328,7 +331,7 @@ async def sql_tables(request: Request) -> Response:
     body = await read_body(request)
     try:
         queries = json.loads(body).get("queries", [])
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         queries = None
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         raise BadRequest("The body must be JSON: {\"queries\": [\"SELECT ...\"]}")

@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from ..errors import BadRequest, EvtrackError
 
-__all__ = ["read_body", "request_fields"]
+__all__ = ["MAX_FIELDS", "TOO_MANY_FIELDS", "read_body", "request_fields"]
 
 # Fields (and files) in one form or JSON body: a call sends a few parameters, and each field costs
 # work and memory of its own however small the body. Starlette's own default for forms.
