@@ -1,11 +1,15 @@
 """Copy pipes (TYPE COPY) on a small project written here: deploy checks, append and replace runs,
-parameters, a failing run, the HTTP route, the CLI command and schedules. Expected rows are
-computed in Python from the rows the tests send, never by the SQL under test."""
+parameters, a failing run, the HTTP route, the CLI command, schedules, a run killed with kill -9
+and writes into a target while a replace runs. Expected rows are computed in Python from the rows
+the tests send, never by the SQL under test."""
 
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,11 +22,12 @@ from starlette.testclient import TestClient  # noqa: the suite's in-process clie
 from evtrack.cli import cli
 from evtrack.engine import Engine
 from evtrack.engine.copies import CopyScheduler
+from evtrack.engine.store import Store
 from evtrack.errors import BadRequest, QueryError, TemplateError
 from evtrack.project import load_project
 from evtrack.server.app import create_app
 
-from .served import Served, evtrack
+from .served import ROOT, Served, clean_env, evtrack
 
 SALES = """SCHEMA >
     `ts` DateTime `json:$.ts`,
@@ -409,3 +414,144 @@ TARGET_DATASOURCE user_totals
     refused = CliRunner(mix_stderr=False).invoke(
         cli, ["--data", str(tmp_path / "store"), "copy", "run", "from_pipe", "--param", "min_amount=-1"])
     assert refused.exit_code == 2 and "min_amount" in refused.stderr
+
+
+# -- a long replace run: killed, and beside ingests ---------------------------------------------
+BIG = """SCHEMA >
+    `n` UInt64 `json:$.n`
+
+ENGINE MergeTree
+ENGINE_SORTING_KEY n
+"""
+LABELLED = """SCHEMA >
+    `n` UInt64 `json:$.n`,
+    `origin` String `json:$.origin`
+
+ENGINE MergeTree
+ENGINE_SORTING_KEY n
+"""
+SNAPSHOT_BIG = """NODE everything
+SQL >
+    SELECT n, 'copy' AS origin FROM big
+
+TYPE COPY
+TARGET_DATASOURCE snapshot
+COPY_MODE replace
+"""
+ADD_ONE = """NODE one
+SQL >
+    SELECT toUInt64(7) AS n, 'append copy' AS origin
+
+TYPE COPY
+TARGET_DATASOURCE snapshot
+"""
+FEED_SNAPSHOT = """NODE fed
+SQL >
+    SELECT n, origin FROM feed
+
+TYPE MATERIALIZED
+DATASOURCE snapshot
+"""
+BIG_ROWS = 10_000_000  # a replace run of about a second on a 2-core machine; an ingest of a few rows takes ~20 ms
+BEFORE = [{"n": 1, "origin": "before"}, {"n": 2, "origin": "before"}, {"n": 3, "origin": "before"}]
+
+
+def big_store(root: Path) -> Path:
+    """A store whose `snapshot` holds BEFORE, with a replace copy pipe from the BIG_ROWS rows of `big`."""
+    files = {"datasources/big.datasource": BIG, "datasources/snapshot.datasource": LABELLED,
+             "datasources/feed.datasource": LABELLED, "datasources/elsewhere.datasource": LABELLED,
+             "copies/snapshot_big.pipe": SNAPSHOT_BIG,
+             "copies/add_one.pipe": ADD_ONE, "materializations/feed_snapshot.pipe": FEED_SNAPSHOT}
+    for path, text in files.items():
+        (root / "project" / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / "project" / path).write_text(text)
+    with Engine.open(root / "store") as opened:
+        opened.deploy(load_project(root / "project"))
+        opened.store.execute(f"INSERT INTO evtrack.big SELECT number FROM numbers({BIG_ROWS})")
+        assert opened.append("snapshot", ndjson(BEFORE)).successful_rows == len(BEFORE)
+    return root / "store"
+
+
+def origins(engine: Engine) -> dict[str, int]:
+    """Raw rows of `snapshot` by origin (no FINAL: a row written twice counts twice)."""
+    out = engine.store.run("SELECT origin, count() FROM evtrack.snapshot GROUP BY origin", "JSONCompactEachRow")
+    return {origin: int(n) for origin, n in map(json.loads, out.decode().splitlines())}
+
+
+def staging_tables(tables_now: list[str]) -> list[str]:
+    return [t for t in tables_now if "__copy_" in t]
+
+
+# Runs the long copy in a process of its own, and says which staging table it made once it is there.
+KILLED_COPY = """
+import sys, threading, time
+from pathlib import Path
+from evtrack.engine import Engine
+
+engine = Engine.open(Path(sys.argv[1]))
+
+def watch():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = engine.store.run("SELECT name FROM system.tables WHERE database = 'evtrack' "
+                                 "AND position(name, '__copy_') > 0", "TSV").split()
+        if found:
+            print("staging", found[0].decode(), flush=True)
+            return
+
+threading.Thread(target=watch, daemon=True).start()
+engine.run_copy("snapshot_big", {})
+print("finished", flush=True)
+"""
+
+
+def test_a_copy_killed_mid_run_leaves_no_staging_table_and_the_target_as_it_was(tmp_path):
+    data = big_store(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_COPY, str(data)], cwd=ROOT, env=clean_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    hung = threading.Timer(120, child.kill)  # a child that never says anything ends the wait below
+    hung.start()
+    try:
+        seen = child.stdout.readline()  # the staging table is there: the run is under way
+        child.send_signal(signal.SIGKILL)
+        _, err = child.communicate(timeout=60)
+    finally:
+        hung.cancel()
+        child.kill()
+    assert seen.startswith("staging "), seen + err
+    assert child.returncode == -signal.SIGKILL
+    with Store(data) as store:  # as the kill left it: the run had not finished
+        assert staging_tables(store.run("SHOW TABLES FROM evtrack", "TSV").decode().split()) == [seen.split()[1]]
+    with Engine.open(data) as reopened:
+        assert staging_tables(tables(reopened)) == []
+        assert origins(reopened) == {"before": len(BEFORE)}
+
+
+def test_rows_ingested_into_the_target_during_a_replace_copy_are_kept(tmp_path):
+    with Engine.open(big_store(tmp_path)) as opened:
+        copied = []
+        run = threading.Thread(target=lambda: copied.append(opened.run_copy("snapshot_big", {})), daemon=True)
+        run.start()
+        deadline = time.monotonic() + 60
+        while not staging_tables(tables(opened)) and run.is_alive() and time.monotonic() < deadline:
+            pass  # until the run has made its staging table
+        assert staging_tables(tables(opened)), "the run never made its staging table"
+        # An append to a datasource the run does not write, and a read of the target (the old rows),
+        # both answer while it runs.
+        assert opened.append("elsewhere", ndjson([{"n": 0, "origin": "elsewhere"}])).successful_rows == 1
+        assert json.loads(opened.sql("SELECT count() AS n FROM snapshot"))["data"] == [{"n": len(BEFORE)}]
+        assert staging_tables(tables(opened)), "the run had finished: nothing above ran beside it"
+        # Into the target directly, through the materialized pipe feed -> snapshot, and by an append copy,
+        # all at once while the run goes on.
+        written = []
+        writes = [lambda: opened.append("snapshot", ndjson([{"n": 4, "origin": "direct"}] * 2)).successful_rows,
+                  lambda: opened.append("feed", ndjson([{"n": 6, "origin": "feed"}] * 3)).successful_rows,
+                  lambda: opened.run_copy("add_one", {})]
+        writers = [threading.Thread(target=lambda write=write: written.append(write()), daemon=True) for write in writes]
+        for writer in writers:
+            writer.start()
+        for thread in [run, *writers]:
+            thread.join(60)
+        assert copied == [BIG_ROWS] and sorted(written) == [1, 2, 3]
+        # The old rows went with the exchange; every row sent meanwhile is in the new table, once.
+        assert origins(opened) == {"copy": BIG_ROWS, "direct": 2, "feed": 3, "append copy": 1}

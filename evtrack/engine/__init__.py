@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import BadRequest, EvtrackError, NotFound, QueryError, SchemaConflict, StoreError, TemplateError
 from ..project import COPY_MODES, Datasource, Pipe, Project, parse_datasource, pipe_from_record, pipe_record
-from .copies import staging_name
+from .copies import leftover_staging, staging_name
 from .ingest import DEDUP_WINDOW, imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .materialized import backfill_sql, check_columns, output_columns, view_ddl, view_name
 from .pipes import pipe_sql, render_node
@@ -70,8 +70,10 @@ class Engine:
         # What each read may use (time, memory, result size); None: no limits, as in the CLI.
         self.read_limits: QueryLimits | None = None
         self._copy_locks: dict[str, threading.Lock] = {}  # one copy run at a time per pipe
+        self._ingest_locks: dict[str, RWLock] = {}  # per datasource, see _ingesting
         self._snapshot_path = store.path / SNAPSHOT
         self._load_snapshot()
+        self._drop_interrupted_copies()
         self.tokens = TokenStore(store.path)
         self.wal = WriteAheadLog(store.path)
         self._remember_blocks()
@@ -385,6 +387,46 @@ class Engine:
         check_columns(pipe, produced, [c.name for c in self.datasource(node.datasource).columns], node)
 
     # -- copy pipes ------------------------------------------------------------------------
+    def _drop_interrupted_copies(self) -> None:
+        """Drop the staging tables that copy runs of a killed process left. The engine opens the
+        store once per process, before any run: none of them can be one of this process's."""
+        names = self.store.run(f"SELECT name FROM system.tables WHERE database = '{DATABASE}'", "TSV")
+        for table in leftover_staging(names.decode().splitlines(), self._sources["datasources"]):
+            # SYNC: the rows go now, not minutes later in a process that may not live that long.
+            self.store.execute(f"DROP TABLE IF EXISTS {DATABASE}.`{table}` SYNC")
+
+    def _ingest_lock(self, datasource: str) -> RWLock:
+        return self._ingest_locks.setdefault(datasource, RWLock())
+
+    def _reached(self, datasource: str) -> set[str]:
+        """``datasource`` and every datasource its rows reach through materialized views."""
+        reached, more = set(), {datasource}
+        while more:
+            reached |= more
+            more = {v["target"] for v in self._views.values() if set(v["reads"]) & more} - reached
+        return reached
+
+    @contextlib.contextmanager
+    def _ingesting(self, datasource: str):
+        """Hold, shared, the engine's lock and the ingest lock of every datasource an insert into
+        ``datasource`` writes: a replace copy into one of them holds its lock alone, so the insert
+        waits for the exchange rather than landing in the table it throws away. Ingests of other
+        datasources, and reads, go on beside the copy."""
+        with self._lock.shared():
+            wanted = self._reached(datasource)
+        while True:
+            held = contextlib.ExitStack()
+            for name in sorted(wanted):  # one order for every ingest, so no two wait on each other
+                held.enter_context(self._ingest_lock(name).shared())
+            held.enter_context(self._lock.shared())  # no deploy adds a view until the insert is done
+            reached = self._reached(datasource)
+            if reached <= wanted:
+                break
+            held.close()  # a deploy added a view meanwhile: take its target's lock too, in order
+            wanted = reached
+        with held:
+            yield
+
     def run_copy(self, name: str, params: dict[str, str], mode: str | None = None) -> int:
         """Run the copy pipe ``name`` once with ``params`` (its COPY_MODE unless ``mode``); the rows copied.
         ``job_timestamp`` is the time now (UTC) unless given. See ``evtrack.engine.copies`` for how
@@ -406,11 +448,16 @@ class Engine:
         with self._lock.shared():
             rebuilds = [v["target"] for v in self._views.values() if node.datasource in v["reads"]]
             lock = self._copy_locks.setdefault(name, threading.Lock())
+        # A replace holds its target's ingest lock alone for the whole run, so that no insert lands in
+        # the table the exchange throws away; an append is one more ingest.
+        writing = self._ingest_lock(node.datasource) if mode == "replace" else self._ingesting(node.datasource)
         # Replacing a target that materialized pipes read rebuilds their targets too: alone, as a deploy.
-        with lock, (self._lock if mode == "replace" and rebuilds else self._lock.shared()):
+        with lock, writing, (self._lock if mode == "replace" and rebuilds else self._lock.shared()):
             pipe = self.pipe(name)  # as deployed now: a deploy may have come in between
             if pipe.copy is None:
                 raise BadRequest(f"The pipe '{name}' is no longer a copy pipe")
+            if pipe.copy.datasource != node.datasource:  # the locks taken are the old target's
+                raise BadRequest(f"The pipe '{name}' now copies into '{pipe.copy.datasource}': run it again")
             sql = pipe_sql(pipe, params, self.tables(), node=pipe.copy, pipes=_reader(pipe, _Deployed(self)))
             target, staging = pipe.copy.datasource, staging_name(pipe.copy.datasource)
             self.store.execute(f"CREATE TABLE {DATABASE}.`{staging}` AS {DATABASE}.`{target}`")
@@ -435,7 +482,7 @@ class Engine:
         ds = self.datasource(datasource)
         path, import_id = Path(source).resolve(), uuid.uuid4().hex
         compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
-        with self._lock.shared(), _glob_safe(path) as readable:
+        with self._ingesting(datasource), _glob_safe(path) as readable:
             self._ingest(ds, f"file({sql_string(str(readable))}, 'LineAsString', 'line String', {compression})",
                          sql_string(import_id))
             return self._results(ds, [import_id])[0]
@@ -452,7 +499,7 @@ class Engine:
             raise ValueError("an idempotent insert takes one payload and its import id")
         ids = [i or uuid.uuid4().hex for i in ids] if ids else [uuid.uuid4().hex for _ in payloads]
         home = None if _GLOB_CHARS.search(str(self.store.path)) else self.store.path
-        with self._lock.shared(), tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
+        with self._ingesting(datasource), tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
             for import_id, payload in zip(ids, payloads):
                 (Path(folder) / f"{import_id}.ndjson").write_bytes(payload)
             glob = sql_string(f"{folder}/*.ndjson")

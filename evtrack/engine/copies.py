@@ -12,7 +12,11 @@ target (``CREATE TABLE ... AS target``), counts it, and only then touches the ta
   through no view.
 
 A run that fails (a template error, a query error, a ``throwIf``) leaves the target as it was:
-only the staging table, dropped at the end, saw anything.
+only the staging table, dropped at the end, saw anything. A process killed mid-run leaves its
+staging table behind; ``leftover_staging`` finds those for the engine to drop when the store opens.
+
+A replace run holds its target's ingest lock alone (see ``Engine._ingesting``): an insert reaching
+the target while it runs would land in the table the exchange throws away, so it waits instead.
 
 ``CopyScheduler`` runs the copies with a ``COPY_SCHEDULE`` cron expression in a background thread
 of ``evtrack serve``: one run at a time per pipe, errors logged, its clock injectable.
@@ -21,6 +25,7 @@ of ``evtrack serve``: one run at a time per pipe, errors logged, its clock injec
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -29,13 +34,21 @@ from typing import Callable
 from ..errors import EvtrackError
 from ..project import ON_DEMAND, Pipe
 
-__all__ = ["staging_name", "CopyScheduler", "schedule_of"]
+__all__ = ["staging_name", "leftover_staging", "CopyScheduler", "schedule_of"]
 
 log = logging.getLogger("evtrack.copies")
 
 
+_STAGING = re.compile(r".+__copy_[0-9a-f]{8}")
+
+
 def staging_name(target: str) -> str:
     return f"{target}__copy_{uuid.uuid4().hex[:8]}"
+
+
+def leftover_staging(tables: list[str], datasources) -> list[str]:
+    """The staging tables among ``tables``: named as ``staging_name`` names them, and not a datasource so named."""
+    return [table for table in tables if _STAGING.fullmatch(table) and table not in datasources]
 
 
 def schedule_of(pipe: Pipe) -> str | None:
