@@ -154,6 +154,8 @@ def _print_receipt(total: Receipt, elapsed: float, datasource: str, as_json: boo
     if total.quarantined:
         click.echo(f"  see: evtrack sql \"SELECT c__error, * FROM {datasource}_quarantine\"")
     click.echo(f"rejected     {total.rejected}" + (f" (see {total.rejects_file})" if total.rejects_file else ""))
+    for reject in total.rejects[:5]:
+        click.echo(f"  - {reject}")
     click.echo(f"retries      {total.retries}")
     click.echo(f"elapsed      {elapsed:.2f}s ({rate:,.0f} events/s)")
 

@@ -128,9 +128,6 @@ class Client:
     def pipe(self, name: str) -> dict:
         return self._request("GET", f"/v0/pipes/{name}").json()
 
-    def datasource(self, name: str) -> dict:
-        return self._request("GET", f"/v0/datasources/{name}").json()
-
 
 def _is_loopback(host: str) -> bool:
     name = httpx.URL(host).host

@@ -1,10 +1,14 @@
 """``evtrack send``: stream NDJSON to a target in bounded batches, and account for every line.
 
-- Input is read in blocks that end at a newline: constant memory whatever the file size.
-- To a host, lines that cannot be valid events are checked on the client first, with a pydantic
-  model derived from the datasource (``Checks``), and written to a rejects file with their line
-  number and reason instead of being sent. What is sent goes gzip-compressed, ``wait=true``, in
-  requests under ``batch_bytes``, ``concurrency`` at a time, retried as ``client.Retry`` says.
+- Input is read in blocks that end at a newline: constant memory whatever the file size. A file
+  that is one JSON document (an array of objects, or one object over several lines) is turned into
+  NDJSON first, as the Events API turns such a body (``ndjson.read_head``).
+- Every line is checked where it is stored, by the engine's SQL (embedded, or behind the host's
+  Events API), so both paths classify lines alike. The sender checks one thing only, what no
+  server can: to a host, a line longer than the engine takes (``MAX_LINE_BYTES``) cannot be sent
+  whole in a request, so it is read past and written to a rejects file with its line number and
+  the engine's own reason. What is sent goes gzip-compressed, ``wait=true``, in requests under
+  ``batch_bytes``, ``concurrency`` at a time, retried as ``client.Retry`` says.
 - A checkpoint (the byte offset up to which every batch is acknowledged) lets ``--resume``
   continue an interrupted send without resending acknowledged batches.
 - Every non-blank line ends up stored, quarantined or rejected, and the receipt says which.
@@ -12,27 +16,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
 
-from pydantic import (ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, StringConstraints,
-                      ValidationError, create_model)
-
-from .project import Column
+from .engine.ingest import SHOWN_BYTES
+from .ndjson import read_head
 from .settings import MAX_BATCH_BYTES
 
-__all__ = ["Batch", "Checks", "Checkpoint", "Receipt", "SendOptions", "batches", "send_batches", "send_path"]
-
-# ClickHouse's best-effort parser takes many shapes ("July 15, 2023", "15/07/2023 14:30", epoch
-# seconds as text), but none without a digit: only those are sure not to be dates.
-_DATE_LIKE = re.compile(r"\d")
+__all__ = ["Batch", "Checkpoint", "Receipt", "SendOptions", "batches", "send_batches", "send_path"]
 
 
 @dataclass
@@ -42,13 +39,15 @@ class Receipt:
     quarantined: int = 0
     rejected: int = 0
     retries: int = 0
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # the first quarantine reasons
+    rejects: list[str] = field(default_factory=list)  # the first rejects, "line N: reason"
     rejects_file: str | None = None
 
     def add(self, other: "Receipt") -> None:
         for name in ("lines", "stored", "quarantined", "rejected", "retries"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.reasons += other.reasons[: max(0, 5 - len(self.reasons))]
+        self.rejects += other.rejects[: max(0, 5 - len(self.rejects))]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,97 +58,74 @@ class Batch:
     start: int  # byte offset of the batch in the input
     end: int
     first_line: int  # 1-based line number of its first line
-    data: bytes
+    data: bytes  # the lines to send
+    next_line: int  # the number of the line after it
+    rejects: list[dict] = field(default_factory=list)  # lines read past, not sent: {"line", "reason", "text"}
 
 
-def batches(stream, batch_bytes: int = MAX_BATCH_BYTES, offset: int = 0, first_line: int = 1) -> Iterator[Batch]:
-    """Batches of whole lines, each under ``batch_bytes`` unless one line alone is longer."""
-    rest = b""
+def batches(stream, batch_bytes: int = MAX_BATCH_BYTES, offset: int = 0, first_line: int = 1,
+            max_line: int | None = None, head: bytes = b"") -> Iterator[Batch]:
+    """Batches of whole lines, each under ``batch_bytes`` unless one line alone is longer.
+
+    ``head`` is what was already read from ``stream``. A line longer than ``max_line`` bytes is a batch
+    of its own with nothing to send and a reject, read past without being held whole.
+    """
+    rest = head
     while True:
         chunk = stream.read(batch_bytes)
         data = rest + chunk
         if not data:
             return
-        cut = data.rfind(b"\n", 0, batch_bytes) + 1 if chunk else len(data)
-        if cut == 0:  # one line longer than a batch: send it whole, the server will quarantine it
-            cut = data.find(b"\n") + 1 or len(data)
-            if cut == len(data) and chunk:
+        long = _long_line(data, max_line) if max_line else -1
+        if long == 0:
+            batch, rest = _past_long_line(stream, data, batch_bytes, max_line, offset, first_line)
+        else:
+            end = long if long > 0 else len(data)  # what may go in this batch: the lines before a long one
+            whole = long > 0 or not chunk  # data[:end] ends at the end of a line
+            if whole and end <= batch_bytes:
+                cut = end
+            else:  # at the last newline under batch_bytes, else after one line longer than a batch
+                cut = (data.rfind(b"\n", 0, min(end, batch_bytes)) + 1 or data.find(b"\n", 0, end) + 1
+                       or (end if whole else 0))
+            if not cut:  # one line longer than a batch, not all read yet
                 rest = data
                 continue
-        batch, rest = data[:cut], data[cut:]
-        yield Batch(offset, offset + len(batch), first_line, batch)
-        offset += len(batch)
-        first_line += batch.count(b"\n")
+            sent, rest = data[:cut], data[cut:]
+            batch = Batch(offset, offset + cut, first_line, sent, first_line + sent.count(b"\n"))
+        yield batch
+        offset, first_line = batch.end, batch.next_line
 
 
-class Checks:
-    """Which lines cannot be valid events of ``datasource``: not a JSON object, a required field
-    missing or null, or a DateTime that names no date. Anything the server might still accept
-    (numbers for strings, unusual date shapes) is left to the server's own checks.
+def _long_line(data: bytes, limit: int) -> int:
+    """Where the first line of ``data`` longer than ``limit`` bytes starts, or -1.
 
-    The model is built from the datasource's columns with pydantic-core's own types only (no
-    Python validators), so checking a line is one call into compiled code."""
-
-    def __init__(self, datasource: str, columns: Sequence[Column]):
-        fields: dict[str, Any] = {}
-        self._dates = set()
-        for column in columns:
-            is_date = column.type.startswith(("DateTime", "Date"))
-            kind = _WHEN if is_date else _PRESENT
-            if is_date:
-                self._dates.add(column.name)
-            if column.required:
-                fields[column.name] = (kind, ...)
-            elif is_date:
-                fields[column.name] = (Optional[kind], None)
-        model = create_model(f"{datasource}_event", __config__=ConfigDict(extra="ignore"), **fields)
-        self._validate = model.__pydantic_validator__.validate_json
-
-    def reason(self, line: bytes) -> str | None:
-        """Why ``line`` cannot be stored, or None."""
-        try:
-            self._validate(line)
-            return None
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            if error["type"] in ("json_invalid", "model_type", "model_attributes_type", "dict_type"):
-                return "not a JSON object"
-            where = str(error["loc"][0])
-            value = error.get("input")
-            if error["type"] == "missing" or value is None:
-                return f"missing required field '{where}'"
-            shown = repr(value) if isinstance(value, str) else json.dumps(value)
-            if where in self._dates:
-                return f"field '{where}': {shown} is not a date"
-            return f"field '{where}': {shown} is not a value"
-
-    def split(self, batch: Batch) -> tuple[bytes, list[dict]]:
-        """The batch's sendable lines, and a reject record for each of the others."""
-        lines = batch.data.split(b"\n")
-        validate, refused = self._validate, []
-        for index, line in enumerate(lines):
-            try:
-                validate(line)
-            except ValidationError:
-                if line.strip():
-                    refused.append(index)
-        if not refused:
-            return batch.data, []
-        rejects = [{"line": batch.first_line + i, "reason": self.reason(lines[i]),
-                    "text": lines[i].decode("utf-8", "replace")} for i in refused]
-        skip = set(refused)
-        keep = [line for i, line in enumerate(lines) if i not in skip and line.strip()]
-        return (b"\n".join(keep) + b"\n" if keep else b""), rejects
+    A line with no newline in the ``limit + 1`` bytes from its start is one: a search per ``limit``
+    bytes of input, not one per line.
+    """
+    start = 0
+    while len(data) - start > limit:
+        newline = data.rfind(b"\n", start, start + limit + 1)
+        if newline < 0:
+            return start
+        start = newline + 1
+    return -1
 
 
-# Unions are tried in order, the usual case (a string) first, and stop at the first that fits:
-# about a quarter less time per line than pydantic's default of trying every member.
-_IN_ORDER = Field(union_mode="left_to_right")
-# A date: a string with a digit in it or a number (epoch seconds); JSON null and booleans are not.
-_WHEN = Annotated[Union[Annotated[str, StringConstraints(pattern=_DATE_LIKE.pattern)], StrictInt, StrictFloat],
-                  _IN_ORDER]
-# Any JSON value but null.
-_PRESENT = Annotated[Union[StrictStr, StrictInt, StrictFloat, StrictBool, dict, list], _IN_ORDER]
+def _past_long_line(stream, data: bytes, batch_bytes: int, limit: int, offset: int, line: int) -> tuple[Batch, bytes]:
+    """The batch of the line over the limit that ``data`` starts with, and what follows it.
+
+    Only its first bytes are kept, for the reason; the rest is read and dropped a block at a time."""
+    shown, size = data[:SHOWN_BYTES].decode("utf-8", "replace"), 0
+    while (newline := data.find(b"\n")) < 0 and (more := stream.read(batch_bytes)):
+        size, data = size + len(data), more
+    if newline < 0:  # the input ends inside the line
+        size, ends, rest = size + len(data), 0, b""
+    else:
+        size, ends, rest = size + newline, 1, data[newline + 1:]
+    # The engine's own words for such a line (engine/ingest.py), so that both paths say the same.
+    reason = f"Line is too long: {size} bytes, at most {limit}: '{shown}...'"
+    reject = {"line": line, "reason": reason, "text": shown}
+    return Batch(offset, offset + size + ends, line, b"", line + ends, [reject]), rest
 
 
 class Checkpoint:
@@ -170,7 +146,7 @@ class Checkpoint:
 
     def acknowledge(self, batch: Batch) -> None:
         with self._lock:
-            self._done[batch.start] = batch.end, batch.first_line + batch.data.count(b"\n")
+            self._done[batch.start] = batch.end, batch.next_line
             advanced = False
             while self.offset in self._done:
                 self.offset, self.line = self._done.pop(self.offset)
@@ -188,13 +164,12 @@ def send_batches(
     source: Iterator[Batch],
     deliver: Callable[[bytes], Receipt],
     *,
-    checks: Checks | None = None,
     concurrency: int = 1,
     rejects: Callable[[list[dict]], None] | None = None,
     checkpoint: Checkpoint | None = None,
     progress: Callable[[int, Receipt], None] | None = None,
 ) -> Receipt:
-    """Deliver each batch (its rejected lines held back), ``concurrency`` at a time; the total receipt.
+    """Deliver each batch (its rejected lines recorded), ``concurrency`` at a time; the total receipt.
 
     A failed delivery stops the send after the batches already in flight: the checkpoint then
     covers exactly what was acknowledged.
@@ -204,11 +179,11 @@ def send_batches(
         running: dict[Future, Batch] = {}
         try:
             for batch in source:
-                payload, refused = checks.split(batch) if checks else (batch.data, [])
-                if refused:
-                    rejects(refused) if rejects else None
-                    total.add(Receipt(lines=len(refused), rejected=len(refused)))
-                running[pool.submit(_deliver, deliver, payload)] = batch
+                if batch.rejects:
+                    rejects(batch.rejects) if rejects else None
+                    total.add(Receipt(lines=len(batch.rejects), rejected=len(batch.rejects),
+                                      rejects=[f"line {r['line']}: {r['reason']}" for r in batch.rejects]))
+                running[pool.submit(_deliver, deliver, batch.data)] = batch
                 while len(running) >= max(1, concurrency):
                     _collect(running, total, checkpoint, progress)
             while running:
@@ -264,32 +239,35 @@ def open_input(path: Path):
 def send_path(target, datasource: str, path: Path, options: SendOptions,
               progress: Callable[[int, Receipt], None] | None = None) -> Receipt:
     """Send one input (a file, a .gz file or ``-``) to ``target``; every line accounted for."""
-    deliver, checks, whole_file, concurrency = target.delivery(datasource, options)
+    deliver, max_line, whole_file, concurrency = target.delivery(datasource, options)
     seekable = str(path) != "-"
     checkpoint = None
     if seekable:
         checkpoint = Checkpoint(options.checkpoint or path.with_name(path.name + ".checkpoint.json"), path)
         if options.resume:
             checkpoint.load()
-    if whole_file is not None and seekable and progress is None and not (checkpoint and checkpoint.offset):
-        receipt = whole_file(path)
-        if checkpoint:
-            checkpoint.clear()
-        return receipt
-    rejects_path = options.rejects or Path(f"{'stdin' if not seekable else path.name}.rejects.ndjson")
-    if options.resume and checkpoint and checkpoint.offset:
-        _keep_rejects_before(rejects_path, checkpoint.line)  # a resumed send adds to its rejects file
-    else:
-        rejects_path.unlink(missing_ok=True)  # a new send starts a new one
-    writer = _RejectsWriter(rejects_path)
+    start = checkpoint.offset if checkpoint else 0
     with open_input(path) as stream:
-        start = checkpoint.offset if checkpoint else 0
+        head, document = read_head(stream)
+        if document is None and whole_file is not None and seekable and progress is None and not start:
+            receipt = whole_file(path)
+            if checkpoint:
+                checkpoint.clear()
+            return receipt
+        rejects_path = options.rejects or Path(f"{'stdin' if not seekable else path.name}.rejects.ndjson")
         if start:
-            stream.seek(start)
+            _keep_rejects_before(rejects_path, checkpoint.line)  # a resumed send adds to its rejects file
+        else:
+            rejects_path.unlink(missing_ok=True)  # a new send starts a new one
+        writer = _RejectsWriter(rejects_path)
+        # A document is sent as the NDJSON it becomes: a checkpoint's offset and lines count in that.
+        source = stream if document is None else io.BytesIO(document)
+        if start or document is not None:
+            source.seek(start)
+            head = b""
         receipt = send_batches(
-            batches(stream, options.batch_bytes, start, checkpoint.line if checkpoint else 1),
-            deliver, checks=checks, concurrency=concurrency, rejects=writer.write,
-            checkpoint=checkpoint, progress=progress)
+            batches(source, options.batch_bytes, start, checkpoint.line if checkpoint else 1, max_line, head),
+            deliver, concurrency=concurrency, rejects=writer.write, checkpoint=checkpoint, progress=progress)
     if checkpoint:
         checkpoint.clear()
     receipt.rejects_file = str(rejects_path) if rejects_path.exists() else None

@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .engine import FORMATS, AppendResult, Engine, deployed_pipes, read_snapshot
+from .engine import FORMATS, AppendResult, Engine, deployed_pipes
+from .engine.ingest import MAX_LINE_BYTES
 from .engine.tokens import TokenStore
 from .errors import EvtrackError
-from .project import Pipe, described_columns, load_project, parse_datasource, parse_pipe, pipe_text
+from .project import Pipe, load_project, parse_pipe, pipe_text
 from .server import running_server
 from .settings import Target
 
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
     from .client import Client
     from .sender import Receipt, SendOptions
 
-# The HTTP client and the sender's checks (httpx, pydantic: about 0.2 s) are imported where they are
-# used, so a query on the embedded store loads neither.
+# The HTTP client (httpx) and the sender are imported where they are used, so a query on the embedded
+# store loads neither.
 
 __all__ = ["Embedded", "Remote", "open_target"]
 
@@ -64,8 +65,8 @@ class Embedded:
         return self.engine.run_copy(name, params, mode)
 
     def delivery(self, datasource: str, options: SendOptions):
-        """How to deliver a batch, the client-side checks (none: the engine checks every line in SQL
-        and quarantines with reasons), and how to ingest a whole file in one statement."""
+        """How to deliver a batch, the longest line to send (no limit: the engine checks every line in
+        SQL and quarantines with reasons), and how to ingest a whole file in one statement."""
         self.engine.datasource(datasource)
 
         def deliver(payload: bytes) -> Receipt:
@@ -127,9 +128,10 @@ class Remote:
         return self.client.sql(f"{sql} FORMAT {named or FORMATS.get(fmt or 'json', 'JSON')}")
 
     def delivery(self, datasource: str, options: SendOptions):
-        """Batches go to the Events API with retries; lines are checked first against the datasource."""
+        """Batches go to the Events API with retries; the host checks every line, except one too long
+        to send in a request, which the sender rejects (at the engine's own limit, so both paths agree)."""
         from .client import Retry
-        from .sender import Checks, Receipt
+        from .sender import Receipt
 
         retry = Retry()
 
@@ -138,28 +140,12 @@ class Remote:
             stored, quarantined = answer.get("successful_rows", 0), answer.get("quarantined_rows", 0)
             return Receipt(lines=stored + quarantined, stored=stored, quarantined=quarantined, retries=retries)
 
-        columns = self._columns(datasource)
         # Two ~9.5 MB requests in flight stay under Tinybird's documented 20 MB/s and 100 requests/s
         # per datasource when each takes about a second to acknowledge. On this machine's loopback
         # (`evtrack serve`) there is no such limit, and eight in flight (76 MB, under the server's
         # 128 MB queue) let the server write them in fewer, larger inserts: fewer parts to merge.
         concurrency = options.concurrency or (8 if self.client.loopback else 2)
-        return deliver, Checks(datasource, columns) if columns else None, None, concurrency
-
-    def _columns(self, name: str):
-        """The datasource's columns as the host describes them (what it will check lines against),
-        else as the deployed (`evtrack serve`) or local datafile says, for a token that may append
-        but not read the datasource; None if nothing knows it."""
-        try:
-            return described_columns(self.client.datasource(name)["columns"])
-        except (EvtrackError, KeyError, TypeError, ValueError):
-            pass
-        if self._snapshot is not None:
-            text = read_snapshot(self._snapshot)["datasources"].get(name)
-        else:
-            local = Path.cwd() / "datasources" / f"{name}.datasource"
-            text = local.read_text(encoding="utf-8") if local.exists() else None
-        return parse_datasource(name, text).columns if text else None
+        return deliver, MAX_LINE_BYTES, None, concurrency
 
     def deploy(self, project_dir: Path, force: bool) -> list[str]:
         return tb_push(project_dir, self.target.host, self.target.token.reveal(), force)

@@ -35,7 +35,9 @@ def test_bad_fixture_stores_plus_quarantines_every_non_blank_line(fresh_engine):
         (b'{"event_type": "click", "timestamp": "2023-07-15 10:00:00"',
          [""], 'Line is not a valid JSON: \'{"event_type": "click", "timestamp": "2023-07-15 10:00:00"\''),
         (b'{"event_type": "click", "user_id": "u\xff", "timestamp": "2023-07-15 10:00:00"}',
-         [""], 'Line is not a valid JSON: \'{"event_type": "click", "user_id": "u\ufffd", "timestamp": "2023-07-15 10:00:00"}\''),
+         [""], 'Line is not valid UTF-8: \'{"event_type": "click", "user_id": "u\ufffd", "timestamp": "2023-07-15 10:00:00"}\''),
+        (b'{"event_type": "click", "user_id": "u\x00", "timestamp": "2023-07-15 10:00:00"}',
+         [""], 'Line contains a NUL byte: \'{"event_type": "click", "user_id": "u\x00", "timestamp": "2023-07-15 10:00:00"}\''),
         (b'{"event_type": "click", "timestamp": "2023-13-45 10:00:00"}',
          ["timestamp"], "value '2023-13-45 10:00:00' on column 'timestamp' is not DateTime"),
         (b'{"event_type": "click", "timestamp": "yesterday"}',
@@ -49,7 +51,7 @@ def test_bad_fixture_stores_plus_quarantines_every_non_blank_line(fresh_engine):
         (b'{"event_type": null, "timestamp": "2023-07-15 10:00:00"}',
          ["event_type"], "missing value on column 'event_type' (required: LowCardinality(String) with no DEFAULT)"),
     ],
-    ids=["not-json", "json-array", "truncated", "non-utf8", "impossible-date", "word-date", "bool-date",
+    ids=["not-json", "json-array", "truncated", "non-utf8", "nul", "impossible-date", "word-date", "bool-date",
          "no-timestamp", "no-event-type", "null-event-type"],
 )
 def test_bad_line_is_quarantined_with_reason(fresh_engine, line, columns, message):

@@ -4,7 +4,9 @@ Tinybird's Events API (httpx.MockTransport, answering as the contract says) and 
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import tracemalloc
 from pathlib import Path
 
 import httpx
@@ -13,13 +15,13 @@ from starlette.testclient import TestClient
 
 from evtrack.client import Client
 from evtrack.errors import EvtrackError
-from evtrack.sender import SendOptions, send_path
+from evtrack.sender import SendOptions, batches, send_path
 from evtrack.server.app import create_app
 from evtrack.settings import Secret, Target
 from evtrack.targets import Remote
 
 from . import reference
-from .conftest import BAD_FIXTURE, FIXTURE, ROOT, data
+from .conftest import BAD_FIXTURE, FIXTURE, data
 
 HOST = "https://api.tinybird.co"
 
@@ -28,17 +30,12 @@ class FakeEventsApi:
     """Tinybird's Events API as its contract describes it: stores events once per event_id,
     answers ``script`` (a list of status codes or "drop") first, then 200s."""
 
-    def __init__(self, script=(), columns=None):
+    def __init__(self, script=()):
         self.script = list(script)
         self.stored: dict[str, dict] = {}
         self.requests = 0
-        self.columns = columns  # what GET /v0/datasources/events describes; None: the token may not read it
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET" and request.url.path.startswith("/v0/datasources/"):
-            if self.columns is None:
-                return httpx.Response(403, json={"error": "token needs scope DATASOURCES:READ:events"})
-            return httpx.Response(200, json={"name": "events", "columns": self.columns})
         self.requests += 1
         step = self.script.pop(0) if self.script else 200
         if step == 429:
@@ -66,15 +63,10 @@ class FakeEventsApi:
         return httpx.Response(200, json={"successful_rows": good, "quarantined_rows": bad})
 
 
-def remote(api, sleeps=None, project_cwd=True):
+def remote(api, sleeps=None):
     client = Client(HOST, "p.token", http=httpx.Client(base_url=HOST, transport=httpx.MockTransport(api)),
                     sleep=(sleeps.append if sleeps is not None else lambda s: None))
     return Remote(Target(data=Path("."), host=HOST, token=Secret("p.token")), client=client)
-
-
-@pytest.fixture(autouse=True)
-def in_project(monkeypatch):
-    monkeypatch.chdir(ROOT)  # the client-side checks come from datasources/events.datasource
 
 
 @pytest.fixture(scope="module")
@@ -126,26 +118,76 @@ def test_concurrent_batches_store_every_event_once(tmp_path, unique):
     assert receipt.stored == 6000 and set(api.stored) == unique
 
 
-def test_lines_that_cannot_be_events_are_rejected_with_line_numbers(tmp_path):
-    api = FakeEventsApi()
+def event(n: int, size: int = 0) -> bytes:
+    """An event line of exactly ``size`` bytes (padded in its properties), or as short as it comes."""
+    line = b'{"event_id": "e%d", "event_type": "click", "timestamp": "2023-07-15 14:30:00", "properties": "' % n
+    return line + b"x" * max(0, size - len(line) - 2) + b'"}'
+
+
+def test_a_line_over_the_limit_is_rejected_with_its_line_number_and_the_rest_is_sent(tmp_path):
+    at_limit, over = event(4, 1048576), event(5, 1048577)
+    assert (len(at_limit), len(over)) == (1048576, 1048577)
+    source = tmp_path / "events.ndjson"
+    source.write_bytes(b"\n".join([event(1), event(2), event(3), at_limit, over, event(6)]) + b"\n")
     rejects = tmp_path / "rejects.ndjson"
-    receipt = send_path(remote(api), "events", BAD_FIXTURE, SendOptions(rejects=rejects))
-    records = [json.loads(line) for line in rejects.read_text().splitlines()]
-    # hand-checked against fixtures/bad_events.ndjson (line numbers count blank lines too)
-    assert [(r["line"], r["reason"]) for r in records] == [
-        (4, "not a JSON object"),
-        (5, "missing required field 'event_type'"),
-        (6, "missing required field 'timestamp'"),
-        (7, "field 'timestamp': 'yesterday' is not a date"),
-        (10, "not a JSON object"),
-        (11, "not a JSON object"),  # not UTF-8
-        (12, "not a JSON object"),
-        (13, "field 'timestamp': true is not a date"),
-    ]
-    assert records[0]["text"] == "this is not json"
-    # bad_1 (month 13) looks like a date: it is left to the server, which quarantines it
-    assert (receipt.lines, receipt.rejected, receipt.stored, receipt.quarantined) == (13, 8, 4, 1)
-    assert receipt.rejects_file == str(rejects)
+    api = FakeEventsApi()
+    receipt = send_path(remote(api), "events", source, SendOptions(batch_bytes=300_000, rejects=rejects))
+    shown = over[:1000].decode()
+    assert [json.loads(line) for line in rejects.read_text().splitlines()] == [
+        {"line": 5, "reason": f"Line is too long: 1048577 bytes, at most 1048576: '{shown}...'", "text": shown}]
+    assert (receipt.lines, receipt.stored, receipt.quarantined, receipt.rejected) == (6, 5, 0, 1)
+    assert receipt.rejects == [f"line 5: Line is too long: 1048577 bytes, at most 1048576: '{shown}...'"]
+    assert sorted(api.stored) == ["e1", "e2", "e3", "e4", "e6"]
+
+
+def test_batches_read_past_each_line_over_the_limit():
+    """Wherever a long line falls (first, inside a block, across blocks, last without a newline), it
+    is a batch of its own with its line number; every other line is sent once, in order."""
+    lengths = {1: 101, 7: 5000, 42: 100, 43: 101, 500: 150, 501: 3000, 3000: 2500}  # line -> bytes
+    lines = [b"y" * lengths.get(n, 10 + n % 50) for n in range(1, 3001)]
+    source = b"\n".join(lines)  # no newline at the end: the input ends inside the last line
+    got = list(batches(io.BytesIO(source), batch_bytes=1024, max_line=100))
+    rejects = [reject for batch in got for reject in batch.rejects]
+    assert [(r["line"], r["reason"][:40]) for r in rejects] == [
+        (1, "Line is too long: 101 bytes, at most 100"), (7, "Line is too long: 5000 bytes, at most 10"),
+        (43, "Line is too long: 101 bytes, at most 100"), (500, "Line is too long: 150 bytes, at most 100"),
+        (501, "Line is too long: 3000 bytes, at most 10"), (3000, "Line is too long: 2500 bytes, at most 10")]
+    long = {1, 7, 43, 500, 501, 3000}
+    assert b"".join(b.data for b in got) == b"".join(line + b"\n" for n, line in enumerate(lines, 1) if n not in long)
+    assert all(len(b.data) <= 1024 for b in got)
+    assert [b.start for b in got[1:]] == [b.end for b in got[:-1]] and got[-1].end == len(source)
+    assert [b.first_line for b in got[1:]] == [b.next_line for b in got[:-1]]
+
+
+class _LongLineStream:
+    """A line, then one of ``size`` bytes made as it is read, then another line."""
+
+    def __init__(self, size: int):
+        self.parts = [b'{"n": 1}\n', size, b'\n{"n": 2}\n']
+
+    def read(self, n: int) -> bytes:
+        while self.parts and not self.parts[0]:
+            self.parts.pop(0)
+        if not self.parts:
+            return b""
+        part = self.parts[0]
+        if isinstance(part, int):
+            self.parts[0] = part - min(n, part)
+            return b"x" * min(n, part)
+        self.parts[0] = part[n:]
+        return part[:n]
+
+
+def test_a_line_over_the_limit_is_never_held_whole():
+    tracemalloc.start()
+    try:
+        got = [(b.data, [r["line"] for r in b.rejects])
+               for b in batches(_LongLineStream(64 * 1024 * 1024), batch_bytes=1024 * 1024, max_line=1024 * 1024)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == [(b'{"n": 1}\n', []), (b"", [2]), (b'{"n": 2}\n', [])]
+    assert peak < 8 * 1024 * 1024  # a few blocks of 1 MB, not the 64 MB line
 
 
 def test_every_line_is_accounted_for_against_the_real_server(tmp_path, fresh_engine):
@@ -154,60 +196,16 @@ def test_every_line_is_accounted_for_against_the_real_server(tmp_path, fresh_eng
         target = Remote(Target(data=fresh_engine.store.path, host="http://127.0.0.1:7181", token=Secret("x")),
                         client=client, snapshot=fresh_engine.store.path)
         receipt = send_path(target, "events", BAD_FIXTURE, SendOptions(rejects=tmp_path / "r.ndjson"))
-    assert (receipt.lines, receipt.stored, receipt.quarantined, receipt.rejected) == (13, 4, 1, 8)
-    assert data(fresh_engine.sql("SELECT c__error FROM events_quarantine")) == [
-        {"c__error": ["value '2023-13-45 10:00:00' on column 'timestamp' is not DateTime"]}]
-
-
-@pytest.mark.parametrize("line, reason", [
-    (b'{"event_type": "a", "timestamp": "2023-07-15T14:30:00Z"}', None),
-    (b'{"event_type": "a", "timestamp": 1689431400}', None),
-    (b'{"event_type": "a", "timestamp": "15/07/2023 14:30"}', None),  # unusual, but the server may take it
-    (b'{"event_type": 7, "timestamp": "2023-07-15 14:30:00"}', None),  # the server stores 7 as text
-    (b'{"event_type": null, "timestamp": "2023-07-15 14:30:00"}', "missing required field 'event_type'"),
-    (b'{"event_type": "a", "timestamp": null}', "missing required field 'timestamp'"),
-    (b'{"event_type": "a", "timestamp": {"at": 1}}', "field 'timestamp': {\"at\": 1} is not a date"),
-    (b'{"event_type": "a", "timestamp": "soon"}', "field 'timestamp': 'soon' is not a date"),
-    (b'"just a string"', "not a JSON object"),
-])
-def test_client_side_checks(line, reason):
-    from evtrack.project import load_project
-    from evtrack.sender import Checks
-
-    assert Checks("events", load_project(ROOT).datasources["events"].columns).reason(line) == reason
-
-
-def test_client_side_checks_find_each_bad_line_of_a_large_batch():
-    """A batch is checked in large ranges at once; each bad line must still be found, by number."""
-    from evtrack.project import load_project
-    from evtrack.sender import Batch, Checks
-
-    good = b'{"event_type": "view", "timestamp": "2023-07-15 14:30:00", "n": %d}'
-    bad = {  # line number -> a line that is not a valid event on its own
-        7: b'{"event_type": "view"}',
-        500: b'{"event_type": "a", "timestamp": "2023-07-15"},{"event_type": "b", "timestamp": "2023-07-15"}',
-        501: b'{"event_type": "a", "timestamp": "2023-07-15", "x": "',
-        502: b'"}',
-        1999: b'not json',
-        3000: b'[{"event_type": "a", "timestamp": "2023-07-15"}]',
-    }
-    blank = {40: b"", 41: b"   \r"}
-    odd = {**bad, **blank}
-    lines = [odd[n] if n in odd else good % n for n in range(1, 3001)]
-    checks = Checks("events", load_project(ROOT).datasources["events"].columns)
-    payload, rejects = checks.split(Batch(0, 0, 1, b"\n".join(lines) + b"\n"))
-    assert [r["line"] for r in rejects] == sorted(bad)
-    assert payload.split(b"\n")[:-1] == [line for n, line in enumerate(lines, 1) if n not in bad and n not in blank]
-
-    clean = b"\n".join(good % n for n in range(1, 3001)) + b"\n"
-    assert checks.split(Batch(0, 0, 1, clean)) == (clean, [])
+    # hand-counted: 4 good lines (one an exact duplicate), 9 bad, 2 blank; the server checks every line
+    assert (receipt.lines, receipt.stored, receipt.quarantined, receipt.rejected) == (13, 4, 9, 0)
+    assert len(data(fresh_engine.sql("SELECT c__error FROM events_quarantine"))) == 9
 
 
 def test_a_resumed_send_records_each_reject_once(tmp_path):
     lines = FIXTURE.read_bytes().splitlines(keepends=True)
     bad_at = list(range(300, 6000, 700))  # 0-based indexes of the lines replaced by a bad one
     for i in bad_at:
-        lines[i] = b"not an event\n"
+        lines[i] = b"x" * 1048577 + b"\n"  # over the limit: rejected before sending
     source = tmp_path / "events.ndjson"
     source.write_bytes(b"".join(lines))
     rejects = tmp_path / "rejects.ndjson"
@@ -219,25 +217,3 @@ def test_a_resumed_send_records_each_reject_once(tmp_path):
     recorded = [json.loads(line)["line"] for line in rejects.read_text().splitlines()]
     assert recorded == [i + 1 for i in bad_at]
     assert receipt.rejects_file == str(rejects)
-
-
-def test_checks_follow_the_columns_the_host_describes(tmp_path):
-    """Lines are checked against the datasource as deployed on the host, when the token may read it."""
-    described = [  # as Tinybird's datasource API lists columns; here user_id is required
-        {"name": "event_type", "type": "String", "jsonpath": "$.event_type", "default_value": None, "nullable": False},
-        {"name": "user_id", "type": "String", "jsonpath": "$.user_id", "default_value": None, "nullable": False},
-        {"name": "timestamp", "type": "DateTime", "jsonpath": "$.timestamp", "default_value": None, "nullable": False},
-        {"name": "platform", "type": "String", "jsonpath": "$.platform", "default_value": "DEFAULT ''",
-         "nullable": False},
-    ]
-    source = tmp_path / "events.ndjson"
-    source.write_text('{"event_type": "a", "user_id": "u1", "timestamp": "2023-07-15 14:30:00"}\n'
-                      '{"event_type": "a", "timestamp": "2023-07-15 14:30:00"}\n')
-    rejects = tmp_path / "rejects.ndjson"
-    receipt = send_path(remote(FakeEventsApi(columns=described)), "events", source, SendOptions(rejects=rejects))
-    assert (receipt.stored, receipt.rejected) == (1, 1)
-    assert json.loads(rejects.read_text())["reason"] == "missing required field 'user_id'"
-
-    # A token that may not read the datasource: the local datafile says user_id may be omitted.
-    receipt = send_path(remote(FakeEventsApi()), "events", source, SendOptions(rejects=rejects))
-    assert (receipt.stored, receipt.rejected) == (2, 0)

@@ -15,12 +15,12 @@ import re
 
 from ..project import Column, Datasource
 
-__all__ = ["DEDUP_WINDOW", "MAX_LINE_BYTES", "exactly_once", "imports_table", "ingest_ddl", "ingest_insert", "ingest_table", "quarantine_ddl",
-           "quarantine_name", "sql_string"]
+__all__ = ["DEDUP_WINDOW", "MAX_LINE_BYTES", "SHOWN_BYTES", "exactly_once", "imports_table", "ingest_ddl",
+           "ingest_insert", "ingest_table", "quarantine_ddl", "quarantine_name", "sql_string"]
 
 _DATETIME64 = re.compile(r"DateTime64\((\d+)")
 MAX_LINE_BYTES = 1024 * 1024  # a longer line is quarantined whole, with its first bytes in the message
-_SHOWN_BYTES = 1000
+SHOWN_BYTES = 1000  # of a line over the limit, in its reason
 
 
 def quarantine_name(datasource: str) -> str:
@@ -229,8 +229,11 @@ def ingest_insert(ds: Datasource, database: str, source: str, import_id: str, on
     parsed = [
         "line",
         f"{import_id} AS __import_id",
-        f"length(line) > {MAX_LINE_BYTES} AS __too_long",
-        "NOT __too_long AND isValidUTF8(line) AND JSONType(line) = 'Object' AS __is_json",
+        # A line refused unparsed, its whole reason in __line: too long, not UTF-8, or with a NUL byte (for
+        # any other line that is not a JSON object, __line is the line, which the quarantine view quotes as
+        # not valid JSON). The name is its first reason's: the views of stores deployed earlier read it so.
+        f"length(line) > {MAX_LINE_BYTES} OR NOT isValidUTF8(line) OR position(line, '\\0') > 0 AS __too_long",
+        "NOT __too_long AND JSONType(line) = 'Object' AS __is_json",
         *parse,
     ]
     carried = ["line", "__import_id", "__too_long", "__is_json"]
@@ -246,9 +249,11 @@ def ingest_insert(ds: Datasource, database: str, source: str, import_id: str, on
     checks = [(c.name, f"__e{i}", e) for i, c in enumerate(ds.columns) if (e := _error(i, c)) is not None]
     checked = [
         *carried[1:],
-        f"multiIf(__is_json, '', __too_long, concat('Line is too long: ', toString(length(line)), ' bytes, at most "
-        f"{MAX_LINE_BYTES}: ', char(39), toValidUTF8(substring(line, 1, {_SHOWN_BYTES})), '...', char(39)), "
-        "toValidUTF8(line)) AS __line",
+        f"multiIf(__is_json, '', length(line) > {MAX_LINE_BYTES}, concat('Line is too long: ', "
+        f"toString(length(line)), ' bytes, at most {MAX_LINE_BYTES}: ', char(39), "
+        f"toValidUTF8(substring(line, 1, {SHOWN_BYTES})), '...', char(39)), "
+        "NOT isValidUTF8(line), concat('Line is not valid UTF-8: ', char(39), toValidUTF8(line), char(39)), "
+        "position(line, '\\0') > 0, concat('Line contains a NUL byte: ', char(39), line, char(39)), line) AS __line",
         *converted,
         *(f"{error} AS {name}" for _, name, error in checks),
         *(f"{_value(i, c)} AS `{c.name}`" for i, c in enumerate(ds.columns)),

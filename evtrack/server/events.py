@@ -1,18 +1,16 @@
 """The body of an Events API request, turned into NDJSON for the engine.
 
-Gzip is recognised by ``Content-Encoding`` or by its magic bytes. The body is NDJSON, or, as
-the API description's own curl example sends it, a single JSON object (pretty-printed over
-several lines), or a JSON array of objects (one event each). Which one is decided by parsing the whole body,
-not by its first byte: only a body that is one JSON document is taken as one.
+Gzip is recognised by ``Content-Encoding`` or by its magic bytes. The body is NDJSON, a single
+JSON object or a JSON array of objects, read by ``evtrack.ndjson.as_ndjson``, which ``evtrack send``
+applies to a whole file too.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import zlib
 
 from ..errors import BadRequest, EvtrackError
+from ..ndjson import as_ndjson
 
 __all__ = ["decode_body", "as_ndjson"]
 
@@ -56,57 +54,3 @@ def decode_body(body: bytes, content_encoding: str = "", limit: int | None = Non
     if inflater is not None:
         raise BadRequest("Invalid gzip body: truncated")
     return b"".join(out)
-
-
-def as_ndjson(body: bytes) -> bytes:
-    """NDJSON for the engine: a lone JSON object, or array of objects, becomes one line per object.
-
-    Nothing is re-serialised: each object keeps its own bytes, its line breaks turned into spaces
-    (a JSON document can only have them between tokens, never inside a string).
-    """
-    stripped = body.strip()
-    if not stripped or stripped[:1] not in (b"{", b"["):
-        return body
-    newline = stripped.find(b"\n")
-    if newline > 0 and _is_json(stripped[:newline]):
-        return body  # a whole value on the first line with more after it: NDJSON, no need to decode it all
-    try:
-        text = stripped.decode("utf-8")
-        document, end = _DECODER.raw_decode(text)
-    except (ValueError, RecursionError):  # not one document (or too deep): line by line, as NDJSON
-        return body
-    if end != len(text):
-        return body
-    if isinstance(document, dict):
-        return _one_line(stripped)
-    if isinstance(document, list) and document and all(isinstance(item, dict) for item in document):
-        return b"".join(_one_line(element) for element in _elements(text))
-    return body  # anything else is one line, quarantined as not a JSON object
-
-
-_DECODER = json.JSONDecoder()
-_BETWEEN = re.compile(r"[\s,]*")
-
-
-def _is_json(line: bytes) -> bool:
-    try:
-        json.loads(line)
-    except (ValueError, RecursionError):
-        return False
-    return True
-
-
-def _one_line(document: bytes) -> bytes:
-    return document.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n"
-
-
-def _elements(text: str):
-    """The raw text of each element of a JSON array already known to be valid."""
-    at = text.index("[") + 1
-    while True:
-        at = _BETWEEN.match(text, at).end()
-        if text[at] == "]":
-            return
-        _, end = _DECODER.raw_decode(text, at)
-        yield text[at:end].encode()
-        at = end
