@@ -122,63 +122,87 @@ def test_q_over_the_pipe(engine, http, rows):
 
 
 # -- every failure path, through one assertion helper --------------------------------------------
+DOCUMENTATION = "https://www.tinybird.co/docs/api-reference"
+
+
 def assert_error(response, status: int, text: str, *, plain: bool = False) -> None:
+    """Tinybird's error shape: JSON ``{"error", "documentation"}``, or one plain-text line on the Events API."""
     assert response.status_code == status, response.text
     if plain:
         assert response.text == text + "\n"
     else:
-        assert response.json()["error"] == text
-        assert "documentation" in response.json()
+        assert response.json() == {"error": text, "documentation": DOCUMENTATION}
 
 
-def test_every_failure_path(engine, http):
-    a = admin(engine)
-    tracker = {"Authorization": f"Bearer {token_of(engine, 'tracker')}"}
-    dashboard = {"Authorization": f"Bearer {token_of(engine, 'dashboard')}"}
-    cases = [
-        (http.get("/v0/pipes/nope.json", headers=a), 404, "The pipe 'nope' does not exist"),
-        (http.get("/v0/pipes/get_events.xml", headers=a), 400,
-         "Format 'xml' is not supported; use .json, .csv, .ndjson or .parquet"),
-        (http.get("/v0/pipes/get_events.json?start_date=2023-07-01", headers=a), 400,
-         "Template Syntax Error: Error validating '2023-07-01' to type DateTime"),
-        (http.get("/v0/pipes/user_activity.json", headers=a), 400, "user_id (String) query param is required"),
-        (http.get("/v0/pipes/get_events.json?limit=20000", headers=a), 400, "limit must be between 0 and 10000"),
-        (http.get("/v0/pipes/get_events.json?q=%25select%201", headers=a), 400, "'q' parameter doesn't support templates"),
-        (http.get("/v0/pipes/get_events.json"), 403, "invalid authentication token"),
-        (http.get("/v0/pipes/get_events.json?token=wrong"), 403, "invalid authentication token"),
-        (http.get("/v0/pipes/get_events.json", headers=tracker), 403,
-         "The token you have provided doesn't have access to this resource"),
-        (http.get("/v0/sql?q=select%20count()%20from%20events", headers=tracker), 403,
-         "token needs scope DATASOURCES:READ:events"),
-        (http.get("/v0/sql", headers=a), 400, "missing q parameter. example q=select%201"),
-        (http.get("/v0/sql?q=SELECT%20*%20FROM%20file('/etc/passwd')", headers=a), 400,
-         "[Error] DB::Exception: Usage of function file is restricted. Contact support@tinybird.co if you require access to this feature"),
-        (http.get("/v0/sql?q=DROP%20TABLE%20events", headers=a), 400,
-         "[Error] DB::Exception: Only SELECT or DESCRIBE queries are supported. Got: DropQuery"),
-        (http.get("/v0/workspace", headers=dashboard), 403, "token needs scope ADMIN"),
-        (http.get("/v0/datasources/nope", headers=a), 404, "Data Source 'nope' not found"),
-    ]
-    for response, status, text in cases:
-        assert_error(response, status, text)
-    events = [
-        (http.post("/v0/events", headers=a, content=b"{}"), 400, "Missing 'name' parameter"),
-        (http.post("/v0/events?name=events", content=b"{}"), 403, "Invalid token"),
-        (http.post("/v0/events?name=events", headers=dashboard, content=b"{}"), 403, "Invalid token"),
-        (http.post("/v0/events?name=events&token=wrong", content=b"{}"), 403, "Invalid token"),
-        (http.post("/v0/events?name=nope", headers=a, content=b"{}"), 404, "Data Source 'nope' not found"),
-        (http.post("/v0/events?name=events", headers={**a, "Content-Encoding": "gzip"}, content=b"not gzip"), 400,
-         "Invalid gzip body: incorrect header check"),
-    ]
-    for response, status, text in events:
-        assert_error(response, status, text, plain=True)
+def bearer(engine, token: str | None) -> dict:
+    """The Authorization header of the store's token named ``token``; none for None."""
+    return {} if token is None else {"Authorization": f"Bearer {token_of(engine, token)}"}
 
 
-def test_template_syntax_of_a_broken_value_is_never_a_500(engine, http):
-    for value in ["", "%", "'", "\\", "2023-07-01 00:00:00' OR 1=1 --", "\x00", "9" * 400]:
-        for pipe in ("get_events", "event_stats"):
-            response = http.get(f"/v0/pipes/{pipe}.json", headers=admin(engine),
-                                params={"start_date": value, "platform": value, "event_type": value})
-            assert response.status_code in (200, 400), (value, response.text)
+ADMIN = "admin token"
+JSON_FAILURES = [
+    pytest.param("/v0/pipes/nope.json", ADMIN, 404, "The pipe 'nope' does not exist", id="pipe-unknown"),
+    pytest.param("/v0/pipes/get_events.xml", ADMIN, 400,
+                 "Format 'xml' is not supported; use .json, .csv, .ndjson or .parquet", id="pipe-format-unknown"),
+    pytest.param("/v0/pipes/get_events.json?start_date=2023-07-01", ADMIN, 400,
+                 "Template Syntax Error: Error validating '2023-07-01' to type DateTime", id="pipe-datetime-malformed"),
+    pytest.param("/v0/pipes/user_activity.json", ADMIN, 400, "user_id (String) query param is required",
+                 id="pipe-required-param-missing"),
+    pytest.param("/v0/pipes/get_events.json?limit=20000", ADMIN, 400, "limit must be between 0 and 10000",
+                 id="pipe-limit-out-of-range"),
+    pytest.param("/v0/pipes/get_events.json?q=%25select%201", ADMIN, 400, "'q' parameter doesn't support templates",
+                 id="pipe-q-templated"),
+    pytest.param("/v0/pipes/get_events.json", None, 403, "invalid authentication token", id="pipe-no-token"),
+    pytest.param("/v0/pipes/get_events.json?token=wrong", None, 403, "invalid authentication token",
+                 id="pipe-wrong-token"),
+    pytest.param("/v0/pipes/get_events.json", "tracker", 403,
+                 "The token you have provided doesn't have access to this resource", id="pipe-append-token"),
+    pytest.param("/v0/sql?q=select%20count()%20from%20events", "tracker", 403,
+                 "token needs scope DATASOURCES:READ:events", id="sql-append-token"),
+    pytest.param("/v0/sql", ADMIN, 400, "missing q parameter. example q=select%201", id="sql-q-missing"),
+    pytest.param("/v0/sql?q=SELECT%20*%20FROM%20file('/etc/passwd')", ADMIN, 400,
+                 "[Error] DB::Exception: Usage of function file is restricted. "
+                 "Contact support@tinybird.co if you require access to this feature", id="sql-table-function"),
+    pytest.param("/v0/sql?q=DROP%20TABLE%20events", ADMIN, 400,
+                 "[Error] DB::Exception: Only SELECT or DESCRIBE queries are supported. Got: DropQuery", id="sql-write"),
+    pytest.param("/v0/workspace", "dashboard", 403, "token needs scope ADMIN", id="workspace-read-token"),
+    pytest.param("/v0/datasources/nope", ADMIN, 404, "Data Source 'nope' not found", id="datasource-unknown"),
+]
+
+
+@pytest.mark.parametrize("url, token, status, text", JSON_FAILURES)
+def test_failure_answers_tinybirds_json_error(engine, http, url, token, status, text):
+    assert_error(http.get(url, headers=bearer(engine, token)), status, text)
+
+
+EVENTS_FAILURES = [
+    pytest.param("/v0/events", ADMIN, {}, b"{}", 400, "Missing 'name' parameter", id="name-missing"),
+    pytest.param("/v0/events?name=events", None, {}, b"{}", 403, "Invalid token", id="no-token"),
+    pytest.param("/v0/events?name=events", "dashboard", {}, b"{}", 403, "Invalid token", id="read-token"),
+    pytest.param("/v0/events?name=events&token=wrong", None, {}, b"{}", 403, "Invalid token", id="wrong-token"),
+    pytest.param("/v0/events?name=nope", ADMIN, {}, b"{}", 404, "Data Source 'nope' not found",
+                 id="datasource-unknown"),
+    pytest.param("/v0/events?name=events", ADMIN, {"Content-Encoding": "gzip"}, b"not gzip", 400,
+                 "Invalid gzip body: incorrect header check", id="gzip-invalid"),
+]
+
+
+@pytest.mark.parametrize("url, token, headers, body, status, text", EVENTS_FAILURES)
+def test_events_api_failure_answers_plain_text(engine, http, url, token, headers, body, status, text):
+    response = http.post(url, headers={**bearer(engine, token), **headers}, content=body)
+    assert_error(response, status, text, plain=True)
+
+
+BROKEN_VALUES = {"empty": "", "percent": "%", "quote": "'", "backslash": "\\",
+                 "sql-injection": "2023-07-01 00:00:00' OR 1=1 --", "nul": "\x00", "400-digits": "9" * 400}
+
+
+@pytest.mark.parametrize("pipe", ["get_events", "event_stats"])
+@pytest.mark.parametrize("value", BROKEN_VALUES.values(), ids=BROKEN_VALUES.keys())
+def test_template_syntax_of_a_broken_value_is_never_a_500(engine, http, pipe, value):
+    response = http.get(f"/v0/pipes/{pipe}.json", headers=admin(engine),
+                        params={"start_date": value, "platform": value, "event_type": value})
+    assert response.status_code in (200, 400), response.text
 
 
 # -- ingestion over HTTP ----------------------------------------------------------------------
