@@ -24,8 +24,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadRequest, EvtrackError, NotFound, QueryError, SchemaConflict, StoreError, TemplateError
-from ..project import COPY_MODES, Datasource, Pipe, Project, parse_datasource, pipe_from_record, pipe_record
+from ..errors import BadRequest, EvtrackError, QueryError, SchemaConflict, StoreError, TemplateError
+from ..project import COPY_MODES, Datasource, Pipe, Project, pipe_record
+from .catalog import DATABASE, SNAPSHOT, Catalog, read_snapshot, table_map as _table_map
 from .copies import leftover_staging, staging_name
 from .ingest import DEDUP_WINDOW, imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .materialized import backfill_sql, check_columns, output_columns, view_ddl, view_name
@@ -39,8 +40,6 @@ from .wal import WriteAheadLog, import_id as wal_import_id
 
 __all__ = ["Engine", "AppendResult", "DeployResult", "FORMATS", "deployed_pipes", "read_snapshot"]
 
-DATABASE = "evtrack"
-SNAPSHOT = "project.json"
 # Tinybird's endpoint extensions and the ClickHouse formats behind them.
 FORMATS = {"json": "JSON", "csv": "CSVWithNames", "ndjson": "JSONEachRow", "parquet": "Parquet"}
 
@@ -63,9 +62,9 @@ class DeployResult:
 class Engine:
     def __init__(self, store: Store):
         self.store = store
-        # Deploys take this lock alone (``with self._lock``); ingests, queries and lookups of the
-        # deployed project share it (``self._lock.shared()``) and run side by side. So a deploy never
-        # runs beside an insert (a rebuild copies, then swaps) nor beside a query reading the project.
+        # Deploys take this lock alone (``with self._lock``); ingests and copies share it and run side
+        # by side, so a deploy never runs beside an insert. Reads and lookups take no lock: they read
+        # the catalog, a value each deploy step replaces (``_save_snapshot``).
         self._lock = RWLock()
         # What each read may use (time, memory, result size); None: no limits, as in the CLI.
         self.read_limits: QueryLimits | None = None
@@ -95,42 +94,39 @@ class Engine:
 
     # -- the deployed project -------------------------------------------------------------
     def _load_snapshot(self) -> None:
+        # The draft a deploy changes (under self._lock), and the catalog requests read: the draft
+        # is published as a new catalog at each step of a deploy (``_save_snapshot``).
         self._sources = read_snapshot(self.store.path)
-        self._datasources: dict[str, Datasource] | None = None
-        self._pipes: dict[str, Pipe] = {}
+        self.catalog = Catalog(self._sources)
 
     @property
     def datasources(self) -> dict[str, Datasource]:
         """The deployed datasources, parsed on first use (a pipe call needs only their names)."""
-        if self._datasources is None:
-            self._datasources = {n: parse_datasource(n, s) for n, s in self._sources["datasources"].items()}
-        return self._datasources
+        return self.catalog.datasources
 
-    def _save_snapshot(self) -> None:
+    def _save_snapshot(self, *parsed: Datasource | Pipe) -> None:
+        """Write the draft to disk and publish it: requests read it from now on. ``parsed``: objects
+        of the draft already parsed, kept in the new catalog."""
         fd, tmp = tempfile.mkstemp(dir=self.store.path, prefix=".project-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(json.dumps(self._sources, indent=2, sort_keys=True))
         os.replace(tmp, self._snapshot_path)
+        kinds = {f"{'pipe' if isinstance(obj, Pipe) else 'datasource'}:{obj.name}": obj for obj in parsed}
+        self.catalog = Catalog(self._sources, self.catalog, kinds)
 
+    # Lookups read the catalog: no lock, no SQL, safe on a server's event loop.
     def pipe(self, name: str) -> Pipe:
-        with self._lock.shared():
-            if name not in self._sources["pipes"]:
-                raise NotFound(f"The pipe '{name}' does not exist")
-            if name not in self._pipes:
-                self._pipes[name] = _snapshot_pipe(self._sources, name)
-            return self._pipes[name]
+        return self.catalog.pipe(name)
 
     def pipe_names(self) -> list[str]:
-        with self._lock.shared():
-            return sorted(self._sources["pipes"])
+        return self.catalog.pipe_names()
 
     def pipes(self) -> list[Pipe]:
-        return [self.pipe(name) for name in self.pipe_names()]
+        catalog = self.catalog
+        return [catalog.pipe(name) for name in catalog.pipe_names()]
 
     def datasource(self, name: str) -> Datasource:
-        if name not in self.datasources:
-            raise NotFound(f"Data Source '{name}' not found")
-        return self.datasources[name]
+        return self.catalog.datasource(name)
 
     def datasource_stats(self, name: str) -> dict[str, int]:
         """Stored rows and bytes of a datasource, from its active parts (as Tinybird reports them)."""
@@ -145,8 +141,7 @@ class Engine:
 
     def tables(self) -> dict[str, tuple[str, str]]:
         """Every name SQL may use (datasources and their quarantines) and its table."""
-        with self._lock.shared():
-            return _table_map(self._sources["datasources"])
+        return self.catalog.tables()
 
     # -- deploy ----------------------------------------------------------------------------
     def deploy(self, project: Project, force: bool = False) -> DeployResult:
@@ -189,8 +184,7 @@ class Engine:
             self._create_ingest(ds)
             outcome = "changed"
         self._sources["datasources"][ds.name] = ds.source
-        self.datasources[ds.name] = ds
-        self._save_snapshot()
+        self._save_snapshot(ds)
         self._grant(ds.tokens, "datasource", ds.name)
         return outcome
 
@@ -226,8 +220,7 @@ class Engine:
                 old = None  # the pipe reads another pipe that changed: its view was rebuilt
         self._sources["pipes"][pipe.name] = pipe.source
         self._sources.setdefault("parsed_pipes", {})[pipe.name] = pipe_record(pipe)
-        self._pipes[pipe.name] = pipe
-        self._save_snapshot()
+        self._save_snapshot(pipe)
         self._grant(pipe.tokens, "pipe", pipe.name)
         return "unchanged" if old == pipe.source else "changed" if old else "created"
 
@@ -304,7 +297,6 @@ class Engine:
                 self.store.execute(f"DROP VIEW IF EXISTS {DATABASE}.`{view_name(name)}`")
             del self._sources["pipes"][name]
             self._sources.get("parsed_pipes", {}).pop(name, None)
-            self._pipes.pop(name, None)
             self._save_snapshot()
 
     def _grant(self, tokens, kind: str, resource: str) -> None:
@@ -458,7 +450,7 @@ class Engine:
                 raise BadRequest(f"The pipe '{name}' is no longer a copy pipe")
             if pipe.copy.datasource != node.datasource:  # the locks taken are the old target's
                 raise BadRequest(f"The pipe '{name}' now copies into '{pipe.copy.datasource}': run it again")
-            sql = pipe_sql(pipe, params, self.tables(), node=pipe.copy, pipes=_reader(pipe, _Deployed(self)))
+            sql = pipe_sql(pipe, params, self.tables(), node=pipe.copy, pipes=_reader(pipe, _Deployed(self.catalog)))
             target, staging = pipe.copy.datasource, staging_name(pipe.copy.datasource)
             self.store.execute(f"CREATE TABLE {DATABASE}.`{staging}` AS {DATABASE}.`{target}`")
             try:
@@ -558,12 +550,12 @@ class Engine:
         return results
 
     # -- queries ---------------------------------------------------------------------------
-    def pipe_query(self, name: str, params: dict[str, str], q: str | None = None) -> str:
-        """The SQL a pipe call runs."""
-        pipe = self.pipe(name)
-        with self._lock.shared():
-            every = _Deployed(self)
-        sql = pipe_sql(pipe, params, self.tables(), pipes=_reader(pipe, every))
+    def pipe_query(self, name: str, params: dict[str, str], q: str | None = None,
+                   catalog: Catalog | None = None) -> str:
+        """The SQL a pipe call runs, over one catalog (the current one unless given)."""
+        catalog = catalog or self.catalog
+        pipe = catalog.pipe(name)
+        sql = pipe_sql(pipe, params, catalog.tables(), pipes=_reader(pipe, _Deployed(catalog)))
         if not q:
             return sql
         if q.lstrip().startswith("%"):
@@ -583,19 +575,21 @@ class Engine:
         ``pipeline`` makes ``_`` that pipe's result; ``readable(name)`` limits what may be read.
         """
         check_parsable(self.store, split_format(query)[0])
-        tables: dict = dict(self.tables())
+        catalog = self.catalog
+        tables: dict = dict(catalog.tables())
         for _, name, _ in used_tables(query):  # endpoints read as tables: render only those used
-            if name not in tables and name in self._sources["pipes"] and self.pipe(name).endpoint is not None:
-                tables[name] = f"({self.pipe_query(name, {})})"
+            if name not in tables and catalog.has_pipe(name) and catalog.pipe(name).endpoint is not None:
+                tables[name] = f"({self.pipe_query(name, {}, catalog=catalog)})"
         if pipeline:
-            tables["_"] = f"({self.pipe_query(pipeline, {})})"
+            tables["_"] = f"({self.pipe_query(pipeline, {}, catalog=catalog)})"
         sql, found = read_only_sql(query, tables, readable)
         return self.run_read(sql, found or fmt or "json", tag)
 
     def run_read(self, sql: str, fmt: str, tag: str | None = None) -> bytes:
-        """A read, under ``read_limits``; ``tag`` lets another thread cancel it (``store.cancel``)."""
-        with self._lock.shared():
-            return self.store.run(sql, FORMATS.get(fmt, fmt), limits=self.read_limits, tag=tag)
+        """A read, under ``read_limits``; ``tag`` lets another thread cancel it (``store.cancel``).
+        No lock: a deploy that rebuilds a table builds it aside and swaps it in, so a read sees the
+        old table or the new one, whole."""
+        return self.store.run(sql, FORMATS.get(fmt, fmt), limits=self.read_limits, tag=tag)
 
 
 _GLOB_CHARS = re.compile(r"[*?{}\[\]]")
@@ -614,16 +608,16 @@ def _glob_safe(path: Path):
 
 
 class _Deployed:
-    """The deployed pipes by name, parsed when first asked for."""
+    """The deployed pipes of a catalog by name, parsed when first asked for."""
 
-    def __init__(self, engine: Engine):
-        self.engine, self.names = engine, set(engine._sources["pipes"])
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
 
     def __iter__(self):
-        return iter(self.names)
+        return iter(self.catalog.pipe_names())
 
     def get(self, name: str) -> Pipe | None:
-        return self.engine.pipe(name) if name in self.names else None
+        return self.catalog.pipe(name) if self.catalog.has_pipe(name) else None
 
 
 def _reader(pipe: Pipe, pipes) -> object:
@@ -631,15 +625,6 @@ def _reader(pipe: Pipe, pipes) -> object:
     if any(name != pipe.name and name in pipe.source for name in pipes):
         return pipes.get
     return None
-
-
-def _table_map(datasources) -> dict[str, tuple[str, str]]:
-    """Every name SQL may use for these datasources (and their quarantines), and its table."""
-    tables = {}
-    for name in datasources:
-        tables[name] = (DATABASE, name)
-        tables[quarantine_name(name)] = (DATABASE, quarantine_name(name))
-    return tables
 
 
 def _column_changes(old: Datasource, new: Datasource):
@@ -654,22 +639,10 @@ def _column_changes(old: Datasource, new: Datasource):
         previous = column.name
 
 
-def read_snapshot(path: Path) -> dict[str, dict[str, str]]:
-    """The deployed datafiles of the store at ``path``, read without opening the store."""
-    snapshot = Path(path) / SNAPSHOT
-    if not snapshot.exists():
-        return {"datasources": {}, "pipes": {}}
-    return json.loads(snapshot.read_text(encoding="utf-8"))
-
-
 def deployed_pipes(path: Path) -> dict[str, Pipe]:
-    snapshot = read_snapshot(path)
-    return {name: _snapshot_pipe(snapshot, name) for name in sorted(snapshot["pipes"])}
-
-
-def _snapshot_pipe(snapshot: dict, name: str) -> Pipe:
-    """A deployed pipe from its parsed record (parsed again only for a snapshot written without one)."""
-    return pipe_from_record(name, snapshot["pipes"][name], snapshot.get("parsed_pipes", {}).get(name))
+    """The deployed pipes of the store at ``path``, read without opening the store."""
+    catalog = Catalog(read_snapshot(path))
+    return {name: catalog.pipe(name) for name in catalog.pipe_names()}
 
 
 def _incompatibility(old: Datasource, new: Datasource) -> str | None:
