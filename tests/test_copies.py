@@ -244,7 +244,7 @@ def test_copy_route_runs_the_copy_and_answers_a_job(engine):
 
 
 # -- CLI ----------------------------------------------------------------------------------------
-def test_cli_copy_run_prints_the_rows_and_refuses_bad_parameters(tmp_path):
+def test_cli_copy_run_prints_the_rows_and_a_failed_run_exits_1(tmp_path):
     data, root = tmp_path / "store", write_project(tmp_path / "project")
     runner = CliRunner(mix_stderr=False)
     assert runner.invoke(cli, ["--data", str(data), "deploy", "--project", str(root)]).exit_code == 0
@@ -253,16 +253,40 @@ def test_cli_copy_run_prints_the_rows_and_refuses_bad_parameters(tmp_path):
     done = runner.invoke(cli, ["--data", str(data), "copy", "run", "copy_totals", "--param", "min_amount=10"])
     assert done.exit_code == 0, done.stderr
     assert done.output.strip() == f"{len(expected_totals(10))} rows copied into user_totals"
-    for args, named in ((["--param", "min_amount=lots"], "min_amount"), (["--param", "nope=1"], "nope"),
-                        (["--param", "min_amount"], "min_amount"), (["--mode", "upsert"], "upsert")):
-        refused = runner.invoke(cli, ["--data", str(data), "copy", "run", "copy_totals", *args])
-        assert refused.exit_code == 2 and named in refused.stderr, (args, refused.stderr)
-    refused = runner.invoke(cli, ["--data", str(data), "copy", "run", "count_target"])
-    assert refused.exit_code == 2 and "copy_totals" in refused.stderr
     listed = runner.invoke(cli, ["--data", str(data), "pipes"])
     assert "copy_totals (copy into user_totals)" in listed.output
     failed = runner.invoke(cli, ["--data", str(data), "copy", "run", "broken_totals"])
     assert failed.exit_code == 1 and "a sale above 50" in failed.stderr
+
+
+@pytest.fixture(scope="module")
+def deployed_copies(tmp_path_factory) -> Path:
+    """A store with the copy project deployed, shared by runs refused before anything runs."""
+    folder = tmp_path_factory.mktemp("copies")
+    deployed = CliRunner(mix_stderr=False).invoke(
+        cli, ["--data", str(folder / "store"), "deploy", "--project", str(write_project(folder / "project"))])
+    assert deployed.exit_code == 0, deployed.stderr
+    return folder / "store"
+
+
+@pytest.mark.parametrize("args, error", [
+    pytest.param(["copy_totals", "--param", "min_amount=lots"], "Invalid value for --param: min_amount: 'lots' is not "
+                 "a valid UInt32; expected an integer from 0 to 4294967295", id="value-of-another-type"),
+    pytest.param(["copy_totals", "--param", "nope=1"],
+                 "Invalid value for --param: nope: not a parameter of copy_totals (its parameters: min_amount)",
+                 id="unknown-parameter"),
+    pytest.param(["copy_totals", "--param", "min_amount"], "Invalid value for --param: 'min_amount' is not NAME=VALUE",
+                 id="not-name-value"),
+    pytest.param(["copy_totals", "--mode", "upsert"],
+                 "Invalid value for '--mode': 'upsert' is not one of 'append', 'replace'.", id="unknown-mode"),
+    pytest.param(["count_target"], "Invalid value for PIPE: no deployed copy pipe named 'count_target' "
+                 "(copy pipes: broken_totals, copy_totals, snapshot_totals)", id="not-a-copy-pipe"),
+])
+def test_cli_copy_run_refuses_bad_usage_with_exit_2_naming_it(deployed_copies, args, error):
+    refused = CliRunner(mix_stderr=False).invoke(cli, ["--data", str(deployed_copies), "copy", "run", *args])
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.splitlines()[-1] == f"Error: {error}"
+    assert refused.output == ""
 
 
 # -- schedules ----------------------------------------------------------------------------------
