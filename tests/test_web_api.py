@@ -12,7 +12,7 @@ from evtrack.server.app import create_app
 
 from . import reference
 from .conftest import data
-from .test_server import admin
+from .test_server import admin, assert_error
 
 ORIGIN = "http://127.0.0.1:9999"
 
@@ -122,35 +122,42 @@ def test_jwt_scopes_of_one_pipe_merge_and_keep_every_fixed_param(http, engine, r
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda e: sign(e, user_scope(), exp=int(time.time()) - 60), "invalid authentication token: the JWT has expired"),
-    (lambda e: sign(e, user_scope(), key="p.not-the-admin-token-but-just-as-long-as-one"), "invalid authentication token"),
-    (lambda e: sign(e, user_scope(), workspace_id="another-workspace"), "invalid authentication token"),
-    (lambda e: sign(e, user_scope())[:-4] + "AAAA", "invalid authentication token"),
-    (lambda e: jwt.encode({"name": "x", "scopes": user_scope()}, e.tokens.admin.token, algorithm="HS256"),
-     "invalid authentication token"),  # no exp
+    pytest.param(lambda e: sign(e, user_scope(), exp=int(time.time()) - 60),
+                 "invalid authentication token: the JWT has expired", id="expired"),
+    pytest.param(lambda e: sign(e, user_scope(), key="p.not-the-admin-token-but-just-as-long-as-one"),
+                 "invalid authentication token", id="signed-with-another-key"),
+    pytest.param(lambda e: sign(e, user_scope(), workspace_id="another-workspace"), "invalid authentication token",
+                 id="another-workspace"),
+    pytest.param(lambda e: sign(e, user_scope())[:-4] + "AAAA", "invalid authentication token", id="signature-altered"),
+    pytest.param(lambda e: jwt.encode({"name": "x", "scopes": user_scope()}, e.tokens.admin.token, algorithm="HS256"),
+                 "invalid authentication token", id="exp-missing"),
     # Two scopes of the pipe fixing user_id differently, or fixed_params that is not an object: no safe reading.
-    (lambda e: sign(e, user_scope() + user_scope(user_id="user_0001")), "invalid authentication token"),
-    (lambda e: sign(e, [{"type": "PIPES:READ", "resource": "user_activity", "fixed_params": ["user_id"]}]),
-     "invalid authentication token"),
-    (lambda e: sign(e, user_scope("get_events")), "The token you have provided doesn't have access to this resource"),
-    (lambda e: sign(e, [{"type": "ADMIN"}]), "The token you have provided doesn't have access to this resource"),
-    (lambda e: sign(e, [{"type": "DATASOURCES:READ", "resource": "events"}]),
-     "The token you have provided doesn't have access to this resource"),
+    pytest.param(lambda e: sign(e, user_scope() + user_scope(user_id="user_0001")), "invalid authentication token",
+                 id="fixed-params-conflicting"),
+    pytest.param(lambda e: sign(e, [{"type": "PIPES:READ", "resource": "user_activity", "fixed_params": ["user_id"]}]),
+                 "invalid authentication token", id="fixed-params-not-an-object"),
+    pytest.param(lambda e: sign(e, user_scope("get_events")),
+                 "The token you have provided doesn't have access to this resource", id="another-pipe"),
+    pytest.param(lambda e: sign(e, [{"type": "ADMIN"}]),
+                 "The token you have provided doesn't have access to this resource", id="admin-scope"),
+    pytest.param(lambda e: sign(e, [{"type": "DATASOURCES:READ", "resource": "events"}]),
+                 "The token you have provided doesn't have access to this resource", id="datasource-scope"),
 ])
 def test_jwt_refused_on_endpoint_reads(http, engine, make, message):
-    response = http.get(f"/v0/pipes/user_activity.json?token={make(engine)}&user_id=user_abc")
-    assert (response.status_code, response.json()["error"]) == (403, message)
+    assert_error(http.get(f"/v0/pipes/user_activity.json?token={make(engine)}&user_id=user_abc"), 403, message)
 
 
-def test_jwt_works_on_endpoint_reads_only(http, engine):
+@pytest.mark.parametrize("method, url, body, text, plain", [
+    pytest.param("GET", "/v0/sql?q=SELECT%20count()%20FROM%20get_events", None, "invalid authentication token", False,
+                 id="sql"),
+    pytest.param("POST", "/v0/events?name=events", b'{"event_type": "x", "timestamp": 0}', "Invalid token", True,
+                 id="events-api"),
+    pytest.param("GET", "/v0/pipes", None, "invalid authentication token", False, id="pipes-listing"),
+])
+def test_jwt_works_on_endpoint_reads_only(http, engine, method, url, body, text, plain):
     token = sign(engine, user_scope("get_events") + [{"type": "ADMIN"}])
-    bearer = {"Authorization": f"Bearer {token}"}
-    sql = http.get("/v0/sql", params={"q": "SELECT count() FROM get_events"}, headers=bearer)
-    assert (sql.status_code, sql.json()["error"]) == (403, "invalid authentication token")
-    events = http.post("/v0/events?name=events", content=b'{"event_type": "x", "timestamp": 0}', headers=bearer)
-    assert (events.status_code, events.text) == (403, "Invalid token\n")
-    listing = http.get("/v0/pipes", headers=bearer)
-    assert listing.status_code == 403
+    response = http.request(method, url, content=body, headers={"Authorization": f"Bearer {token}"})
+    assert_error(response, 403, text, plain=plain)
 
 
 # -- the static files ---------------------------------------------------------------------------
