@@ -283,6 +283,26 @@ def pipes(ctx: click.Context) -> None:
             click.echo(f"  --{p.name.replace('_', '-'):<14} {p.type:<9}{flags}  {p.description}")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Each deployment as a JSON object, one a line.")
+@click.pass_context
+def deployments(ctx: click.Context, as_json: bool) -> None:
+    """List the deployments of the embedded store, oldest first: id, when, status, what changed."""
+    from .engine.deploy import History
+
+    entries = History(_embedded(ctx).data).all()
+    if not entries:
+        click.echo("No deployments yet. Run `evtrack deploy`.")
+    for entry in entries:
+        if as_json:
+            click.echo(json.dumps(entry, sort_keys=True))
+            continue
+        changes = [f"{kind} {', '.join(entry[kind])}" for kind in ("created", "changed") if entry.get(kind)]
+        click.echo(f"{entry['id']}  {entry['started']} -> {entry['finished']}  {entry['status']}"
+                   + (f"  ({'; '.join(changes)})" if changes else "")
+                   + (f"  {entry['error']}" if entry.get("error") else ""))
+
+
 # -- copy -----------------------------------------------------------------------------------
 @cli.group()
 def copy() -> None:

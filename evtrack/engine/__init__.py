@@ -28,6 +28,7 @@ from ..errors import BadRequest, EvtrackError, QueryError, SchemaConflict, Store
 from ..project import COPY_MODES, Datasource, Pipe, Project, pipe_record
 from .catalog import DATABASE, SNAPSHOT, Catalog, read_snapshot, table_map as _table_map
 from .copies import leftover_staging, staging_name
+from .deploy import History, Journal, Refill, build, now as deploy_now, promote, roll_back
 from .ingest import DEDUP_WINDOW, imports_table, ingest_ddl, ingest_insert, quarantine_ddl, quarantine_name, sql_string
 from .materialized import backfill_sql, check_columns, output_columns, view_ddl, view_name
 from .pipes import pipe_sql, render_node
@@ -73,6 +74,8 @@ class Engine:
         self._snapshot_path = store.path / SNAPSHOT
         self._load_snapshot()
         self._drop_interrupted_copies()
+        self.journal, self.history = Journal(store.path), History(store.path)
+        self._recover_deployment()
         self.tokens = TokenStore(store.path)
         self.wal = WriteAheadLog(store.path)
         self._remember_blocks()
@@ -148,15 +151,28 @@ class Engine:
         """Datasources, then pipes, then the tokens their TOKEN lines name. Redeploying the same files
         changes nothing; like `tb push`, a deploy never deletes what the project no longer has."""
         result = DeployResult()
-        with self._lock:
-            for ds in project.datasources.values():
-                getattr(result, self.deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
-            known = set(self.datasources) | set(project.datasources)
-            every = {**{name: self.pipe(name) for name in self._sources["pipes"]}, **project.pipes}
-            # Materialized pipes last: their nodes may read the project's other pipes by name.
-            for pipe in sorted(project.pipes.values(), key=lambda p: p.materialized is not None):
-                getattr(result, self._deploy_pipe(pipe, known, force, every)).append(f"{pipe.name}.pipe")
+        entry = {"id": uuid.uuid4().hex[:8], "started": deploy_now(), "status": "failed"}
+        try:
+            with self._lock:
+                for ds in project.datasources.values():
+                    getattr(result, self.deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
+                known = set(self.datasources) | set(project.datasources)
+                every = {**{name: self.pipe(name) for name in self._sources["pipes"]}, **project.pipes}
+                # Materialized pipes last: their nodes may read the project's other pipes by name.
+                for pipe in sorted(project.pipes.values(), key=lambda p: p.materialized is not None):
+                    getattr(result, self._deploy_pipe(pipe, known, force, every)).append(f"{pipe.name}.pipe")
+            entry["status"] = "done"
+        except EvtrackError as exc:
+            entry["error"] = exc.message
+            raise
+        finally:
+            # What was deployed before a failure stays deployed: the history says what changed.
+            self.history.add({**entry, "finished": deploy_now(), "created": result.created, "changed": result.changed})
         return result
+
+    def deployments(self) -> list[dict]:
+        """Every deployment of the store, oldest first: id, started, finished (UTC), status, what changed."""
+        return self.history.all()
 
     def deploy_datasource(self, ds: Datasource, force: bool = False) -> str:
         """Create or update one datasource; 'created', 'changed' or 'unchanged'."""
@@ -256,39 +272,73 @@ class Engine:
             raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
         check_columns(pipe, produced, [c.name for c in self.datasource(node.datasource).columns])
         reads = sorted({name for db, name, _ in used_tables(sql) if db == DATABASE})
-        if old is not None:
-            self.store.execute(f"DROP VIEW IF EXISTS {DATABASE}.`{view_name(pipe.name)}`")
-        self.store.execute(view_ddl(pipe, sql, DATABASE))
-        self._views[pipe.name] = {"sql": sql, "target": node.datasource, "reads": reads,
-                                  "columns": [name for name, _ in produced]}
-        if old is None:
-            self._backfill(pipe.name)
-        else:
-            self._rebuild_targets(node.datasource)
-        self._save_snapshot()
+        view = {"sql": sql, "target": node.datasource, "reads": reads, "columns": [name for name, _ in produced]}
+        # A new view adds its backfill to what its target holds; a changed one refills its target
+        # (and those fed from it) from their sources. Either way aside, then promoted with the view.
+        self._refill({node.datasource}, {**self._views, pipe.name: view}, every, changed=pipe.name,
+                     ddl=view_ddl(pipe, sql, DATABASE), rebuild=old is not None)
         return True
 
-    def _backfill(self, name: str) -> None:
-        """Write what a view would have written for the rows already in its source, as Tinybird's populate."""
-        view = self._views[name]
+    def _refill(self, targets: set[str], views: dict[str, dict], every, changed: str | None = None,
+                ddl: str | None = None, rebuild: bool = True) -> None:
+        """Fill ``targets``, and every datasource materialized from them, aside; then promote them
+        with the view ``changed`` (its DDL ``ddl``, its record in ``views``). See ``deploy``.
+
+        ``rebuild``: start them empty, and backfill each view that writes into them from outside;
+        else keep their rows and backfill only ``changed``."""
+        targets = _downstream(targets, views)
+        refill = Refill(targets, keep=not rebuild)
+        tables = {**_table_map(self.datasources), **{live: (DATABASE, staging) for live, staging in refill.targets.items()}}
+        cascade, entries = {}, []
+        for name, view in sorted(views.items()):
+            if view["target"] not in targets:
+                continue
+            if set(view["reads"]) & targets:
+                pipe = every.get(name)
+                cascade[view_name(name)] = (view["target"], pipe_sql(pipe, {}, tables, node=pipe.materialized,
+                                                                    pipes=every.get))
+            elif rebuild or name == changed:
+                entries.append((name, view["target"], view["sql"], view["columns"]))
+        record = refill.record(list(cascade))
+        self.journal.write(record)
         try:
-            self.store.execute(backfill_sql(view["target"], view["sql"], view["columns"], DATABASE))
-        except QueryError as exc:
-            raise BadRequest(f"pipe '{name}': populating '{view['target']}' failed: {exc.message}") from None
+            build(self.store, refill, cascade, entries)
+        except BaseException:
+            roll_back(self.store, record)
+            self.journal.clear()
+            raise
+        if changed is not None:
+            self._views[changed] = views[changed]
+        record.update(phase="promoting", views={view_name(changed): ddl} if changed else {},
+                      snapshot=self._sources)
+        self.journal.write(record)
+        self._promote(record)
+
+    def _promote(self, record: dict) -> None:
+        promote(self.store, record)
+        self._sources = record["snapshot"]
+        self._save_snapshot()
+        self.journal.clear()
+
+    def _recover_deployment(self) -> None:
+        """Finish or undo the refill a killed process left (see ``deploy``), before anything reads."""
+        record = self.journal.read()
+        if record is None:
+            return
+        if record["phase"] == "promoting":
+            self._promote(record)
+            status = "promoted when the store opened again, after the process stopped in its promotion"
+        else:
+            roll_back(self.store, record)
+            self.journal.clear()
+            status = "rolled back when the store opened again: the process stopped while building"
+        self.history.add({"id": record["id"], "started": record["started"], "finished": deploy_now(),
+                          "status": status, "targets": sorted(record["targets"])})
 
     def _rebuild_targets(self, target: str) -> None:
-        """Empty ``target`` and every datasource materialized from it, then refill them from their sources:
-        each view that writes into them from outside is backfilled, and the views between them cascade."""
-        affected, grown = {target}, True
-        while grown:
-            more = {v["target"] for v in self._views.values() if set(v["reads"]) & affected}
-            grown = not more <= affected
-            affected |= more
-        for name in sorted(affected):
-            self.store.execute(f"TRUNCATE TABLE {DATABASE}.`{name}`")
-        for name, view in sorted(self._views.items()):
-            if view["target"] in affected and not set(view["reads"]) & affected:
-                self._backfill(name)
+        """Refill ``target`` and every datasource materialized from it from their sources, aside."""
+        catalog = self.catalog
+        self._refill({target}, self._views, _Deployed(catalog))
 
     def drop_pipe(self, name: str) -> None:
         with self._lock:
@@ -392,11 +442,7 @@ class Engine:
 
     def _reached(self, datasource: str) -> set[str]:
         """``datasource`` and every datasource its rows reach through materialized views."""
-        reached, more = set(), {datasource}
-        while more:
-            reached |= more
-            more = {v["target"] for v in self._views.values() if set(v["reads"]) & more} - reached
-        return reached
+        return _downstream({datasource}, self._views)
 
     @contextlib.contextmanager
     def _ingesting(self, datasource: str):
@@ -660,3 +706,13 @@ def _incompatibility(old: Datasource, new: Datasource) -> str | None:
     if old.engine != new.engine:
         return f"the engine would change from {old.engine} to {new.engine}"
     return None
+
+
+def _downstream(targets: set[str], views: dict[str, dict]) -> set[str]:
+    """``targets`` and every datasource materialized from them, through any number of views."""
+    reached, grown = set(targets), True
+    while grown:
+        more = {v["target"] for v in views.values() if set(v["reads"]) & reached}
+        grown = not more <= reached
+        reached |= more
+    return reached
