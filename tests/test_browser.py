@@ -104,6 +104,32 @@ def wait_for_events(page, server, user_id: str, count: int) -> list[dict]:
     raise AssertionError(f"{user_id}: {len(found)} events, expected {count}")
 
 
+# Every request the page sends to the Events API, recorded in the page as it is made, and marked handled
+# once the tracker's own callback has run (the record's second microtask comes after it).
+RECORDER = """
+window.__sent = [];
+const record = (url) => { const r = {url: String(url), handled: false}; window.__sent.push(r); return r; };
+const fetch_ = window.fetch.bind(window), beacon_ = navigator.sendBeacon.bind(navigator);
+window.fetch = (url, init) => {
+  const answer = fetch_(url, init), r = String(url).includes('/v0/events') ? record(url) : {};
+  const done = () => Promise.resolve().then(() => { r.handled = true; });
+  answer.then(done, done);
+  return answer;
+};
+navigator.sendBeacon = (url, body) => { if (String(url).includes('/v0/events')) record(url).handled = true;
+                                        return beacon_(url, body); };
+"""
+
+
+def sent_once_idle(page, at_least: int = 0) -> list[str]:
+    """The Events API requests the page has made, once each answer has been handled and every timer the
+    tracker may have set (a batch, a retry: 30 s at most) has fired on the page's clock."""
+    page.wait_for_function(f"window.__sent.length >= {at_least} && window.__sent.every(r => r.handled)",
+                           polling=50)
+    page.clock.run_for(60_000)
+    return page.evaluate("window.__sent.map(r => r.url)")
+
+
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name), full_page=True)
@@ -154,7 +180,7 @@ def test_tracker_sends_page_views_and_custom_events_that_land_in_events(page, se
     (503, {}, "Service temporarily unavailable, no data ingested, please retry again\n"),
     (429, {"Retry-After": "1", "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"},
      "Too many requests\n"),
-])
+], ids=["503-unavailable", "429-rate-limited"])
 def test_tracker_retries_a_refused_batch_and_each_event_lands_once(page, server, other_origin, status, headers, body):
     """The first POST is answered as Tinybird answers an overloaded or rate-limited API (in the browser,
     before it reaches the server); the tracker sends the same batch again, and it is stored once."""
@@ -173,13 +199,16 @@ def test_tracker_retries_a_refused_batch_and_each_event_lands_once(page, server,
             route.continue_()
 
     page.route(re.compile(r".*/v0/events.*"), answer)
+    page.clock.install()
+    page.add_init_script(RECORDER)
     page.goto(f"{origin}/retry{status}.html")
     user = page.evaluate("localStorage.getItem('evtrack_anon')")
     [stored] = wait_for_events(page, server, user, 1)
     assert len(refused) == 1
     [sent] = [json.loads(line) for line in refused[0].splitlines() if line.strip()]
     assert sent["event_id"] == stored["event_id"] and sent["event_type"] == "page_view"
-    page.wait_for_timeout(1500)  # nothing more arrives: the batch went once more, not again and again
+    # Nothing more goes: the batch went once more, not again and again.
+    assert len(sent_once_idle(page, at_least=2)) == 2
     assert len(events_of(server, user_id=user)) == 1
 
 
@@ -205,19 +234,21 @@ def test_tracker_honours_do_not_track_and_stops_on_a_refused_token(browser, serv
         f'<!doctype html><script src="{server.url}/tracker.js" data-token="p.not-a-token"></script>')
     context = browser.new_context()
     context.add_init_script("Object.defineProperty(navigator, 'doNotTrack', {get: () => '1'})")
+    context.add_init_script(RECORDER)
+    context.clock.install()
     page = context.new_page()
+    page.set_default_timeout(15_000)
     sent = []
     page.on("request", lambda request: sent.append(request.url) if "/v0/events" in request.url else None)
     page.goto(f"{origin}/dnt.html")
     page.evaluate("evtrack.track('click'); evtrack.flush()")
-    page.wait_for_timeout(1500)
-    assert sent == []
+    assert sent_once_idle(page) == []
     warnings = []
     page.on("console", lambda message: warnings.append(message.text) if message.type == "warning" else None)
-    page.goto(f"{origin}/bad.html")  # no do-not-track attribute: sends, gets 403, stops
-    page.wait_for_timeout(1500)
+    with page.expect_console_message(lambda message: message.type == "warning"):
+        page.goto(f"{origin}/bad.html")  # no do-not-track attribute: sends, gets 403, stops
     page.evaluate("evtrack.track('click'); evtrack.flush()")
-    page.wait_for_timeout(1500)
+    assert len(sent_once_idle(page)) == 1
     assert len(sent) == 1 and warnings == ["evtrack: events refused, 403 Invalid token"]
     context.close()
 
