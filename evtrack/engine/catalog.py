@@ -23,14 +23,16 @@ from .ingest import quarantine_name
 
 __all__ = ["Catalog", "DATABASE", "SNAPSHOT", "read_snapshot", "table_map"]
 
-DATABASE = "evtrack"
+DATABASE = "evtrack"  # the default workspace's: the database of every store made before workspaces
 SNAPSHOT = "project.json"
 
 
 class Catalog:
     def __init__(self, snapshot: dict, previous: "Catalog | None" = None,
-                 parsed: dict[str, Datasource | Pipe] | None = None):
-        """``snapshot`` is copied: the caller may go on changing its own."""
+                 parsed: dict[str, Datasource | Pipe] | None = None, database: str = DATABASE):
+        """``snapshot`` is copied: the caller may go on changing its own. ``database``: the
+        workspace's, where its datasources are tables."""
+        self.database = database
         self._snapshot = copy.deepcopy(snapshot)
         self._snapshot.setdefault("datasources", {})
         self._snapshot.setdefault("pipes", {})
@@ -64,7 +66,7 @@ class Catalog:
 
     def tables(self) -> dict[str, tuple[str, str]]:
         """Every name SQL may use (datasources and their quarantines) and its table."""
-        return table_map(self._snapshot["datasources"])
+        return table_map(self._snapshot["datasources"], self.database)
 
     # -- pipes ------------------------------------------------------------------------------
     def pipe_names(self) -> list[str]:
@@ -87,12 +89,12 @@ class Catalog:
         return self._snapshot.get("views", {})
 
 
-def table_map(datasources) -> dict[str, tuple[str, str]]:
+def table_map(datasources, database: str = DATABASE) -> dict[str, tuple[str, str]]:
     """Every name SQL may use for these datasources (and their quarantines), and its table."""
     tables = {}
     for name in datasources:
-        tables[name] = (DATABASE, name)
-        tables[quarantine_name(name)] = (DATABASE, quarantine_name(name))
+        tables[name] = (database, name)
+        tables[quarantine_name(name)] = (database, quarantine_name(name))
     return tables
 
 

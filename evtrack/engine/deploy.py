@@ -95,8 +95,8 @@ class Refill:
     """What one refill builds: ``targets`` (live name -> staging name), the staging views of the
     cascade between them, and the rows to start from."""
 
-    def __init__(self, targets: set[str], keep: bool):
-        self.id = uuid.uuid4().hex[:8]
+    def __init__(self, targets: set[str], keep: bool, database: str):
+        self.id, self.database = uuid.uuid4().hex[:8], database
         self.targets = {name: f"{name}__deploy_{self.id}" for name in sorted(targets)}
         self.keep = keep  # start from the live rows (a new view adds to them) or from none (a rebuild)
 
@@ -104,12 +104,12 @@ class Refill:
         return f"{view}__deploy_{self.id}"
 
     def record(self, cascade: list[str]) -> dict:
-        return {"id": self.id, "phase": "building", "started": now(), "targets": self.targets,
+        return {"id": self.id, "phase": "building", "started": now(), "database": self.database, "targets": self.targets,
                 "cascade": [self.staging_view(name) for name in cascade]}
 
 
-def _table(name: str) -> str:
-    return f"`{DATABASE}`.`{name}`"
+def _table(database: str, name: str) -> str:
+    return f"`{database}`.`{name}`"
 
 
 def build(store, refill: Refill, cascade: dict[str, tuple[str, str]],
@@ -117,45 +117,48 @@ def build(store, refill: Refill, cascade: dict[str, tuple[str, str]],
     """Fill the staging tables. ``cascade``: view -> (target, its SQL over the staging tables);
     ``entries``: (pipe, target, SQL over live sources, columns) for each view that writes into
     the targets from outside them."""
-    marker = sql_string(f"evtrack deploy {refill.id}")
+    db, marker = refill.database, sql_string(f"evtrack deploy {refill.id}")
     for live, staging in refill.targets.items():
-        store.execute(f"CREATE TABLE {_table(staging)} AS {_table(live)}")
-        store.execute(f"ALTER TABLE {_table(staging)} MODIFY COMMENT {marker}")
+        store.execute(f"CREATE TABLE {_table(db, staging)} AS {_table(db, live)}")
+        store.execute(f"ALTER TABLE {_table(db, staging)} MODIFY COMMENT {marker}")
         if refill.keep:  # before the cascade exists: each staging table gets its own rows once
-            store.execute(f"INSERT INTO {_table(staging)} SELECT * FROM {_table(live)}")
+            store.execute(f"INSERT INTO {_table(db, staging)} SELECT * FROM {_table(db, live)}")
     for view, (target, sql) in cascade.items():
-        store.execute(f"CREATE MATERIALIZED VIEW {_table(refill.staging_view(view))} "
-                      f"TO {_table(refill.targets[target])} AS {sql}")
+        store.execute(f"CREATE MATERIALIZED VIEW {_table(db, refill.staging_view(view))} "
+                      f"TO {_table(db, refill.targets[target])} AS {sql}")
     for pipe, target, sql, columns in entries:
         try:
-            store.execute(backfill_sql(refill.targets[target], sql, columns, DATABASE))
+            store.execute(backfill_sql(refill.targets[target], sql, columns, db))
         except QueryError as exc:
             raise BadRequest(f"pipe '{pipe}': populating '{target}' failed: {exc.message}") from None
 
 
 def promote(store, record: dict) -> None:
     """Swap the staging tables in and replace the changed view; safe to run again after a crash."""
+    db = record.get("database", DATABASE)
     for view in record["cascade"]:
-        store.execute(f"DROP VIEW IF EXISTS {_table(view)}")
+        store.execute(f"DROP VIEW IF EXISTS {_table(db, view)}")
     marker = f"evtrack deploy {record['id']}"
     for live, staging in record["targets"].items():
-        comment = store.run(f"SELECT comment FROM system.tables WHERE database = '{DATABASE}' "
+        comment = store.run(f"SELECT comment FROM system.tables WHERE database = {sql_string(db)} "
                             f"AND name = {sql_string(live)}", "TSVRaw").decode().strip()
         if comment != marker:
-            store.execute(f"EXCHANGE TABLES {_table(staging)} AND {_table(live)}")
+            store.execute(f"EXCHANGE TABLES {_table(db, staging)} AND {_table(db, live)}")
     for view, ddl in record.get("views", {}).items():
-        store.execute(f"DROP VIEW IF EXISTS {_table(view)}")
+        store.execute(f"DROP VIEW IF EXISTS {_table(db, view)}")
         store.execute(ddl)
     _drop_staging(store, record)
 
 
 def roll_back(store, record: dict) -> None:
     """Undo a refill that was still building: nothing live had changed."""
+    db = record.get("database", DATABASE)
     for view in record["cascade"]:
-        store.execute(f"DROP VIEW IF EXISTS {_table(view)}")
+        store.execute(f"DROP VIEW IF EXISTS {_table(db, view)}")
     _drop_staging(store, record)
 
 
 def _drop_staging(store, record: dict) -> None:
+    db = record.get("database", DATABASE)
     for staging in record["targets"].values():
-        store.execute(f"DROP TABLE IF EXISTS {_table(staging)}")
+        store.execute(f"DROP TABLE IF EXISTS {_table(db, staging)}")
