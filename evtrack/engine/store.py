@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import QueryError, StoreError
+from ..errors import QueryError, QueryTimeout, StoreError
 
 __all__ = ["QueryLimits", "Store", "default_memory_budget", "param_text"]
 
@@ -232,11 +232,8 @@ def _connect(target: str):
 
 def _query_error(exc: Exception) -> QueryError:
     text = _first_line(exc)
-    error = QueryError(f"[Error] {text}")
     codes = _CODE.findall(text)
-    if codes and codes[-1] == "TIMEOUT_EXCEEDED":
-        error.status = 408
-    return error
+    return (QueryTimeout if codes and codes[-1] == "TIMEOUT_EXCEEDED" else QueryError)(f"[Error] {text}")
 
 
 def _import_chdb():

@@ -23,10 +23,10 @@ from ..engine.guard import check_parsable, check_template
 from ..engine.ingest import quarantine_name
 from ..engine.materialized import output_columns
 from ..engine.pipes import pipe_sql
-from ..errors import BadRequest, EvtrackError, NotFound
+from ..errors import BadRequest, MissingParameter, NotFound, PayloadTooLarge, TooManyFields
 from ..project import Datasource, Pipe, datasource_text, parse_datasource, parse_pipe, pipe_text
 from .auth import require
-from .bodies import MAX_FIELDS, TOO_MANY_FIELDS, read_body, request_fields
+from .bodies import MAX_FIELDS, read_body, request_fields
 from .events import as_ndjson, decode_body
 
 __all__ = ["routes"]
@@ -122,7 +122,7 @@ async def post_datasource(request: Request) -> Response:
     params, payload = await request_fields(request)
     name, mode = params.get("name", ""), params.get("mode", "create")
     if not name:
-        raise BadRequest("Missing 'name' parameter")
+        raise MissingParameter("name")
     if mode == "append":
         require(request, engine.tokens, "DATASOURCES:CREATE", f"DATASOURCES:APPEND:{name}")
         return await _append(request, engine, name, payload)
@@ -159,7 +159,7 @@ async def _append(request: Request, engine: Engine, name: str, payload) -> Respo
     if isinstance(payload, UploadFile):
         try:
             if (payload.size or 0) > limit:
-                raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
+                raise PayloadTooLarge(limit)
             data = await payload.read()
         finally:
             await payload.close()
@@ -298,7 +298,7 @@ async def tokens(request: Request) -> Response:
     if request.method == "POST":
         name = request.query_params.get("name")
         if not name:
-            raise BadRequest("Missing 'name' parameter")
+            raise MissingParameter("name")
         scopes = [v for k, v in request.query_params.multi_items() if k == "scope"]
         made = engine.tokens.grant(name, scopes, replace=True)
         return JSONResponse(made.public(show=True))
@@ -315,7 +315,7 @@ async def token(request: Request) -> Response:
         try:
             scopes += [v for k, v in parse_qsl(body, max_num_fields=MAX_FIELDS) if k == "scope"]
         except ValueError:  # counted before anything is parsed
-            raise BadRequest(TOO_MANY_FIELDS) from None
+            raise TooManyFields(MAX_FIELDS) from None
         found = engine.tokens.grant(request.path_params["name"], scopes)
     if found is None:
         raise NotFound(f"Token '{request.path_params['name']}' not found")

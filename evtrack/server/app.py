@@ -21,9 +21,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..engine import Engine
-from ..errors import BadRequest, EvtrackError, Forbidden, NotFound
+from ..errors import (BadRequest, EvtrackError, InvalidEventsToken, InvalidToken, MethodNotAllowed, MissingParameter,
+                      MissingScope, NotFound, UnreadableParameters)
 from . import admin, copies, web
-from .auth import INVALID_TOKEN, require_pipe_read, request_token
+from .auth import require_pipe_read, request_token
 from .bodies import read_body, request_fields
 from .buffer import IngestBuffer, count_lines
 from .cors import CORSMiddleware
@@ -92,8 +93,9 @@ async def evtrack_error(request: Request, exc: EvtrackError) -> Response:
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
-    text = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
-    return error_response(request, exc.status_code, text)
+    known = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code)
+    error = known() if known else EvtrackError(str(exc.detail), status=exc.status_code)
+    return await evtrack_error(request, error)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
@@ -106,10 +108,10 @@ async def events(request: Request) -> Response:
     engine: Engine = request.app.state.engine
     name = request.query_params.get("name")
     if not name:
-        raise BadRequest("Missing 'name' parameter")
+        raise MissingParameter("name")
     token = request_token(request, engine.tokens)
     if token is None or not token.allows("DATASOURCES:CREATE", f"DATASOURCES:APPEND:{name}"):
-        raise Forbidden("Invalid token")
+        raise InvalidEventsToken()
     engine.datasource(name)
     limit = request.app.state.max_body
     raw, encoding = await read_body(request), request.headers.get("content-encoding", "")
@@ -126,12 +128,12 @@ async def events(request: Request) -> Response:
 async def pipe_endpoint(request: Request, name: str, fmt: str) -> Response:
     engine: Engine = request.app.state.engine
     if request_token(request, engine.tokens, jwt=True) is None:
-        raise Forbidden(INVALID_TOKEN)
+        raise InvalidToken()
     engine.pipe(name)
     token = require_pipe_read(request, engine.tokens, name, jwt=True)
     params, payload = await request_fields(request)
     if payload is not None:
-        raise BadRequest("Send parameters in the query string, as form fields or as a JSON object")
+        raise UnreadableParameters()
     params.update(token.fixed_params(name))  # a JWT's fixed_params win over the request's
     body = await cancellable_read(request, engine.query_pipe, name, params, fmt, params.get("q"))
     return Response(body, media_type=MEDIA_TYPES[fmt])
@@ -142,7 +144,7 @@ async def sql(request: Request) -> Response:
     engine: Engine = request.app.state.engine
     token = request_token(request, engine.tokens)
     if token is None:
-        raise Forbidden(INVALID_TOKEN)
+        raise InvalidToken()
     params, payload = await request_fields(request)
     if isinstance(payload, bytes) and "q" not in params:  # `tb sql` posts long queries as the body
         params["q"] = payload.decode("utf-8", "replace")
@@ -151,7 +153,7 @@ async def sql(request: Request) -> Response:
     if not token.reads_anything():
         # Refused before any parser sees the text: an append token is public, published in web pages.
         named = _FROM_TABLE.search(params["q"][:4096])
-        raise Forbidden(f"token needs scope DATASOURCES:READ{':' + named.group(1) if named else ''}")
+        raise MissingScope(f"DATASOURCES:READ{':' + named.group(1) if named else ''}")
     pipeline = params.get("pipeline")
     if pipeline:
         engine.pipe(pipeline)
@@ -183,6 +185,6 @@ async def local_tokens(request: Request) -> Response:
     client = request.client.host if request.client else ""
     # "testclient" is what Starlette's in-process test client reports: it never comes off a socket.
     if client not in ("127.0.0.1", "::1", "testclient"):
-        raise NotFound("Not found")
+        raise NotFound()
     admin_token = request.app.state.engine.tokens.admin.token
     return JSONResponse({"user_token": admin_token, "admin_token": admin_token, "workspace_admin_token": admin_token})

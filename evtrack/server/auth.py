@@ -5,12 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from ..engine.tokens import Token, TokenStore
-from ..errors import Forbidden
+from ..errors import Forbidden, InvalidToken, MissingScope, NoAccess
 
-__all__ = ["request_token", "require", "require_pipe_read", "INVALID_TOKEN"]
-
-INVALID_TOKEN = "invalid authentication token"
-NO_ACCESS = "The token you have provided doesn't have access to this resource"
+__all__ = ["request_token", "require", "require_pipe_read"]
 
 
 def request_token(request: Request, tokens: TokenStore, jwt: bool = False) -> Token | None:
@@ -23,15 +20,17 @@ def request_token(request: Request, tokens: TokenStore, jwt: bool = False) -> To
     return tokens.find(value, jwt) if value else None
 
 
-def require(request: Request, tokens: TokenStore, *scopes: str, message: str | None = None, jwt: bool = False) -> Token:
-    """The request's token, if it has ADMIN or one of ``scopes``; else 403 with Tinybird's text."""
+def require(request: Request, tokens: TokenStore, *scopes: str, jwt: bool = False,
+            refusal: type[Forbidden] | None = None) -> Token:
+    """The request's token, if it has ADMIN or one of ``scopes``; else 403 with Tinybird's text:
+    ``refusal``'s when given, else the scope it needs."""
     token = request_token(request, tokens, jwt)
     if token is None:
-        raise Forbidden(INVALID_TOKEN)
+        raise InvalidToken()
     if not token.allows(*scopes):
-        raise Forbidden(message or f"token needs scope {scopes[0] if scopes else 'ADMIN'}")
+        raise refusal() if refusal else MissingScope(scopes[0] if scopes else "ADMIN")
     return token
 
 
 def require_pipe_read(request: Request, tokens: TokenStore, pipe: str, jwt: bool = False) -> Token:
-    return require(request, tokens, f"PIPES:READ:{pipe}", message=NO_ACCESS, jwt=jwt)
+    return require(request, tokens, f"PIPES:READ:{pipe}", jwt=jwt, refusal=NoAccess)

@@ -9,14 +9,13 @@ from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from ..errors import BadRequest, EvtrackError
+from ..errors import BadRequest, PayloadTooLarge, TooManyFields
 
-__all__ = ["MAX_FIELDS", "TOO_MANY_FIELDS", "read_body", "request_fields"]
+__all__ = ["MAX_FIELDS", "read_body", "request_fields"]
 
 # Fields (and files) in one form or JSON body: a call sends a few parameters, and each field costs
 # work and memory of its own however small the body. Starlette's own default for forms.
 MAX_FIELDS = 1000
-TOO_MANY_FIELDS = f"Too many fields. Maximum number of fields is {MAX_FIELDS}."
 
 
 async def request_fields(request: Request) -> tuple[dict[str, str], bytes | UploadFile | None]:
@@ -47,7 +46,7 @@ async def request_fields(request: Request) -> tuple[dict[str, str], bytes | Uplo
         try:
             fields.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS))
         except ValueError:  # counted before anything is parsed
-            raise BadRequest(TOO_MANY_FIELDS) from None
+            raise TooManyFields(MAX_FIELDS) from None
         return fields, None
     if kind == "application/json" and body.lstrip()[:1] == b"{":
         try:
@@ -56,7 +55,7 @@ async def request_fields(request: Request) -> tuple[dict[str, str], bytes | Uplo
             document = None
         if isinstance(document, dict):
             if len(document) > MAX_FIELDS:
-                raise BadRequest(TOO_MANY_FIELDS)
+                raise TooManyFields(MAX_FIELDS)
             fields.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items() if v is not None})
             return fields, None
     return fields, body or None
@@ -81,11 +80,11 @@ async def read_body(request: Request) -> bytes:
     limit = request.app.state.max_body
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
+        raise PayloadTooLarge(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise EvtrackError(f"The body is larger than {limit} bytes", status=413)
+            raise PayloadTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)

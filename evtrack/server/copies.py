@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NoAccess, NotFound, UnreadableParameters
 from ..project import parse_pipe, pipe_text
 from .admin import _id, _pipe_json
 from .auth import require
@@ -82,13 +82,12 @@ async def run_copy(request: Request) -> Response:
     engine = request.app.state.engine
     name = request.path_params["name"]
     pipe = engine.pipe(name)
-    require(request, engine.tokens, f"PIPES:READ:{name}",
-            message="The token you have provided doesn't have access to this resource")
+    require(request, engine.tokens, f"PIPES:READ:{name}", refusal=NoAccess)
     if pipe.copy is None:
         raise BadRequest(f"The pipe '{name}' is not a copy pipe (it has no TYPE COPY node)")
     params, payload = await request_fields(request)
     if payload is not None:
-        raise BadRequest("Send parameters in the query string, as form fields or as a JSON object")
+        raise UnreadableParameters()
     mode = params.get("_mode") or None
     created = now()
     rows = await run_in_threadpool(engine.run_copy, name, {k: v for k, v in params.items() if k not in _NOT_PARAMS},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 
-from ..errors import BadRequest, EvtrackError
+from ..errors import BadRequest, PayloadTooLarge
 from ..ndjson import as_ndjson
 
 __all__ = ["decode_body", "as_ndjson"]
@@ -45,7 +45,7 @@ def decode_body(body: bytes, content_encoding: str = "", limit: int | None = Non
                 size += len(chunk)
                 out.append(chunk)
                 if limit and (size > limit or inflater.unconsumed_tail):
-                    raise EvtrackError(f"The body inflates to more than {limit} bytes", status=413)
+                    raise PayloadTooLarge(limit, inflated=True)
                 data = b""
                 if inflater.eof:  # what follows in this slice is the next member
                     data, inflater = inflater.unused_data, None

@@ -13,15 +13,9 @@ import contextlib
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from ..errors import EvtrackError
+from ..errors import ClientGone
 
-__all__ = ["ClientGone", "cancellable_read"]
-
-
-class ClientGone(EvtrackError):
-    """The client closed the connection before its answer; nobody reads this status."""
-
-    status = 499
+__all__ = ["cancellable_read"]
 
 
 async def cancellable_read(request: Request, read, *args):
@@ -39,7 +33,7 @@ async def cancellable_read(request: Request, read, *args):
     await run_in_threadpool(store.cancel, tag)
     with contextlib.suppress(Exception):
         await work
-    raise ClientGone("Client closed the connection")
+    raise ClientGone()
 
 
 async def _disconnect(request: Request) -> None:
