@@ -24,7 +24,7 @@ from .settings import MAX_BATCH_BYTES, resolve
 
 if TYPE_CHECKING:
     from .sender import Receipt
-    from .targets import Embedded
+    from .targets import Embedded, Target
 
 # The targets, the sender and the parameter checks are imported by the commands that use them:
 # `evtrack --help` loads none of them, and `evtrack query` neither the HTTP client nor the sender
@@ -58,7 +58,7 @@ def cli(ctx: click.Context, data: Path, host: str | None, token: str | None) -> 
     ctx.obj = {"data": data, "host": host, "token": token}
 
 
-def _target(ctx: click.Context):
+def _target(ctx: click.Context) -> Target:
     """The command's target, opened once and closed when the command ends."""
     root = ctx.find_root()
     if "target" not in root.obj:
@@ -187,9 +187,7 @@ class PipeCommands(click.Group):
         return [name for name, pipe in _target(ctx).pipes().items() if pipe.endpoint is not None]
 
     def get_command(self, ctx: click.Context, name: str):
-        target = _target(ctx)
-        pipes = target.pipes()
-        pipe = pipes.get(name) or (target.pipe(name) if hasattr(target, "pipe") else None)
+        pipe = _target(ctx).pipe(name)
         if pipe is None:
             known = ", ".join(self.list_commands(ctx)) or "none; run `evtrack deploy` first"
             raise click.UsageError(f"no deployed pipe named {name!r} (deployed: {known})", ctx)
@@ -321,7 +319,7 @@ def copy_run(ctx: click.Context, pipe_name: str, items: tuple[str, ...], mode: s
 
     target = _target(ctx)
     deployed = target.pipes()
-    pipe = deployed.get(pipe_name) or (target.pipe(pipe_name) if hasattr(target, "pipe") else None)
+    pipe = target.pipe(pipe_name)
     if pipe is None or pipe.copy is None:
         known = ", ".join(n for n, p in deployed.items() if p.copy is not None) or "none"
         raise click.BadParameter(f"no deployed copy pipe named {pipe_name!r} (copy pipes: {known})", param_hint="PIPE")
@@ -345,11 +343,11 @@ def copy_run(ctx: click.Context, pipe_name: str, items: tuple[str, ...], mode: s
             validate_params(read, params)
     except InvalidParam as exc:
         raise click.BadParameter(f"{exc.name}: {exc}", param_hint="--param") from None
-    rows = target.run_copy(pipe_name, params, mode)
-    if isinstance(rows, int):
-        click.echo(f"{rows} rows copied into {pipe.copy.datasource}")
+    result = target.run_copy(pipe_name, params, mode)
+    if result.rows is not None:
+        click.echo(f"{result.rows} rows copied into {pipe.copy.datasource}")
     else:  # a host that queues the job (Tinybird): its id and status
-        click.echo(f"copy job {rows.get('id')} {rows.get('status')} (into {pipe.copy.datasource})")
+        click.echo(f"copy job {result.job_id} {result.status} (into {pipe.copy.datasource})")
 
 
 # -- test -----------------------------------------------------------------------------------

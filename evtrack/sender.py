@@ -24,10 +24,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .engine.ingest import SHOWN_BYTES
 from .ndjson import read_head
 from .settings import MAX_BATCH_BYTES
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 __all__ = ["Batch", "Checkpoint", "Receipt", "SendOptions", "batches", "send_batches", "send_path"]
 
@@ -236,10 +240,10 @@ def open_input(path: Path):
     return open(path, "rb")
 
 
-def send_path(target, datasource: str, path: Path, options: SendOptions,
+def send_path(target: Target, datasource: str, path: Path, options: SendOptions,
               progress: Callable[[int, Receipt], None] | None = None) -> Receipt:
     """Send one input (a file, a .gz file or ``-``) to ``target``; every line accounted for."""
-    deliver, max_line, whole_file, concurrency = target.delivery(datasource, options)
+    delivery = target.delivery(datasource, options)
     seekable = str(path) != "-"
     checkpoint = None
     if seekable:
@@ -249,8 +253,8 @@ def send_path(target, datasource: str, path: Path, options: SendOptions,
     start = checkpoint.offset if checkpoint else 0
     with open_input(path) as stream:
         head, document = read_head(stream)
-        if document is None and whole_file is not None and seekable and progress is None and not start:
-            receipt = whole_file(path)
+        if document is None and delivery.whole_file is not None and seekable and progress is None and not start:
+            receipt = delivery.whole_file(path)
             if checkpoint:
                 checkpoint.clear()
             return receipt
@@ -266,8 +270,9 @@ def send_path(target, datasource: str, path: Path, options: SendOptions,
             source.seek(start)
             head = b""
         receipt = send_batches(
-            batches(source, options.batch_bytes, start, checkpoint.line if checkpoint else 1, max_line, head),
-            deliver, concurrency=concurrency, rejects=writer.write, checkpoint=checkpoint, progress=progress)
+            batches(source, options.batch_bytes, start, checkpoint.line if checkpoint else 1, delivery.max_line, head),
+            delivery.deliver, concurrency=delivery.concurrency, rejects=writer.write, checkpoint=checkpoint,
+            progress=progress)
     if checkpoint:
         checkpoint.clear()
     receipt.rejects_file = str(rejects_path) if rejects_path.exists() else None

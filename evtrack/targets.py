@@ -1,10 +1,11 @@
-"""The two kinds of target a command runs against, behind one interface.
+"""The targets a command runs against, and the protocol they share.
 
 - ``Embedded``: the chDB store in a folder, opened only when something must run.
 - ``Remote``: any Tinybird API (Tinybird Cloud or Local, or ``evtrack serve``) through ``Client``;
   deploys go through tinybird-cli's own ``tb push``.
 
-Both answer ``pipes()`` (for the CLI's options), ``query_pipe``, ``sql``, ``send`` and ``deploy``.
+Both are a ``Target``: they list and look up pipes, query them, run SQL and copy pipes, deploy a
+project, and say how a send reaches them (a ``Delivery``). A copy run answers a ``CopyResult``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 from .engine import FORMATS, AppendResult, Engine, deployed_pipes
 from .engine.ingest import MAX_LINE_BYTES
@@ -21,7 +23,8 @@ from .engine.tokens import TokenStore
 from .errors import EvtrackError
 from .project import Pipe, load_project, parse_pipe, pipe_text
 from .server import running_server
-from .settings import Target
+from .settings import Secret
+from .settings import Target as Settings
 
 if TYPE_CHECKING:
     from .client import Client
@@ -30,7 +33,54 @@ if TYPE_CHECKING:
 # The HTTP client (httpx) and the sender are imported where they are used, so a query on the embedded
 # store loads neither.
 
-__all__ = ["Embedded", "Remote", "open_target"]
+__all__ = ["CopyResult", "Delivery", "Embedded", "Remote", "Target", "open_target", "tb_push"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a send reaches a target."""
+
+    deliver: Callable[[bytes], Receipt]  # one batch of NDJSON lines, and what became of them
+    max_line: int | None  # a longer line is rejected before sending; None: the target checks every line
+    whole_file: Callable[[Path], Receipt] | None  # a whole file in one statement, where the target can
+    concurrency: int  # batches in flight at once
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """A copy pipe's run: the rows copied once it is done; a host that queues the job (Tinybird) answers
+    its id and status, and no rows yet."""
+
+    rows: int | None
+    job_id: str | None = None
+    status: str | None = "done"
+
+
+@runtime_checkable
+class Target(Protocol):
+    """What every command needs of where it runs."""
+
+    label: str  # for messages: "embedded", or the host
+
+    def close(self) -> None: ...
+
+    def pipes(self) -> dict[str, Pipe]:
+        """The deployed pipes, by name."""
+
+    def pipe(self, name: str) -> Pipe | None:
+        """The deployed pipe ``name``, or None."""
+
+    def query_pipe(self, name: str, params: dict[str, str], fmt: str) -> bytes: ...
+
+    def sql(self, query: str, fmt: str | None) -> bytes: ...
+
+    def run_copy(self, name: str, params: dict[str, str], mode: str | None) -> CopyResult: ...
+
+    def delivery(self, datasource: str, options: SendOptions) -> Delivery: ...
+
+    def deploy(self, project_dir: Path, force: bool) -> list[str]:
+        """The project's datafiles deployed; one line per file."""
+
 
 class Embedded:
     """The store in ``data``; chDB is loaded on first use."""
@@ -55,18 +105,21 @@ class Embedded:
     def pipes(self) -> dict[str, Pipe]:
         return deployed_pipes(self.data)
 
+    def pipe(self, name: str) -> Pipe | None:
+        return self.pipes().get(name)
+
     def query_pipe(self, name: str, params: dict[str, str], fmt: str) -> bytes:
         return self.engine.query_pipe(name, params, fmt)
 
     def sql(self, query: str, fmt: str | None) -> bytes:
         return self.engine.sql(query, fmt)
 
-    def run_copy(self, name: str, params: dict[str, str], mode: str | None) -> int:
-        return self.engine.run_copy(name, params, mode)
+    def run_copy(self, name: str, params: dict[str, str], mode: str | None) -> CopyResult:
+        return CopyResult(rows=self.engine.run_copy(name, params, mode))
 
-    def delivery(self, datasource: str, options: SendOptions):
-        """How to deliver a batch, the longest line to send (no limit: the engine checks every line in
-        SQL and quarantines with reasons), and how to ingest a whole file in one statement."""
+    def delivery(self, datasource: str, options: SendOptions) -> Delivery:
+        """No longest line: the engine checks every line in SQL and quarantines with reasons; a whole
+        file goes in one statement."""
         self.engine.datasource(datasource)
 
         def deliver(payload: bytes) -> Receipt:
@@ -75,7 +128,7 @@ class Embedded:
         def whole_file(path: Path) -> Receipt:
             return _receipt(self.engine.append(datasource, path))
 
-        return deliver, None, whole_file, 1
+        return Delivery(deliver=deliver, max_line=None, whole_file=whole_file, concurrency=1)
 
     def deploy(self, project_dir: Path, force: bool) -> list[str]:
         result = self.engine.deploy(load_project(project_dir), force=force)
@@ -86,7 +139,7 @@ class Embedded:
 class Remote:
     """A Tinybird API at ``host``."""
 
-    def __init__(self, target: Target, client: Client | None = None, snapshot: Path | None = None):
+    def __init__(self, target: Settings, client: Client | None = None, snapshot: Path | None = None):
         self.target = target
         self.label = target.host
         if client is None:
@@ -105,7 +158,10 @@ class Remote:
         return load_project(Path.cwd()).pipes
 
     def pipe(self, name: str) -> Pipe | None:
-        """A pipe as deployed on the host, for its parameters; None when the host won't say."""
+        """The pipe as listed, else as deployed on the host (for its parameters); None when the host won't say."""
+        listed = self.pipes().get(name)
+        if listed is not None:
+            return listed
         try:
             document = self.client.pipe(name)
         except EvtrackError:
@@ -115,11 +171,12 @@ class Remote:
     def query_pipe(self, name: str, params: dict[str, str], fmt: str) -> bytes:
         return self.client.query_pipe(name, params, fmt)
 
-    def run_copy(self, name: str, params: dict[str, str], mode: str | None) -> int | dict:
+    def run_copy(self, name: str, params: dict[str, str], mode: str | None) -> CopyResult:
         """The rows copied when the host says (`evtrack serve` runs the job before answering), else the job."""
         job = self.client.run_copy(name, params, mode).get("job", {})
         rows = (job.get("statistics") or {}).get("row_count")
-        return rows if job.get("status") == "done" and isinstance(rows, int) else job
+        done = job.get("status") == "done" and isinstance(rows, int)
+        return CopyResult(rows=rows if done else None, job_id=job.get("id"), status=job.get("status"))
 
     def sql(self, query: str, fmt: str | None) -> bytes:
         from .engine.sqlapi import split_format
@@ -127,7 +184,7 @@ class Remote:
         sql, named = split_format(query)
         return self.client.sql(f"{sql} FORMAT {named or FORMATS.get(fmt or 'json', 'JSON')}")
 
-    def delivery(self, datasource: str, options: SendOptions):
+    def delivery(self, datasource: str, options: SendOptions) -> Delivery:
         """Batches go to the Events API with retries; the host checks every line, except one too long
         to send in a request, which the sender rejects (at the engine's own limit, so both paths agree)."""
         from .client import Retry
@@ -145,7 +202,7 @@ class Remote:
         # (`evtrack serve`) there is no such limit, and eight in flight (76 MB, under the server's
         # 128 MB queue) let the server write them in fewer, larger inserts: fewer parts to merge.
         concurrency = options.concurrency or (8 if self.client.loopback else 2)
-        return deliver, MAX_LINE_BYTES, None, concurrency
+        return Delivery(deliver=deliver, max_line=MAX_LINE_BYTES, whole_file=None, concurrency=concurrency)
 
     def deploy(self, project_dir: Path, force: bool) -> list[str]:
         return tb_push(project_dir, self.target.host, self.target.token.reveal(), force)
@@ -178,15 +235,13 @@ def tb_push(project_dir: Path, host: str, token: str, force: bool = False) -> li
     return [line.removeprefix("** ") for line in lines if any(k in line.lower() for k in keep)]
 
 
-def open_target(target: Target):
+def open_target(settings: Settings) -> Target:
     """Embedded, unless a host is configured or `evtrack serve` is running on the store."""
-    if target.remote:
-        return Remote(target)
-    url = running_server(target.data)
+    if settings.remote:
+        return Remote(settings)
+    url = running_server(settings.data)
     if url is None:
-        return Embedded(target.data)
-    from .settings import Secret
-
-    admin = TokenStore(target.data).admin.token
-    served = Target(data=target.data, host=url, token=Secret(admin), origin="evtrack serve")
-    return Remote(served, snapshot=target.data)
+        return Embedded(settings.data)
+    admin = TokenStore(settings.data).admin.token
+    served = Settings(data=settings.data, host=url, token=Secret(admin), origin="evtrack serve")
+    return Remote(served, snapshot=settings.data)

@@ -392,7 +392,7 @@ def test_a_host_that_queues_the_job_gets_its_parameters_and_mode_and_answers_the
     """Against Tinybird Cloud's contract (stood in for by httpx.MockTransport): the job is queued."""
     from evtrack.client import Client
     from evtrack.settings import Secret, Target
-    from evtrack.targets import Remote
+    from evtrack.targets import CopyResult, Remote
 
     host, seen = "https://api.tinybird.co", {}
 
@@ -406,7 +406,7 @@ def test_a_host_that_queues_the_job_gets_its_parameters_and_mode_and_answers_the
     remote = Remote(Target(data=tmp_path, host=host, token=Secret("p.cloud"), origin="test"), client=client)
     job = remote.run_copy("copy_totals", {"min_amount": "10"}, "replace")
     assert (seen["method"], seen["url"]) == ("POST", f"{host}/v0/pipes/copy_totals/copy?min_amount=10&_mode=replace")
-    assert (job["id"], job["status"]) == ("j1", "waiting")
+    assert job == CopyResult(rows=None, job_id="j1", status="waiting")  # no rows yet: the job is queued
 
 
 def test_a_copy_reads_another_pipe_by_name_with_the_runs_parameters(tmp_path):
