@@ -58,10 +58,11 @@ def test_a_full_buffer_answers_429_with_retry_headers(fresh_engine):
 
 
 def test_clean_shutdown_flushes_acknowledged_events(fresh_engine):
-    with app_for(fresh_engine, flush_interval=60) as http:
+    # The first request is flushed at once; the next flush may start only a minute later.
+    with app_for(fresh_engine, flush_interval=60, flush_gap=60) as http:
         for i in range(20):
             assert http.post("/v0/events?name=events", headers=auth(fresh_engine), content=EVENT % (i, i)).status_code == 202
-        assert stored(fresh_engine) == 0  # nothing flushed yet
+        assert stored(fresh_engine) <= 1  # the rest is queued
     assert stored(fresh_engine) == 20
 
 

@@ -1,8 +1,9 @@
 """Coalescing Events API requests into few inserts, as ClickHouse's asynchronous inserts do.
 
-Requests are queued per datasource and flushed together, in one engine statement, when the
-queue holds ``flush_bytes`` or when ``flush_interval`` has passed: a thousand single-event
-requests a second become a few inserts a second, not a thousand parts.
+Requests are queued per datasource and flushed together, in one engine statement: at once when
+no flush runs, else right after the one under way (and at least ``flush_gap`` after it began),
+with everything that came meanwhile. A trickle of events is visible within one insert, and a
+thousand single-event requests a second become a few inserts a second, not a thousand parts.
 
 - ``wait=true``: the answer comes after the flush that stored (or quarantined) the request's rows.
 - ``wait=false``: the answer comes when the rows are queued and written to the store's write-ahead
@@ -91,7 +92,10 @@ class IngestBuffer:
     # Large enough to gather several bulk requests (up to ~10 MB each) into one insert: each insert
     # pays a fixed cost (query analysis, a new part to merge), so fewer, larger ones go faster.
     flush_bytes: int = 64 * 1024 * 1024
-    flush_interval: float = 0.25
+    flush_interval: float = 0.25  # at the latest, for a flush to try again what failed
+    # Rows are flushed as soon as they come, but flushes start at least this far apart: a trickle is
+    # visible within one insert, and under load each flush takes what came during the one before.
+    flush_gap: float = 0.05
     max_pending_bytes: int = 128 * 1024 * 1024
     flushes: int = 0
     requests: int = 0
@@ -103,6 +107,7 @@ class IngestBuffer:
     _syncs: dict[int, _GroupSync] = field(default_factory=dict)
     _logged: list[_Logged] = field(default_factory=list)  # acknowledged, not yet committed
     _segments: set[str] = field(default_factory=set)  # log segments with rows not yet committed
+    _last_flush: float = float("-inf")
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -131,13 +136,11 @@ class IngestBuffer:
         self._queues.setdefault(datasource, []).append(_Queued(payload, done))
         self._pending_bytes += len(payload)
         if self._wake is not None:
-            if self._pending_bytes >= self.flush_bytes:
-                self._wake.set()
-            elif done is not None:
-                # A request that waits (wait=true) starts a flush at once, or, while one runs, the next
-                # right after it, with every request that arrived meanwhile (a group commit): one request
-                # alone waits for one insert, and under load the inserts grow instead of queueing.
-                self._wake.set()
+            # Every request starts a flush at once, or, while one runs, the next right after it (and
+            # at least flush_gap after the last one began), with every request that arrived meanwhile:
+            # a group commit. One request alone waits for one insert (wait=true) or shows after one
+            # (wait=false); under load the inserts grow instead of queueing.
+            self._wake.set()
         if done is not None:
             return await done
         await self._sync(fd)
@@ -165,7 +168,12 @@ class IngestBuffer:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
             except asyncio.TimeoutError:
                 pass
+            loop = asyncio.get_running_loop()
+            early = self._last_flush + self.flush_gap - loop.time()
+            if early > 0 and not self._stopping and self._pending_bytes < self.flush_bytes:
+                await asyncio.sleep(early)
             self._wake.clear()
+            self._last_flush = loop.time()
             await self.flush()
 
     async def flush(self) -> bool:
