@@ -21,7 +21,7 @@ from .engine import FORMATS, AppendResult, Engine, deployed_pipes
 from .engine.ingest import MAX_LINE_BYTES
 from .engine.tokens import TokenStore
 from .errors import EvtrackError
-from .project import Pipe, load_project, parse_pipe, pipe_text
+from .project import Pipe, load_project, parse_pipe, pipe_text, project_files
 from .server import running_server
 from .settings import Secret
 from .settings import Target as Settings
@@ -216,9 +216,10 @@ def _receipt(result: AppendResult) -> Receipt:
 
 
 def tb_push(project_dir: Path, host: str, token: str, force: bool = False) -> list[str]:
-    """Run tinybird-cli's own push; its summary lines, or its errors as an EvtrackError."""
-    files = sorted(str(p.relative_to(project_dir)) for kind in ("datasources", "pipes")
-                   for p in (Path(project_dir) / kind).glob(f"*.{kind[:-1]}"))
+    """Run tinybird-cli's own push of the project's datafiles, found as a deploy finds them (either
+    layout); its summary lines, or its errors as an EvtrackError."""
+    project_dir = Path(project_dir)
+    files = [str(path.relative_to(project_dir)) for path in project_files(project_dir)]
     # --force so that changed pipes are replaced and datasources altered (compatible changes only: an
     # incompatible one fails, naming the column); --yes answers tb's confirmation; --no-check skips its
     # comparison of old and new endpoint results.
