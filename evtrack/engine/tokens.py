@@ -26,22 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadRequest, Forbidden
+from ..scopes import ADMIN, DATASOURCES_APPEND, DATASOURCES_READ, PIPES_READ, on, read_pipe, reads, split
 
 __all__ = ["ADMIN", "JWT_READ", "Token", "SignedToken", "TokenStore", "datafile_scope"]
 
-ADMIN = "ADMIN"
-JWT_READ = "PIPES:READ"  # the one scope a JWT can carry
+JWT_READ = PIPES_READ  # the one scope a JWT can carry
 _FILE = "tokens.json"
 _DATAFILE_SCOPES = {
-    ("datasource", "APPEND"): "DATASOURCES:APPEND",
-    ("datasource", "READ"): "DATASOURCES:READ",
-    ("pipe", "READ"): "PIPES:READ",
+    ("datasource", "APPEND"): DATASOURCES_APPEND,
+    ("datasource", "READ"): DATASOURCES_READ,
+    ("pipe", "READ"): PIPES_READ,
 }
 
 
 def datafile_scope(kind: str, permission: str, resource: str) -> str:
     try:
-        return f"{_DATAFILE_SCOPES[(kind, permission.upper())]}:{resource}"
+        return on(_DATAFILE_SCOPES[(kind, permission.upper())], resource)
     except KeyError:
         raise BadRequest(f"TOKEN ... {permission} is not a permission of a {kind}") from None
 
@@ -59,7 +59,7 @@ class Token:
 
     def reads_anything(self) -> bool:
         """Whether the token may read some datasource or pipe at all (the tracker's append token may not)."""
-        return ADMIN in self.scopes or any(s.startswith(("DATASOURCES:READ:", "PIPES:READ:")) for s in self.scopes)
+        return ADMIN in self.scopes or any(reads(s) for s in self.scopes)
 
     def public(self, show: bool = False) -> dict:
         return {"id": self.id, "name": self.name, "token": self.token if show else "p.****",
@@ -81,7 +81,7 @@ class SignedToken(Token):
 
 
 def _scope_json(scope: str) -> dict:
-    kind, _, resource = scope.rpartition(":") if scope.count(":") == 2 else (scope, "", "")
+    kind, resource = split(scope)
     return {"type": kind, "resource": resource, "filter": ""} if resource else {"type": scope}
 
 
@@ -174,7 +174,7 @@ class TokenStore:
             raise Forbidden("invalid authentication token")
         fixed = _merged_scopes(payload["scopes"])
         return SignedToken(id="", name=str(payload["name"]), token=value,
-                           scopes=[f"{JWT_READ}:{pipe}" for pipe in fixed], fixed=fixed)
+                           scopes=[read_pipe(pipe) for pipe in fixed], fixed=fixed)
 
 
 def _merged_scopes(scopes: list) -> dict[str, dict[str, str]]:

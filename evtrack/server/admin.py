@@ -23,6 +23,7 @@ from ..engine.guard import check_parsable, check_template
 from ..engine.ingest import quarantine_name
 from ..engine.materialized import output_columns
 from ..engine.pipes import pipe_sql
+from .. import scopes
 from ..errors import BadRequest, MissingParameter, NotFound, PayloadTooLarge, TooManyFields
 from ..project import Datasource, Pipe, datasource_text, parse_datasource, parse_pipe, pipe_text
 from .auth import require
@@ -73,7 +74,7 @@ def _id(*parts: str) -> str:
 # -- workspace ------------------------------------------------------------------------------
 async def workspace(request: Request) -> Response:
     engine = _engine(request)
-    require(request, engine.tokens, "ADMIN")
+    require(request, engine.tokens, scopes.ADMIN)
     return JSONResponse({
         "id": engine.tokens.workspace_id, "name": "evtrack", "user_email": "evtrack@localhost",
         "user_id": engine.tokens.workspace_id, "scope": "admin", "is_branch": False, "release": None,
@@ -104,14 +105,14 @@ async def datasources(request: Request) -> Response:
     engine = _engine(request)
     if request.method == "POST":
         return await post_datasource(request)
-    require(request, engine.tokens, "ADMIN")
+    require(request, engine.tokens, scopes.ADMIN)
     return JSONResponse({"datasources": [_datasource_json(engine, ds) for ds in engine.datasources.values()]})
 
 
 async def get_datasource(request: Request) -> Response:
     engine = _engine(request)
     name = request.path_params["name"]
-    require(request, engine.tokens, f"DATASOURCES:READ:{name.removesuffix('.datasource')}")
+    require(request, engine.tokens, scopes.read_datasource(name.removesuffix(".datasource")))
     if name.endswith(".datasource"):
         return PlainTextResponse(engine.datasource(name.removesuffix(".datasource")).source)
     return JSONResponse(_datasource_json(engine, engine.datasource(name)))
@@ -124,9 +125,9 @@ async def post_datasource(request: Request) -> Response:
     if not name:
         raise MissingParameter("name")
     if mode == "append":
-        require(request, engine.tokens, "DATASOURCES:CREATE", f"DATASOURCES:APPEND:{name}")
+        require(request, engine.tokens, scopes.DATASOURCES_CREATE, scopes.append(name))
         return await _append(request, engine, name, payload)
-    require(request, engine.tokens, "DATASOURCES:CREATE")
+    require(request, engine.tokens, scopes.DATASOURCES_CREATE)
     if not params.get("schema"):
         raise BadRequest("Only datasources created from a schema are supported: send 'schema'")
     ds = parse_datasource(name, datasource_text(params))
@@ -137,7 +138,7 @@ async def post_datasource(request: Request) -> Response:
 async def alter_datasource(request: Request) -> Response:
     """tb push --force on an existing datasource: a dry run lists the operations, then they are applied."""
     engine = _engine(request)
-    require(request, engine.tokens, "DATASOURCES:CREATE")
+    require(request, engine.tokens, scopes.DATASOURCES_CREATE)
     old = engine.datasource(request.path_params["name"])
     params, _ = await request_fields(request)
     settings = {**dict(old.engine_settings), "description": params.get("description") or old.description,
@@ -200,13 +201,13 @@ async def pipes(request: Request) -> Response:
     engine = _engine(request)
     if request.method == "POST":
         return await post_pipe(request)
-    require(request, engine.tokens, "ADMIN")
+    require(request, engine.tokens, scopes.ADMIN)
     return JSONResponse({"pipes": [_pipe_json(request, p) for p in engine.pipes()]})
 
 
 async def get_pipe(request: Request) -> Response:
     engine = _engine(request)
-    require(request, engine.tokens, "ADMIN")
+    require(request, engine.tokens, scopes.ADMIN)
     name = request.path_params["name"]
     if name.endswith(".pipe"):
         return PlainTextResponse(engine.pipe(name.removesuffix(".pipe")).source)
@@ -215,14 +216,14 @@ async def get_pipe(request: Request) -> Response:
 
 async def delete_pipe(request: Request) -> Response:
     engine = _engine(request)
-    require(request, engine.tokens, "ADMIN")
+    require(request, engine.tokens, scopes.ADMIN)
     await run_in_threadpool(engine.drop_pipe, request.path_params["name"])
     return Response(status_code=204)
 
 
 async def post_pipe(request: Request) -> Response:
     engine = _engine(request)
-    require(request, engine.tokens, "PIPES:CREATE")
+    require(request, engine.tokens, scopes.PIPES_CREATE)
     body = await read_body(request)
     try:
         document = json.loads(body or b"{}")
@@ -255,7 +256,7 @@ async def analyze_node(request: Request) -> Response:
     """What `tb push` asks before it creates a materialized pipe: the node's columns, checked against
     the target datasource (``datasource=``) when one is named; a 400 naming what does not fit."""
     engine = _engine(request)
-    require(request, engine.tokens, "PIPES:CREATE")
+    require(request, engine.tokens, scopes.PIPES_CREATE)
     pipe = engine.pipe(request.path_params["name"])
     node = next((n for n in pipe.nodes if request.path_params["node"] in (n.name, _id("pipe", pipe.name, n.name))), None)
     if node is None:
@@ -277,7 +278,7 @@ async def analyze_node(request: Request) -> Response:
 
 async def set_endpoint(request: Request) -> Response:
     engine = _engine(request)
-    require(request, engine.tokens, "PIPES:CREATE")
+    require(request, engine.tokens, scopes.PIPES_CREATE)
     pipe = engine.pipe(request.path_params["name"])
     node_ref = request.path_params["node"]
     node = next((n for n in pipe.nodes if node_ref in (n.name, _id("pipe", pipe.name, n.name))), None)
@@ -294,29 +295,29 @@ async def set_endpoint(request: Request) -> Response:
 # -- tokens -----------------------------------------------------------------------------------
 async def tokens(request: Request) -> Response:
     engine = _engine(request)
-    require(request, engine.tokens, "TOKENS")
+    require(request, engine.tokens, scopes.TOKENS)
     if request.method == "POST":
         name = request.query_params.get("name")
         if not name:
             raise MissingParameter("name")
-        scopes = [v for k, v in request.query_params.multi_items() if k == "scope"]
-        made = engine.tokens.grant(name, scopes, replace=True)
+        granted = [v for k, v in request.query_params.multi_items() if k == "scope"]
+        made = engine.tokens.grant(name, granted, replace=True)
         return JSONResponse(made.public(show=True))
     return JSONResponse({"tokens": [t.public(show=True) for t in engine.tokens.all()]})
 
 
 async def token(request: Request) -> Response:
     engine = _engine(request)
-    require(request, engine.tokens, "TOKENS")
+    require(request, engine.tokens, scopes.TOKENS)
     found = engine.tokens.get(request.path_params["name"])
     if request.method == "PUT":
         body = (await read_body(request)).decode("utf-8", "replace")
-        scopes = [v for k, v in request.query_params.multi_items() if k == "scope"]
+        granted = [v for k, v in request.query_params.multi_items() if k == "scope"]
         try:
-            scopes += [v for k, v in parse_qsl(body, max_num_fields=MAX_FIELDS) if k == "scope"]
+            granted += [v for k, v in parse_qsl(body, max_num_fields=MAX_FIELDS) if k == "scope"]
         except ValueError:  # counted before anything is parsed
             raise TooManyFields(MAX_FIELDS) from None
-        found = engine.tokens.grant(request.path_params["name"], scopes)
+        found = engine.tokens.grant(request.path_params["name"], granted)
     if found is None:
         raise NotFound(f"Token '{request.path_params['name']}' not found")
     return JSONResponse(found.public(show=True))
@@ -325,7 +326,7 @@ async def token(request: Request) -> Response:
 async def sql_tables(request: Request) -> Response:
     """Tables a query uses, for a ``tb`` without tinybird-cli's local toolset."""
     engine = _engine(request)
-    require(request, engine.tokens, "ADMIN")
+    require(request, engine.tokens, scopes.ADMIN)
     from tinybird.sql_toolset import sql_get_used_tables
 
     body = await read_body(request)

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from .. import scopes
 from ..engine import Engine
 from ..errors import (BadRequest, EvtrackError, InvalidEventsToken, InvalidToken, MethodNotAllowed, MissingParameter,
                       MissingScope, NotFound, UnreadableParameters)
@@ -110,7 +111,7 @@ async def events(request: Request) -> Response:
     if not name:
         raise MissingParameter("name")
     token = request_token(request, engine.tokens)
-    if token is None or not token.allows("DATASOURCES:CREATE", f"DATASOURCES:APPEND:{name}"):
+    if token is None or not token.allows(scopes.DATASOURCES_CREATE, scopes.append(name)):
         raise InvalidEventsToken()
     engine.datasource(name)
     limit = request.app.state.max_body
@@ -153,14 +154,14 @@ async def sql(request: Request) -> Response:
     if not token.reads_anything():
         # Refused before any parser sees the text: an append token is public, published in web pages.
         named = _FROM_TABLE.search(params["q"][:4096])
-        raise MissingScope(f"DATASOURCES:READ{':' + named.group(1) if named else ''}")
+        raise MissingScope(scopes.read_datasource(named.group(1)) if named else scopes.DATASOURCES_READ)
     pipeline = params.get("pipeline")
     if pipeline:
         engine.pipe(pipeline)
         require_pipe_read(request, engine.tokens, pipeline)
 
     def readable(table: str) -> bool:
-        return table == "_" or token.allows(f"DATASOURCES:READ:{table}", f"PIPES:READ:{table}")
+        return table == "_" or token.allows(scopes.read_datasource(table), scopes.read_pipe(table))
 
     body = await cancellable_read(request, engine.sql, params["q"], "json", pipeline, readable)
     return Response(body, media_type=_media_type(params["q"]))

@@ -6,6 +6,7 @@ from starlette.requests import Request
 
 from ..engine.tokens import Token, TokenStore
 from ..errors import Forbidden, InvalidToken, MissingScope, NoAccess
+from ..scopes import ADMIN, read_pipe
 
 __all__ = ["request_token", "require", "require_pipe_read"]
 
@@ -28,9 +29,9 @@ def require(request: Request, tokens: TokenStore, *scopes: str, jwt: bool = Fals
     if token is None:
         raise InvalidToken()
     if not token.allows(*scopes):
-        raise refusal() if refusal else MissingScope(scopes[0] if scopes else "ADMIN")
+        raise refusal() if refusal else MissingScope(scopes[0] if scopes else ADMIN)
     return token
 
 
 def require_pipe_read(request: Request, tokens: TokenStore, pipe: str, jwt: bool = False) -> Token:
-    return require(request, tokens, f"PIPES:READ:{pipe}", jwt=jwt, refusal=NoAccess)
+    return require(request, tokens, read_pipe(pipe), jwt=jwt, refusal=NoAccess)

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import BadRequest, NoAccess, NotFound, UnreadableParameters
+from .. import scopes
 from ..project import parse_pipe, pipe_text
 from .admin import _id, _pipe_json
 from .auth import require
@@ -48,7 +49,7 @@ async def set_copy(request: Request) -> Response:
     fields (``target_datasource``, ``schedule_cron``, ``mode``); the pipe is deployed again with them.
     No ``schedule_cron`` (or ``None``) means on demand, as on Tinybird."""
     engine = request.app.state.engine
-    require(request, engine.tokens, "PIPES:CREATE")
+    require(request, engine.tokens, scopes.PIPES_CREATE)
     ref = request.path_params["name"]
     name = next((n for n in engine.pipe_names() if ref in (n, _id("pipe", n))), ref)
     pipe = engine.pipe(name)
@@ -82,7 +83,7 @@ async def run_copy(request: Request) -> Response:
     engine = request.app.state.engine
     name = request.path_params["name"]
     pipe = engine.pipe(name)
-    require(request, engine.tokens, f"PIPES:READ:{name}", refusal=NoAccess)
+    require(request, engine.tokens, scopes.read_pipe(name), refusal=NoAccess)
     if pipe.copy is None:
         raise BadRequest(f"The pipe '{name}' is not a copy pipe (it has no TYPE COPY node)")
     params, payload = await request_fields(request)
@@ -120,7 +121,7 @@ async def get_job(request: Request) -> Response:
     engine = request.app.state.engine
     job = _jobs(request).get(request.path_params["job_id"])
     pipe = job["pipe_name"] if job else ""
-    require(request, engine.tokens, f"PIPES:READ:{pipe}")
+    require(request, engine.tokens, scopes.read_pipe(pipe))
     if job is None:
         raise NotFound("Job not found")
     return JSONResponse(job)
