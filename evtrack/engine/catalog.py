@@ -1,4 +1,4 @@
-"""The deployed project as a value: what every request reads, without a lock.
+"""The deployed project: the catalog every request reads without a lock, and the draft it is published from.
 
 A ``Catalog`` is made from a snapshot of the deployed datafiles (the content of
 ``project.json``: datasources, pipes, their parsed records, the materialized views) and never
@@ -9,19 +9,26 @@ it runs, and never waits for a deploy.
 Parsing a datasource needs tinybird-cli's parser (half a second to import), so datafiles are
 parsed on first use and cached; a new catalog keeps the parsed objects of the previous one whose
 text did not change. A cache is a function of the snapshot, so two threads filling it agree.
+
+A workspace's ``Snapshot`` holds both: the draft a deploy changes, step by step under the deploy
+lock, and the catalog last published from it; ``publish`` writes the draft to ``project.json``
+and swaps in a new catalog.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import NotFound
-from ..project import Datasource, Pipe, parse_datasource, pipe_from_record
+from ..project import Datasource, Pipe, parse_datasource, pipe_from_record, pipe_record
 from .ingest import quarantine_name
 
-__all__ = ["Catalog", "DATABASE", "SNAPSHOT", "read_snapshot", "table_map"]
+__all__ = ["Catalog", "DATABASE", "SNAPSHOT", "Snapshot", "deployed_pipes", "read_snapshot", "table_map"]
 
 DATABASE = "evtrack"  # the default workspace's: the database of every store made before workspaces
 SNAPSHOT = "project.json"
@@ -84,9 +91,71 @@ class Catalog:
             self._pipes[name] = pipe_from_record(name, text, self._snapshot.get("parsed_pipes", {}).get(name))
         return self._pipes[name]
 
+    @property
+    def pipes(self) -> Mapping[str, Pipe]:
+        """Every deployed pipe by name, each parsed when first asked for."""
+        return _Pipes(self)
+
     def views(self) -> dict[str, dict]:
         """The materialized pipes' views: SQL, target datasource and the tables the SQL reads."""
         return self._snapshot.get("views", {})
+
+
+class _Pipes(Mapping):
+    def __init__(self, catalog: Catalog):
+        self._catalog = catalog
+
+    def __getitem__(self, name: str) -> Pipe:
+        if not self._catalog.has_pipe(name):
+            raise KeyError(name)
+        return self._catalog.pipe(name)
+
+    def __iter__(self):
+        return iter(self._catalog.pipe_names())
+
+    def __len__(self) -> int:
+        return len(self._catalog.pipe_names())
+
+
+class Snapshot:
+    """A workspace's deployed project: ``draft``, the content of ``project.json`` that a deploy
+    changes (under the deploy lock only), and ``catalog``, the value last published from it."""
+
+    def __init__(self, folder: Path, database: str):
+        self.folder, self.database = Path(folder), database
+        self.draft = read_snapshot(self.folder)
+        self.catalog = Catalog(self.draft, database=database)
+
+    @property
+    def views(self) -> dict[str, dict]:
+        """The draft's materialized views: SQL, target datasource and the tables the SQL reads."""
+        return self.draft.setdefault("views", {})
+
+    def set_datasource(self, ds: Datasource) -> None:
+        self.draft["datasources"][ds.name] = ds.source
+
+    def set_pipe(self, pipe: Pipe) -> None:
+        self.draft["pipes"][pipe.name] = pipe.source
+        self.draft.setdefault("parsed_pipes", {})[pipe.name] = pipe_record(pipe)
+
+    def drop_pipe(self, name: str) -> None:
+        del self.draft["pipes"][name]
+        self.draft.get("parsed_pipes", {}).pop(name, None)
+
+    def publish(self, *parsed: Datasource | Pipe) -> None:
+        """Write the draft to disk and publish it: requests read it from now on. ``parsed``: objects
+        of the draft already parsed, kept in the new catalog."""
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".project-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(self.draft, indent=2, sort_keys=True))
+        os.replace(tmp, self.folder / SNAPSHOT)
+        kinds = {f"{'pipe' if isinstance(obj, Pipe) else 'datasource'}:{obj.name}": obj for obj in parsed}
+        self.catalog = Catalog(self.draft, self.catalog, kinds, database=self.database)
+
+    def replace(self, draft: dict) -> None:
+        """Make ``draft`` (the snapshot a promotion ends with) the draft, and publish it."""
+        self.draft = draft
+        self.publish()
 
 
 def table_map(datasources, database: str = DATABASE) -> dict[str, tuple[str, str]]:
@@ -104,3 +173,9 @@ def read_snapshot(path: Path) -> dict:
     if not snapshot.exists():
         return {"datasources": {}, "pipes": {}}
     return json.loads(snapshot.read_text(encoding="utf-8"))
+
+
+def deployed_pipes(path: Path) -> dict[str, Pipe]:
+    """The deployed pipes of the store at ``path``, read without opening the store."""
+    catalog = Catalog(read_snapshot(path))  # (pipes only: the database does not matter)
+    return dict(catalog.pipes)

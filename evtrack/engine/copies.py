@@ -1,5 +1,8 @@
 """Copy pipes (``TYPE COPY``): a node's result written into its ``TARGET_DATASOURCE`` when asked or on a schedule.
 
+``Copies`` runs a workspace's copy pipes and drops what runs of a killed process left;
+``CopyScheduler`` runs the scheduled ones.
+
 A run renders the copy node with the run's parameters (template defaults fill in the rest, as
 Tinybird does for scheduled runs), writes the whole result into a staging table shaped as the
 target (``CREATE TABLE ... AS target``), counts it, and only then touches the target:
@@ -13,9 +16,9 @@ target (``CREATE TABLE ... AS target``), counts it, and only then touches the ta
 
 A run that fails (a template error, a query error, a ``throwIf``) leaves the target as it was:
 only the staging table, dropped at the end, saw anything. A process killed mid-run leaves its
-staging table behind; ``leftover_staging`` finds those for the engine to drop when the store opens.
+staging table behind; ``Copies.drop_interrupted`` drops those when the store opens.
 
-A replace run holds its target's ingest lock alone (see ``Engine._ingesting``): an insert reaching
+A replace run holds its target's ingest lock alone (see ``Locks.ingesting``): an insert reaching
 the target while it runs would land in the table the exchange throws away, so it waits instead.
 
 ``CopyScheduler`` runs the copies with a ``COPY_SCHEDULE`` cron expression in a background thread
@@ -31,10 +34,15 @@ import time
 import uuid
 from typing import Callable
 
-from ..errors import EvtrackError
-from ..project import ON_DEMAND, Pipe
+from ..errors import BadRequest, EvtrackError, TemplateError
+from ..project import COPY_MODES, ON_DEMAND, Node, Pipe
+from .catalog import Snapshot
+from .locks import Locks
+from .materialized import backfill_sql, output_columns
+from .pipes import pipe_reader, pipe_sql
+from .views import Views
 
-__all__ = ["staging_name", "leftover_staging", "CopyScheduler", "schedule_of"]
+__all__ = ["Copies", "staging_name", "leftover_staging", "CopyScheduler", "schedule_of"]
 
 log = logging.getLogger("evtrack.copies")
 
@@ -49,6 +57,80 @@ def staging_name(target: str) -> str:
 def leftover_staging(tables: list[str], datasources) -> list[str]:
     """The staging tables among ``tables``: named as ``staging_name`` names them, and not a datasource so named."""
     return [table for table in tables if _STAGING.fullmatch(table) and table not in datasources]
+
+
+class Copies:
+    """The copy runs of one workspace: one at a time per pipe, any number side by side."""
+
+    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, views: Views):
+        self.store, self.database, self.snapshot, self.locks, self.views = store, database, snapshot, locks, views
+        self._runs: dict[str, threading.Lock] = {}  # pipe -> held while it runs
+
+    def drop_interrupted(self) -> None:
+        """Drop the staging tables that copy runs of a killed process left. The engine opens the
+        store once per process, before any run: none of them can be one of this process's."""
+        names = self.store.run(f"SELECT name FROM system.tables WHERE database = '{self.database}'", "TSV")
+        for table in leftover_staging(names.decode().splitlines(), self.snapshot.draft["datasources"]):
+            # SYNC: the rows go now, not minutes later in a process that may not live that long.
+            self.store.execute(f"DROP TABLE IF EXISTS {self.database}.`{table}` SYNC")
+
+    def run_copy(self, name: str, params: dict[str, str], mode: str | None = None) -> int:
+        """Run the copy pipe ``name`` once with ``params`` (its COPY_MODE unless ``mode``); the rows copied.
+        ``job_timestamp`` is the time now (UTC) unless given."""
+        node, params, mode = self._request(name, params, mode)
+        with self.locks.deploy.shared():
+            rebuilds = [v["target"] for v in self.snapshot.views.values() if node.datasource in v["reads"]]
+            run = self._runs.setdefault(name, threading.Lock())
+        # A replace holds its target's ingest lock alone for the whole run, so that no insert lands in
+        # the table the exchange throws away; an append is one more ingest.
+        locks = self.locks
+        writing = locks.datasource(node.datasource) if mode == "replace" else locks.ingesting(node.datasource)
+        # Replacing a target that materialized pipes read rebuilds their targets too: alone, as a deploy.
+        with run, writing, (locks.deploy if mode == "replace" and rebuilds else locks.deploy.shared()):
+            catalog = self.snapshot.catalog  # as deployed now: a deploy may have come in between
+            pipe = catalog.pipe(name)
+            if pipe.copy is None:
+                raise BadRequest(f"The pipe '{name}' is no longer a copy pipe")
+            if pipe.copy.datasource != node.datasource:  # the locks taken are the old target's
+                raise BadRequest(f"The pipe '{name}' now copies into '{pipe.copy.datasource}': run it again")
+            sql = pipe_sql(pipe, params, catalog.tables(), node=pipe.copy, pipes=pipe_reader(pipe, catalog.pipes))
+            return self._write(pipe.copy.datasource, sql, mode, rebuilds)
+
+    def _request(self, name: str, params: dict[str, str], mode: str | None) -> tuple[Node, dict[str, str], str]:
+        """The copy node of the pipe ``name``, the run's parameters and its mode, checked."""
+        from ..params import InvalidParam, validate_params
+
+        pipe = self.snapshot.catalog.pipe(name)
+        node = pipe.copy
+        if node is None:
+            raise BadRequest(f"The pipe '{name}' is not a copy pipe (it has no TYPE COPY node)")
+        # Tinybird's job_timestamp: when the job was received, unless the caller (or a schedule) says.
+        params = {"job_timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), **params}
+        try:
+            validate_params(pipe, params)
+        except InvalidParam as exc:
+            raise TemplateError(f"Invalid value of parameter '{exc.name}': {exc}") from None
+        mode = (mode or node.copy_mode or "append").lower()
+        if mode not in COPY_MODES:
+            raise BadRequest(f"Invalid copy mode '{mode}': use append or replace")
+        return node, params, mode
+
+    def _write(self, target: str, sql: str, mode: str, rebuilds: list[str]) -> int:
+        """Write the result of ``sql`` into a staging table, then append it to ``target`` or swap it in."""
+        db, staging = self.database, staging_name(target)
+        self.store.execute(f"CREATE TABLE {db}.`{staging}` AS {db}.`{target}`")
+        try:
+            columns = [column for column, _ in output_columns(self.store, sql)]
+            rows = self.store.execute(backfill_sql(staging, sql, columns, db))
+            if mode == "append":
+                self.store.execute(f"INSERT INTO {db}.`{target}` SELECT * FROM {db}.`{staging}`")
+            else:
+                self.store.execute(f"EXCHANGE TABLES {db}.`{staging}` AND {db}.`{target}`")
+                for downstream in rebuilds:
+                    self.views.rebuild(downstream)
+        finally:
+            self.store.execute(f"DROP TABLE IF EXISTS {db}.`{staging}`")
+        return rows
 
 
 def schedule_of(pipe: Pipe) -> str | None:

@@ -1,72 +1,40 @@
-"""Refilling materialized targets aside, then promoting them in one recorded step.
+"""Deploying a project into a workspace: datasources, then pipes and their views; plans; the deployment history.
 
-A deploy that adds or changes a materialized pipe must fill its target, and every target fed
-from that one, from their sources. Done in place, a kill in the middle left an empty or half-full
-target that the next deploy of the same files called unchanged. So the targets are built under
-staging names (``<target>__deploy_<id>``), with the views between them recreated on the staging
-tables (``<view>__deploy_<id>``), and only then promoted: the staging tables are exchanged with
-the live ones (views follow a table's name, so the live views write into the new tables), the
-changed view is replaced, and the snapshot is written. The journal (``deployment.json``, synced)
-says which phase a refill is in:
-
-- ``building``: nothing live has changed. A crash here is rolled back when the store next opens:
-  the staging tables and views are dropped, and the old deployment stands.
-- ``promoting``: the journal holds all the promotion needs (the view's DDL, the snapshot after),
-  and each step can run again. A crash here is rolled forward when the store next opens. Each
-  staging table carries the refill's id as its comment, and EXCHANGE moves a comment with its
-  table, so an exchange already done is recognised and not undone by doing it twice.
-
-Every refill, and what became of it, is appended to the deployment history
-(``deployments.jsonl``).
+Each step of a deploy (a datasource, a pipe) changes the draft and publishes it, so what was
+deployed before a failure stays deployed, and the history says what changed. A deploy holds the
+workspace's deploy lock alone; a materialized pipe's view and its targets are the ``views`` part's.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadRequest, QueryError
-from .catalog import DATABASE
-from .ingest import sql_string
-from .materialized import backfill_sql
+from ..errors import BadRequest, EvtrackError, QueryError
+from ..project import Datasource, Pipe, Project
+from .catalog import Snapshot, table_map
+from .guard import check_parsable
+from .locks import Locks
+from .materialized import check_columns, output_columns
+from .pipes import pipe_reader, pipe_sql, render_node
+from .refill import now
+from .schema import Schema, plan
+from .tokens import TokenStore, datafile_scope
+from .views import Views
 
-__all__ = ["Journal", "Refill", "History", "build", "promote", "roll_back"]
+__all__ = ["Deployer", "DeployResult", "History"]
 
-JOURNAL = "deployment.json"
 HISTORY = "deployments.jsonl"
 
 
-def _write_synced(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-class Journal:
-    """The refill under way, if any: one JSON document, replaced whole and synced at each phase."""
-
-    def __init__(self, store_path: Path):
-        self.path = Path(store_path) / JOURNAL
-
-    def write(self, record: dict) -> None:
-        _write_synced(self.path, json.dumps(record))
-
-    def read(self) -> dict | None:
-        return json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else None
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+@dataclass
+class DeployResult:
+    created: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
 
 
 class History:
@@ -87,78 +55,138 @@ class History:
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+class Deployer:
+    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, schema: Schema, views: Views,
+                 tokens: TokenStore, history: History):
+        self.store, self.database, self.snapshot, self.locks = store, database, snapshot, locks
+        self.schema, self.views, self.tokens, self.history = schema, views, tokens, history
 
-
-class Refill:
-    """What one refill builds: ``targets`` (live name -> staging name), the staging views of the
-    cascade between them, and the rows to start from."""
-
-    def __init__(self, targets: set[str], keep: bool, database: str):
-        self.id, self.database = uuid.uuid4().hex[:8], database
-        self.targets = {name: f"{name}__deploy_{self.id}" for name in sorted(targets)}
-        self.keep = keep  # start from the live rows (a new view adds to them) or from none (a rebuild)
-
-    def staging_view(self, view: str) -> str:
-        return f"{view}__deploy_{self.id}"
-
-    def record(self, cascade: list[str]) -> dict:
-        return {"id": self.id, "phase": "building", "started": now(), "database": self.database, "targets": self.targets,
-                "cascade": [self.staging_view(name) for name in cascade]}
-
-
-def _table(database: str, name: str) -> str:
-    return f"`{database}`.`{name}`"
-
-
-def build(store, refill: Refill, cascade: dict[str, tuple[str, str]],
-          entries: list[tuple[str, str, str, list[str]]]) -> None:
-    """Fill the staging tables. ``cascade``: view -> (target, its SQL over the staging tables);
-    ``entries``: (pipe, target, SQL over live sources, columns) for each view that writes into
-    the targets from outside them."""
-    db, marker = refill.database, sql_string(f"evtrack deploy {refill.id}")
-    for live, staging in refill.targets.items():
-        store.execute(f"CREATE TABLE {_table(db, staging)} AS {_table(db, live)}")
-        store.execute(f"ALTER TABLE {_table(db, staging)} MODIFY COMMENT {marker}")
-        if refill.keep:  # before the cascade exists: each staging table gets its own rows once
-            store.execute(f"INSERT INTO {_table(db, staging)} SELECT * FROM {_table(db, live)}")
-    for view, (target, sql) in cascade.items():
-        store.execute(f"CREATE MATERIALIZED VIEW {_table(db, refill.staging_view(view))} "
-                      f"TO {_table(db, refill.targets[target])} AS {sql}")
-    for pipe, target, sql, columns in entries:
+    def deploy(self, project: Project, force: bool = False) -> DeployResult:
+        """Datasources, then pipes, then the tokens their TOKEN lines name. Redeploying the same files
+        changes nothing; like `tb push`, a deploy never deletes what the project no longer has."""
+        result = DeployResult()
+        entry = {"id": uuid.uuid4().hex[:8], "started": now(), "status": "failed"}
         try:
-            store.execute(backfill_sql(refill.targets[target], sql, columns, db))
+            with self.locks.deploy:
+                for ds in project.datasources.values():
+                    getattr(result, self._deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
+                known = set(self.snapshot.catalog.datasources) | set(project.datasources)
+                every = {**self._deployed_pipes(), **project.pipes}
+                # Materialized pipes last: their nodes may read the project's other pipes by name.
+                for pipe in sorted(project.pipes.values(), key=lambda p: p.materialized is not None):
+                    getattr(result, self._deploy_pipe(pipe, known, force, every)).append(f"{pipe.name}.pipe")
+            entry["status"] = "done"
+        except EvtrackError as exc:
+            entry["error"] = exc.message
+            raise
+        finally:
+            # What was deployed before a failure stays deployed: the history says what changed.
+            self.history.add({**entry, "finished": now(), "created": result.created, "changed": result.changed})
+        return result
+
+    def deployments(self) -> list[dict]:
+        """Every deployment of the store, oldest first: id, started, finished (UTC), status, what changed."""
+        return self.history.all()
+
+    def recover(self) -> None:
+        """Finish or undo the refill a killed process left (see ``views``), and say so in the history."""
+        entry = self.views.recover()
+        if entry is not None:
+            self.history.add(entry)
+
+    def deploy_datasource(self, ds: Datasource, force: bool = False) -> str:
+        """Create or update one datasource; 'created', 'changed' or 'unchanged'."""
+        with self.locks.deploy:
+            return self._deploy_datasource(ds, force)
+
+    def _deploy_datasource(self, ds: Datasource, force: bool) -> str:
+        outcome = self.schema.deploy(self.snapshot.catalog.datasources.get(ds.name), ds, force)
+        if outcome != "unchanged":
+            self.snapshot.set_datasource(ds)
+            self.snapshot.publish(ds)
+            self._grant(ds.tokens, "datasource", ds.name)
+        return outcome
+
+    def plan_datasource(self, ds: Datasource) -> list[str]:
+        """What deploying ``ds`` over the current one would do; a SchemaConflict if it cannot be done in place."""
+        return plan(self.snapshot.catalog.datasource(ds.name), ds)
+
+    def deploy_pipe(self, pipe: Pipe, datasources: set[str] | None = None, force: bool = False) -> str:
+        """Store one pipe (a snapshot of its file); 'created', 'changed' or 'unchanged'.
+        A materialized pipe also creates (or, with ``force``, rebuilds) its view and backfills its target."""
+        with self.locks.deploy:
+            return self._deploy_pipe(pipe, datasources, force)
+
+    def _deploy_pipe(self, pipe: Pipe, datasources: set[str] | None, force: bool = False,
+                     every: dict[str, Pipe] | None = None) -> str:
+        datasources = datasources if datasources is not None else set(self.snapshot.catalog.datasources)
+        every = every if every is not None else {**self._deployed_pipes(), pipe.name: pipe}
+        self._check(pipe, datasources, every)
+        old = self.snapshot.draft["pipes"].get(pipe.name)
+        if pipe.materialized is not None or pipe.name in self.snapshot.views:
+            view_changed = self.views.deploy(pipe, datasources, force, every)
+            if view_changed and old == pipe.source:
+                old = None  # the pipe reads another pipe that changed: its view was rebuilt
+        self.snapshot.set_pipe(pipe)
+        self.snapshot.publish(pipe)
+        self._grant(pipe.tokens, "pipe", pipe.name)
+        return "unchanged" if old == pipe.source else "changed" if old else "created"
+
+    def drop_pipe(self, name: str) -> None:
+        with self.locks.deploy:
+            self.snapshot.catalog.pipe(name)
+            self.views.drop(name)
+            self.snapshot.drop_pipe(name)
+            self.snapshot.publish()
+
+    def _deployed_pipes(self) -> dict[str, Pipe]:
+        catalog = self.snapshot.catalog
+        return {name: catalog.pipe(name) for name in self.snapshot.draft["pipes"]}
+
+    def _grant(self, tokens, kind: str, resource: str) -> None:
+        for token_name, permission in tokens:
+            self.tokens.grant(token_name, [datafile_scope(kind, permission, resource)])
+
+    # -- checks before a pipe is stored ------------------------------------------------------
+    def _check(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
+        self._check_parsable(pipe)
+        self._check_pipe(pipe, datasources, every)
+        if pipe.copy is not None:
+            self._check_copy(pipe, datasources, every)
+
+    def _check_parsable(self, pipe: Pipe) -> None:
+        """Each node within ClickHouse's parser limits, before the toolset parses it (see ``guard``)."""
+        for node in pipe.nodes:
+            try:
+                sql = render_node(node, {}, test_mode=True)
+            except EvtrackError:
+                continue  # the template's own error is reported where the pipe is rendered
+            try:
+                check_parsable(self.store, sql)
+            except QueryError as exc:
+                raise BadRequest(f"pipe '{pipe.name}', node '{node.name}': {exc.message}") from None
+
+    def _check_pipe(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
+        """An endpoint must render and name only datasources, other pipes and its own nodes."""
+        tables = table_map(datasources, self.database)
+        if pipe.endpoint is None:
+            return
+        try:
+            sql = pipe_sql(pipe, {}, tables, test_mode=True, pipes=pipe_reader(pipe, every))
+            self.store.run(f"EXPLAIN SYNTAX {sql}")
         except QueryError as exc:
-            raise BadRequest(f"pipe '{pipe}': populating '{target}' failed: {exc.message}") from None
+            raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
 
-
-def promote(store, record: dict) -> None:
-    """Swap the staging tables in and replace the changed view; safe to run again after a crash."""
-    db = record.get("database", DATABASE)
-    for view in record["cascade"]:
-        store.execute(f"DROP VIEW IF EXISTS {_table(db, view)}")
-    marker = f"evtrack deploy {record['id']}"
-    for live, staging in record["targets"].items():
-        comment = store.run(f"SELECT comment FROM system.tables WHERE database = {sql_string(db)} "
-                            f"AND name = {sql_string(live)}", "TSVRaw").decode().strip()
-        if comment != marker:
-            store.execute(f"EXCHANGE TABLES {_table(db, staging)} AND {_table(db, live)}")
-    for view, ddl in record.get("views", {}).items():
-        store.execute(f"DROP VIEW IF EXISTS {_table(db, view)}")
-        store.execute(ddl)
-    _drop_staging(store, record)
-
-
-def roll_back(store, record: dict) -> None:
-    """Undo a refill that was still building: nothing live had changed."""
-    db = record.get("database", DATABASE)
-    for view in record["cascade"]:
-        store.execute(f"DROP VIEW IF EXISTS {_table(db, view)}")
-    _drop_staging(store, record)
-
-
-def _drop_staging(store, record: dict) -> None:
-    db = record.get("database", DATABASE)
-    for staging in record["targets"].values():
-        store.execute(f"DROP TABLE IF EXISTS {_table(db, staging)}")
+    def _check_copy(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
+        """A copy pipe's target must exist and have every column its copy node returns."""
+        node = pipe.copy
+        if node.datasource not in datasources:
+            raise BadRequest(f"pipe '{pipe.name}': the datasource '{node.datasource}' it copies into does not "
+                             f"exist (add datasources/{node.datasource}.datasource)")
+        try:
+            sql = pipe_sql(pipe, {}, table_map(datasources, self.database), test_mode=True, node=node,
+                           pipes=pipe_reader(pipe, every))
+            produced = output_columns(self.store, sql)
+        except QueryError as exc:
+            raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
+        check_columns(pipe, produced, [c.name for c in self.snapshot.catalog.datasource(node.datasource).columns], node)

@@ -19,7 +19,7 @@ import json
 from ..errors import BadRequest
 from ..project import Pipe
 
-__all__ = ["view_name", "view_ddl", "backfill_sql", "check_columns", "output_columns"]
+__all__ = ["view_name", "view_ddl", "backfill_sql", "check_columns", "output_columns", "downstream"]
 
 
 def view_name(pipe: str) -> str:
@@ -54,3 +54,14 @@ def backfill_sql(target: str, sql: str, columns: list[str], database: str) -> st
     """The INSERT that writes what the view would have written for the rows already in its source."""
     names = ", ".join(f"`{name}`" for name in columns)
     return f"INSERT INTO `{database}`.`{target}` ({names}) SELECT {names} FROM ({sql})"
+
+
+def downstream(targets: set[str], views: dict[str, dict]) -> set[str]:
+    """``targets`` and every datasource materialized from them, through any number of ``views``
+    (pipe -> its view's record: the tables it ``reads``, its ``target``)."""
+    reached, grown = set(targets), True
+    while grown:
+        more = {v["target"] for v in views.values() if set(v["reads"]) & reached}
+        grown = not more <= reached
+        reached |= more
+    return reached

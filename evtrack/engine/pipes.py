@@ -8,13 +8,13 @@ earlier nodes as subqueries and refuses table functions.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 from ..errors import EvtrackError, NotFound, QueryError, TemplateError
 from ..project import Node, Pipe
 from .guard import check_size
 
-__all__ = ["RESERVED_PARAMS", "render_node", "pipe_sql"]
+__all__ = ["RESERVED_PARAMS", "render_node", "pipe_sql", "pipe_reader"]
 
 # Never handed to a template, as on Tinybird.
 RESERVED_PARAMS = frozenset(
@@ -64,6 +64,14 @@ def pipe_sql(pipe: Pipe, params: dict[str, str], tables: dict[str, tuple[str, st
         raise NotFound(f"The pipe '{pipe.name}' does not have an endpoint yet")
     return _node_sql(pipe, target, {k: v for k, v in params.items() if k not in RESERVED_PARAMS},
                      tables, test_mode, pipes, (pipe.name,))
+
+
+def pipe_reader(pipe: Pipe, pipes: Mapping[str, Pipe]) -> Callable[[str], Pipe | None] | None:
+    """How ``pipe`` finds the ``pipes`` it reads by name (``pipe_sql``'s ``pipes``); None when it
+    names none (most endpoints: no parse needed)."""
+    if any(name != pipe.name and name in pipe.source for name in pipes):
+        return pipes.get
+    return None
 
 
 def _node_sql(pipe: Pipe, target: Node, variables: dict, tables: dict, test_mode: bool, pipes, seen: tuple) -> str:

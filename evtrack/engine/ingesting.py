@@ -1,0 +1,125 @@
+"""Ingesting into a workspace's datasources: appends and batches, the write-ahead log's replay, each import's counts.
+
+Every insert is one statement built by ``ingest`` (ClickHouse parses, checks and routes the lines),
+taken under the locks of the datasources it writes (``Locks.ingesting``). Each import's counts
+come back from the datasource's imports audit table, with its first quarantine reasons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import StoreError
+from ..project import Datasource
+from .catalog import Snapshot
+from .ingest import imports_table, ingest_insert, quarantine_name, sql_string
+from .locks import Locks
+from .wal import WriteAheadLog, import_id as wal_import_id
+
+__all__ = ["AppendResult", "Ingest"]
+
+
+@dataclass
+class AppendResult:
+    successful_rows: int
+    quarantined_rows: int
+    import_id: str
+    errors: list[str] = field(default_factory=list)  # the first few quarantine reasons
+
+
+class Ingest:
+    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, wal: WriteAheadLog):
+        self.store, self.database, self.snapshot, self.locks, self.wal = store, database, snapshot, locks, wal
+
+    def append(self, datasource: str, source: Path | bytes) -> AppendResult:
+        """Ingest NDJSON (a file, gzip by its name, or bytes): every non-blank line is stored or quarantined."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return self.append_many(datasource, [bytes(source)])[0]
+        ds = self.snapshot.catalog.datasource(datasource)
+        path, import_id = Path(source).resolve(), uuid.uuid4().hex
+        compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
+        with self.locks.ingesting(datasource), _glob_safe(path) as readable:
+            self._ingest(ds, f"file({sql_string(str(readable))}, 'LineAsString', 'line String', {compression})",
+                         sql_string(import_id))
+            return self._results(ds, [import_id])[0]
+
+    def append_many(self, datasource: str, payloads: list[bytes], ids: list[str] | None = None,
+                    once: bool = False) -> list[AppendResult]:
+        """Ingest several NDJSON payloads in one statement, with a result (and an import id, given or new) for each.
+
+        ``once``: the one payload's import id makes the insert idempotent, in the datasource and in
+        every table fed from it (``ingest.exactly_once``): the write-ahead log's payloads go in this
+        way, so a replay or a retry of one never adds a row twice."""
+        ds = self.snapshot.catalog.datasource(datasource)
+        if once and (len(payloads) != 1 or not ids or not ids[0]):
+            raise ValueError("an idempotent insert takes one payload and its import id")
+        ids = [i or uuid.uuid4().hex for i in ids] if ids else [uuid.uuid4().hex for _ in payloads]
+        home = None if _GLOB_CHARS.search(str(self.store.path)) else self.store.path
+        with self.locks.ingesting(datasource), tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
+            for import_id, payload in zip(ids, payloads):
+                (Path(folder) / f"{import_id}.ndjson").write_bytes(payload)
+            glob = sql_string(f"{folder}/*.ndjson")
+            self._ingest(ds, f"file({glob}, 'LineAsString', 'line String')", "splitByChar('.', _file)[1]",
+                         ids[0] if once else None)
+            return self._results(ds, ids)
+
+    def replay_log(self) -> int:
+        """Write what a server acknowledged and did not get to insert before it died (see ``wal``);
+        the lines replayed."""
+        replayed = 0
+        for segment in self.wal.pending():
+            for datasource, payloads in self.wal.read(segment).items():
+                if datasource not in self.snapshot.catalog.datasources:
+                    raise StoreError(f"the write-ahead log {self.wal.folder / segment}.wal holds events for "
+                                     f"'{datasource}', which is not deployed: deploy it, then open the store again")
+                # The bytes, and so the blocks, its first insert had (see IngestBuffer.flush): the
+                # blocks that insert wrote before the crash are skipped, the others written.
+                ident = wal_import_id(segment, datasource)
+                [result] = self.append_many(datasource, [b"\n".join(payloads)], [ident], once=True)
+                replayed += result.successful_rows + result.quarantined_rows
+            self.wal.drop(segment)
+        return replayed
+
+    def _ingest(self, ds: Datasource, source: str, import_id: str, once: str | None = None) -> None:
+        self.store.execute(ingest_insert(ds, self.database, source, import_id, once))
+
+    def _results(self, ds: Datasource, ids: list[str]) -> list[AppendResult]:
+        """Each import's counts, from the imports audit table, and its first quarantine reasons."""
+        wanted = ", ".join(sql_string(i) for i in ids)
+        counts = self.store.run(
+            f"SELECT import_id, sum(lines), sum(quarantined) FROM {self.database}.`{imports_table(ds.name)}` "
+            f"WHERE import_id IN ({wanted}) GROUP BY import_id", "JSONCompactEachRow")
+        found = {row[0]: (row[1], row[2]) for row in map(json.loads, counts.splitlines()) if row}
+        reasons: dict[str, list[str]] = {}
+        if any(q for _, q in found.values()):
+            out = self.store.run(
+                f"SELECT c__import_id, groupArray(5)(arrayStringConcat(c__error, '; ')) "
+                f"FROM {self.database}.`{quarantine_name(ds.name)}` WHERE c__import_id IN ({wanted}) GROUP BY c__import_id",
+                "JSONCompactEachRow")
+            reasons = {row[0]: row[1] for row in map(json.loads, out.splitlines()) if row}
+        results = []
+        for import_id in ids:
+            lines, quarantined = found.get(import_id, (0, 0))
+            results.append(AppendResult(lines - quarantined, quarantined, import_id, reasons.get(import_id, [])))
+        return results
+
+
+_GLOB_CHARS = re.compile(r"[*?{}\[\]]")
+
+
+@contextlib.contextmanager
+def _glob_safe(path: Path):
+    """A name for ``path`` that ClickHouse's file() reads literally: its own, or a link without glob characters."""
+    if not _GLOB_CHARS.search(str(path)):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="evtrack-input-") as folder:
+        link = Path(folder) / ("input.ndjson.gz" if path.name.endswith(".gz") else "input.ndjson")
+        link.symlink_to(path)
+        yield link

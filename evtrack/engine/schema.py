@@ -1,0 +1,132 @@
+"""The tables of a workspace's datasources: created, changed in place or rebuilt, and planned.
+
+Each datasource is a table of the workspace's database, with ``<name>_quarantine`` beside it and
+its ingest table and views (``ingest``). A compatible change (a new column with a default, a
+changed default) is made in place with ALTERs; any other needs ``force``, which rebuilds the table
+keeping the data of the columns both schemas share.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from ..errors import SchemaConflict
+from ..project import Datasource
+from .ingest import DEDUP_WINDOW, imports_table, ingest_ddl, quarantine_ddl, quarantine_name
+
+__all__ = ["Schema", "plan"]
+
+
+class Schema:
+    def __init__(self, store, database: str):
+        self.store, self.database = store, database
+
+    def deploy(self, old: Datasource | None, ds: Datasource, force: bool) -> str:
+        """Create or update the tables of ``ds`` (``old``: as deployed); 'created', 'changed' or 'unchanged'."""
+        self.store.execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        if old is not None and old.source == ds.source and self.exists(ds.name):
+            if not self.exists(imports_table(ds.name)):  # a store made before the imports audit
+                self._create_ingest(ds)
+            return "unchanged"
+        if old is None or not self.exists(ds.name):
+            self._create(ds)
+            return "created"
+        conflict = _incompatibility(old, ds)
+        if conflict and not force:
+            raise SchemaConflict(f"Datasource '{ds.name}': {conflict}. Use --force to rebuild it, keeping the data of its common columns")
+        if conflict:
+            self._rebuild(old, ds)
+        else:
+            self._alter(old, ds)
+        self._create_ingest(ds)
+        return "changed"
+
+    def exists(self, name: str) -> bool:
+        out = self.store.run(f"EXISTS TABLE {self.database}.`{name}`", "CSV")
+        return out.strip() == b"1"
+
+    def remember_blocks(self) -> None:
+        """Every MergeTree table of the workspace remembers its last blocks, which idempotent inserts
+        need (``ingest.exactly_once``); a table made before that, or by a deploy, is given it here."""
+        names = self.store.run(
+            f"SELECT name FROM system.tables WHERE database = '{self.database}' AND engine LIKE '%MergeTree' "
+            "AND NOT match(engine_full, 'non_replicated_deduplication_window')", "TSV")
+        for name in names.decode().splitlines():
+            self.store.execute(f"ALTER TABLE {self.database}.`{name}` MODIFY SETTING "
+                               f"non_replicated_deduplication_window = {DEDUP_WINDOW}")
+
+    def _create(self, ds: Datasource, name: str | None = None) -> None:
+        table = f"{self.database}.`{name or ds.name}`"
+        columns = ",\n    ".join(ds.column_ddl)
+        self.store.execute(f"CREATE TABLE IF NOT EXISTS {table} (\n    {columns}\n) ENGINE = {ds.engine}")
+        self.store.execute(quarantine_ddl(ds, f"{self.database}.`{quarantine_name(ds.name)}`"))
+        if name is None:
+            self._create_ingest(ds)
+        self.remember_blocks()
+
+    def _create_ingest(self, ds: Datasource) -> None:
+        for statement in ingest_ddl(ds, self.database):
+            self.store.execute(statement)
+
+    def _alter(self, old: Datasource, new: Datasource) -> None:
+        """Compatible changes only: new columns with a default, changed defaults."""
+        table = f"{self.database}.`{new.name}`"
+        quarantine = f"{self.database}.`{quarantine_name(new.name)}`"
+        for kind, column, ddl, previous in _column_changes(old, new):
+            if kind == "ADD":
+                self.store.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {ddl}")
+                self.store.execute(
+                    f"ALTER TABLE {quarantine} ADD COLUMN IF NOT EXISTS `{column.name}` Nullable(String) AFTER `{previous}`")
+            else:
+                self.store.execute(f"ALTER TABLE {table} MODIFY COLUMN {ddl}")
+
+    def _rebuild(self, old: Datasource, new: Datasource) -> None:
+        """Rebuild a datasource on --force, copying the columns both schemas share."""
+        suffix = uuid.uuid4().hex[:8]
+        table, staging = f"{self.database}.`{new.name}`", f"{self.database}.`{new.name}__rebuild_{suffix}`"
+        self._create(new, f"{new.name}__rebuild_{suffix}")
+        common = [c.name for c in new.columns if c.name in {o.name for o in old.columns}]
+        names = ", ".join(f"`{c}`" for c in common)
+        self.store.execute(f"INSERT INTO {staging} ({names}) SELECT {names} FROM {table}")
+        self.store.execute(f"EXCHANGE TABLES {staging} AND {table}")
+        self.store.execute(f"DROP TABLE {staging}")
+
+
+def plan(old: Datasource, new: Datasource) -> list[str]:
+    """What deploying ``new`` over ``old`` would do; a SchemaConflict if it cannot be done in place."""
+    conflict = _incompatibility(old, new)
+    if conflict:
+        raise SchemaConflict(f"Datasource '{new.name}': {conflict}")
+    operations = [f"{kind} COLUMN {ddl}" for kind, _, ddl, _ in _column_changes(old, new)]
+    if old.description != new.description:
+        operations.append("CHANGE DESCRIPTION")
+    return operations
+
+
+def _column_changes(old: Datasource, new: Datasource):
+    """("ADD" | "MODIFY", column, its DDL, the column before it) for each compatible change."""
+    before = {c.name: c for c in old.columns}
+    previous = "c__import_id"  # in the quarantine table, the originals follow Tinybird's three columns
+    for column, ddl in zip(new.columns, new.column_ddl):
+        if column.name not in before:
+            yield "ADD", column, ddl, previous
+        elif before[column.name].default != column.default:
+            yield "MODIFY", column, ddl, previous
+        previous = column.name
+
+
+def _incompatibility(old: Datasource, new: Datasource) -> str | None:
+    """Why ``new`` cannot replace ``old`` in place, or None when ALTERs suffice."""
+    before = {c.name: c for c in old.columns}
+    after = {c.name: c for c in new.columns}
+    for name, column in before.items():
+        if name not in after:
+            return f"column '{name}' would be removed"
+        if after[name].sql_type != column.sql_type:
+            return f"column '{name}' would change type from {column.sql_type} to {after[name].sql_type}"
+    for name, column in after.items():
+        if name not in before and column.required:
+            return f"new column '{name}' has no DEFAULT and is not Nullable"
+    if old.engine != new.engine:
+        return f"the engine would change from {old.engine} to {new.engine}"
+    return None

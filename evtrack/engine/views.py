@@ -1,0 +1,135 @@
+"""The materialized views of a workspace: each one's view, and its targets refilled when it comes or changes.
+
+A new view adds its backfill to what its target holds; a changed one refills its target (and
+those fed from it) from their sources; a replace copy into a datasource that views read refills
+their targets too. Every refill is built aside and promoted in one journaled step (``refill``),
+and one that a killed process left is finished or undone before anything reads (``recover``).
+"""
+
+from __future__ import annotations
+
+from ..errors import BadRequest, QueryError, SchemaConflict
+from ..project import Pipe
+from .catalog import Snapshot, table_map
+from .materialized import check_columns, downstream, output_columns, view_ddl, view_name
+from .pipes import pipe_sql
+from .refill import Journal, Refill, build, now, promote, roll_back
+from .schema import Schema
+from .sqlapi import used_tables
+
+__all__ = ["Views"]
+
+
+class Views:
+    def __init__(self, store, database: str, snapshot: Snapshot, schema: Schema, journal: Journal):
+        self.store, self.database, self.snapshot, self.schema, self.journal = store, database, snapshot, schema, journal
+
+    def deploy(self, pipe: Pipe, datasources: set[str], force: bool, every: dict[str, Pipe]) -> bool:
+        """Create, keep or (with ``force``) rebuild a materialized pipe's view; whether it changed."""
+        views = self.snapshot.views
+        old = views.get(pipe.name)
+        node = pipe.materialized
+        if node is None:  # no longer materialized
+            if not force:
+                raise SchemaConflict(f"Pipe '{pipe.name}' is materialized into '{old['target']}' and would no longer "
+                                     "be. Use --force to stop materializing it (the datasource keeps its rows)")
+            self.store.execute(f"DROP VIEW IF EXISTS {self.database}.`{view_name(pipe.name)}`")
+            del views[pipe.name]
+            return True
+        if node.datasource not in datasources:
+            raise BadRequest(f"pipe '{pipe.name}': the datasource '{node.datasource}' it materializes into "
+                             "does not exist (add datasources/{0}.datasource)".format(node.datasource))
+        sql = pipe_sql(pipe, {}, table_map(datasources, self.database), node=node, pipes=every.get)
+        if old is not None and old["sql"] == sql and self.schema.exists(view_name(pipe.name)):
+            return False
+        if old is not None and not force:
+            raise SchemaConflict(
+                f"Materialized pipe '{pipe.name}' changed. Use --force to rebuild '{node.datasource}' "
+                "(and the datasources materialized from it) and backfill them from their sources")
+        view = self._record(pipe, sql)
+        self._refill({node.datasource}, {**views, pipe.name: view}, every, changed=pipe.name,
+                     ddl=view_ddl(pipe, sql, self.database), rebuild=old is not None)
+        return True
+
+    def _record(self, pipe: Pipe, sql: str) -> dict:
+        """The view's record: its SQL, its target, the tables it reads and the columns it writes."""
+        try:
+            produced = output_columns(self.store, sql)
+        except QueryError as exc:
+            raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
+        target = pipe.materialized.datasource
+        check_columns(pipe, produced, [c.name for c in self.snapshot.catalog.datasource(target).columns])
+        reads = sorted({name for db, name, _ in used_tables(sql) if db == self.database})
+        return {"sql": sql, "target": target, "reads": reads, "columns": [name for name, _ in produced]}
+
+    def drop(self, pipe: str) -> None:
+        """Drop the pipe's view, if it has one."""
+        if self.snapshot.views.pop(pipe, None) is not None:
+            self.store.execute(f"DROP VIEW IF EXISTS {self.database}.`{view_name(pipe)}`")
+
+    def rebuild(self, target: str) -> None:
+        """Refill ``target`` and every datasource materialized from it from their sources, aside."""
+        self._refill({target}, self.snapshot.views, self.snapshot.catalog.pipes)
+
+    def _refill(self, targets: set[str], views: dict[str, dict], every, changed: str | None = None,
+                ddl: str | None = None, rebuild: bool = True) -> None:
+        """Fill ``targets``, and every datasource materialized from them, aside; then promote them
+        with the view ``changed`` (its DDL ``ddl``, its record in ``views``).
+
+        ``rebuild``: start them empty, and backfill each view that writes into them from outside;
+        else keep their rows and backfill only ``changed``."""
+        targets = downstream(targets, views)
+        refill = Refill(targets, keep=not rebuild, database=self.database)
+        cascade, entries = self._plan(refill, views, every, changed, rebuild)
+        record = refill.record(list(cascade))
+        self.journal.write(record)
+        try:
+            build(self.store, refill, cascade, entries)
+        except BaseException:
+            roll_back(self.store, record)
+            self.journal.clear()
+            raise
+        if changed is not None:
+            self.snapshot.views[changed] = views[changed]
+        record.update(phase="promoting", views={view_name(changed): ddl} if changed else {},
+                      snapshot=self.snapshot.draft)
+        self.journal.write(record)
+        self._promote(record)
+
+    def _plan(self, refill: Refill, views: dict[str, dict], every, changed: str | None, rebuild: bool):
+        """The cascade (the views between the targets, recreated over the staging tables) and the
+        backfills (the views that write into the targets from outside them)."""
+        tables = {**table_map(self.snapshot.catalog.datasources, self.database),
+                  **{live: (self.database, staging) for live, staging in refill.targets.items()}}
+        cascade, entries = {}, []
+        for name, view in sorted(views.items()):
+            if view["target"] not in refill.targets:
+                continue
+            if set(view["reads"]) & set(refill.targets):
+                pipe = every.get(name)
+                cascade[view_name(name)] = (view["target"], pipe_sql(pipe, {}, tables, node=pipe.materialized,
+                                                                    pipes=every.get))
+            elif rebuild or name == changed:
+                entries.append((name, view["target"], view["sql"], view["columns"]))
+        return cascade, entries
+
+    def _promote(self, record: dict) -> None:
+        promote(self.store, record)
+        self.snapshot.replace(record["snapshot"])
+        self.journal.clear()
+
+    def recover(self) -> dict | None:
+        """Finish or undo the refill a killed process left, before anything reads; what became of
+        it, for the deployment history."""
+        record = self.journal.read()
+        if record is None:
+            return None
+        if record["phase"] == "promoting":
+            self._promote(record)
+            status = "promoted when the store opened again, after the process stopped in its promotion"
+        else:
+            roll_back(self.store, record)
+            self.journal.clear()
+            status = "rolled back when the store opened again: the process stopped while building"
+        return {"id": record["id"], "started": record["started"], "finished": now(),
+                "status": status, "targets": sorted(record["targets"])}
