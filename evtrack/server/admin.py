@@ -12,7 +12,6 @@ import json
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -28,6 +27,7 @@ from ..errors import BadRequest, MissingParameter, NotFound, PayloadTooLarge, To
 from ..project import Datasource, Pipe, datasource_text, parse_datasource, parse_pipe, pipe_text
 from .auth import require
 from .bodies import MAX_FIELDS, read_body, request_fields
+from .calls import call
 from .events import as_ndjson, decode_body
 
 __all__ = ["routes"]
@@ -83,7 +83,7 @@ async def workspace(request: Request) -> Response:
 
 
 # -- datasources ----------------------------------------------------------------------------
-def _datasource_json(engine: Engine, ds: Datasource) -> dict:
+def _datasource_json(ds: Datasource, statistics: dict[str, int]) -> dict:
     engine_args = ds.engine
     return {
         "id": _id("datasource", ds.name), "name": ds.name, "description": ds.description,
@@ -96,9 +96,14 @@ def _datasource_json(engine: Engine, ds: Datasource) -> dict:
             for c in ds.columns
         ],
         "schema": {"sql_schema": ds.schema}, "type": "ndjson", "indexes": [], "new_columns_detected": {}, "used_by": [],
-        "statistics": engine.datasource_stats(ds.name),
+        "statistics": statistics,
         "quarantine": quarantine_name(ds.name),
     }
+
+
+async def _described(engine: Engine, ds: Datasource) -> dict:
+    """The datasource with its statistics, which are read from the database."""
+    return _datasource_json(ds, await call(engine.datasource_stats, ds.name))
 
 
 async def datasources(request: Request) -> Response:
@@ -106,7 +111,8 @@ async def datasources(request: Request) -> Response:
     if request.method == "POST":
         return await post_datasource(request)
     require(request, engine.tokens, scopes.ADMIN)
-    return JSONResponse({"datasources": [_datasource_json(engine, ds) for ds in engine.datasources.values()]})
+    every = await call(lambda: list(engine.datasources.values()))  # parsed on first use
+    return JSONResponse({"datasources": [await _described(engine, ds) for ds in every]})
 
 
 async def get_datasource(request: Request) -> Response:
@@ -115,7 +121,7 @@ async def get_datasource(request: Request) -> Response:
     require(request, engine.tokens, scopes.read_datasource(name.removesuffix(".datasource")))
     if name.endswith(".datasource"):
         return PlainTextResponse(engine.datasource(name.removesuffix(".datasource")).source)
-    return JSONResponse(_datasource_json(engine, engine.datasource(name)))
+    return JSONResponse(await _described(engine, engine.datasource(name)))
 
 
 async def post_datasource(request: Request) -> Response:
@@ -130,9 +136,9 @@ async def post_datasource(request: Request) -> Response:
     require(request, engine.tokens, scopes.DATASOURCES_CREATE)
     if not params.get("schema"):
         raise BadRequest("Only datasources created from a schema are supported: send 'schema'")
-    ds = parse_datasource(name, datasource_text(params))
-    await run_in_threadpool(engine.deploy_datasource, ds, params.get("force", "").lower() == "true")
-    return JSONResponse({"datasource": _datasource_json(engine, engine.datasource(name))})
+    ds = await call(parse_datasource, name, datasource_text(params))
+    await call(engine.deploy_datasource, ds, params.get("force", "").lower() == "true")
+    return JSONResponse({"datasource": await _described(engine, engine.datasource(name))})
 
 
 async def alter_datasource(request: Request) -> Response:
@@ -143,12 +149,12 @@ async def alter_datasource(request: Request) -> Response:
     params, _ = await request_fields(request)
     settings = {**dict(old.engine_settings), "description": params.get("description") or old.description,
                 "schema": params.get("schema") or old.schema}
-    new = parse_datasource(old.name, datasource_text(settings))
-    operations = engine.plan_datasource(new)
+    new = await call(parse_datasource, old.name, datasource_text(settings))
+    operations = await call(engine.plan_datasource, new)
     if not operations:
         raise BadRequest("There were no operations to perform")
     if params.get("dry", "false").lower() != "true":
-        await run_in_threadpool(engine.deploy_datasource, new)
+        await call(engine.deploy_datasource, new)
     return JSONResponse({"operations": operations, "dependencies": []})
 
 
@@ -167,11 +173,11 @@ async def _append(request: Request, engine: Engine, name: str, payload) -> Respo
     else:
         data = payload or b""
     encoding = request.headers.get("content-encoding", "")
-    payload = await run_in_threadpool(lambda: as_ndjson(decode_body(data, encoding, limit)))
-    result = await run_in_threadpool(engine.append, name, payload)
+    payload = await call(lambda: as_ndjson(decode_body(data, encoding, limit)))
+    result = await call(engine.append, name, payload)
     return JSONResponse({
         "id": result.import_id, "job_id": result.import_id, "import_id": result.import_id, "status": "done",
-        "datasource": _datasource_json(engine, engine.datasource(name)), "quarantine_rows": result.quarantined_rows,
+        "datasource": await _described(engine, engine.datasource(name)), "quarantine_rows": result.quarantined_rows,
         "invalid_lines": 0, "error": False, "blocks": [], "successful_rows": result.successful_rows,
     })
 
@@ -217,7 +223,7 @@ async def get_pipe(request: Request) -> Response:
 async def delete_pipe(request: Request) -> Response:
     engine = _engine(request)
     require(request, engine.tokens, scopes.ADMIN)
-    await run_in_threadpool(engine.drop_pipe, request.path_params["name"])
+    await call(engine.drop_pipe, request.path_params["name"])
     return Response(status_code=204)
 
 
@@ -238,10 +244,10 @@ async def post_pipe(request: Request) -> Response:
 
     for node in document["nodes"]:  # within ClickHouse's parser limits before the datafile parser reads them
         if isinstance(node, dict) and isinstance(node.get("sql"), str):
-            await run_in_threadpool(check_template, engine.store, node["sql"])
-    pipe = parse_pipe(name, pipe_text(document))
+            await call(check_template, engine.store, node["sql"])
+    pipe = await call(parse_pipe, name, pipe_text(document))
     created = copies.now()
-    await run_in_threadpool(engine.deploy_pipe, pipe)
+    await call(engine.deploy_pipe, pipe)
     answer = _pipe_json(request, engine.pipe(name))
     if pipe.materialized is not None:  # as Tinybird answers: the target, which the project defines itself
         target = pipe.materialized.datasource
@@ -261,8 +267,8 @@ async def analyze_node(request: Request) -> Response:
     node = next((n for n in pipe.nodes if request.path_params["node"] in (n.name, _id("pipe", pipe.name, n.name))), None)
     if node is None:
         raise NotFound(f"Node '{request.path_params['node']}' not found")
-    sql = pipe_sql(pipe, {}, engine.tables(), node=node)
-    produced = await run_in_threadpool(output_columns, engine.store, sql)
+    sql = await call(pipe_sql, pipe, {}, engine.tables(), node=node)
+    produced = await call(output_columns, engine.store, sql)
     target = request.query_params.get("datasource")
     analysis: dict = {"pipe": {"name": pipe.name}, "sql": sql,
                       "columns": [{"name": name, "type": type_} for name, type_ in produced]}
@@ -288,7 +294,7 @@ async def set_endpoint(request: Request) -> Response:
                 "nodes": [{"name": n.name, "sql": n.sql, "description": n.description,
                            "type": "endpoint" if n is node else "standard"} for n in pipe.nodes]}
     text = pipe_text(document, tokens=pipe.tokens)
-    await run_in_threadpool(engine.deploy_pipe, parse_pipe(pipe.name, text))
+    await call(lambda: engine.deploy_pipe(parse_pipe(pipe.name, text)))
     return JSONResponse(_pipe_json(request, engine.pipe(pipe.name)))
 
 
@@ -301,7 +307,7 @@ async def tokens(request: Request) -> Response:
         if not name:
             raise MissingParameter("name")
         granted = [v for k, v in request.query_params.multi_items() if k == "scope"]
-        made = engine.tokens.grant(name, granted, replace=True)
+        made = await call(engine.tokens.grant, name, granted, replace=True)
         return JSONResponse(made.public(show=True))
     return JSONResponse({"tokens": [t.public(show=True) for t in engine.tokens.all()]})
 
@@ -317,7 +323,7 @@ async def token(request: Request) -> Response:
             granted += [v for k, v in parse_qsl(body, max_num_fields=MAX_FIELDS) if k == "scope"]
         except ValueError:  # counted before anything is parsed
             raise TooManyFields(MAX_FIELDS) from None
-        found = engine.tokens.grant(request.path_params["name"], granted)
+        found = await call(engine.tokens.grant, request.path_params["name"], granted)
     if found is None:
         raise NotFound(f"Token '{request.path_params['name']}' not found")
     return JSONResponse(found.public(show=True))
@@ -337,6 +343,6 @@ async def sql_tables(request: Request) -> Response:
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         raise BadRequest("The body must be JSON: {\"queries\": [\"SELECT ...\"]}")
     for query in queries:
-        await run_in_threadpool(check_parsable, engine.store, query)
-    tables = [[list(t) for t in sql_get_used_tables(q, raising=False)] for q in queries]
+        await call(check_parsable, engine.store, query)
+    tables = await call(lambda: [[list(t) for t in sql_get_used_tables(q, raising=False)] for q in queries])
     return JSONResponse({"tables": tables})

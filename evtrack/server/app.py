@@ -13,7 +13,6 @@ import logging
 import re
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -30,7 +29,7 @@ from .bodies import read_body, request_fields
 from .buffer import IngestBuffer, count_lines
 from .cors import CORSMiddleware
 from .events import as_ndjson, decode_body
-from .reads import cancellable_read
+from .calls import call, cancellable_read
 
 __all__ = ["create_app", "DOCS"]
 
@@ -56,7 +55,7 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
             yield
         finally:
             if scheduler is not None:
-                await run_in_threadpool(scheduler.stop)
+                await call(scheduler.stop)
             await buffer.stop()  # a clean shutdown flushes what was acknowledged
 
     app = Starlette(
@@ -117,7 +116,7 @@ async def events(request: Request) -> Response:
     limit = request.app.state.max_body
     raw, encoding = await read_body(request), request.headers.get("content-encoding", "")
     # Inflating and reading the body happen off the event loop, beside other requests and inserts.
-    body = await run_in_threadpool(lambda: as_ndjson(decode_body(raw, encoding, limit)))
+    body = await call(lambda: as_ndjson(decode_body(raw, encoding, limit)))
     wait = request.query_params.get("wait", "").lower() == "true"
     result = await request.app.state.buffer.submit(name, body, wait)
     if result is None:  # queued: its rows are stored or quarantined at the next flush

@@ -22,11 +22,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from starlette.concurrency import run_in_threadpool
-
 from ..engine import AppendResult, Engine
 from ..engine.wal import import_id
 from ..errors import TooManyRequests, Unavailable
+from .calls import call
 
 __all__ = ["IngestBuffer", "count_lines"]
 
@@ -74,7 +73,7 @@ class _GroupSync:
         while self._next is not None:
             covering, self._next = self._next, None
             try:
-                await run_in_threadpool(self._sync, self._fd)
+                await call(self._sync, self._fd)
             except Exception as exc:
                 covering.set_exception(exc)
             else:
@@ -196,7 +195,7 @@ class IngestBuffer:
         for entry in list(self._logged):
             ident = import_id(entry.segment, entry.datasource)
             try:
-                await run_in_threadpool(self.engine.append_many, entry.datasource, [entry.payload], [ident], True)
+                await call(self.engine.append_many, entry.datasource, [entry.payload], [ident], True)
             except Exception:
                 log.exception("flush of %d acknowledged bytes to %s failed; kept for the next", len(entry.payload),
                               entry.datasource)
@@ -218,7 +217,7 @@ class IngestBuffer:
         if not waiting:
             return True
         try:
-            results = await run_in_threadpool(self.engine.append_many, datasource, [item.payload for item in waiting])
+            results = await call(self.engine.append_many, datasource, [item.payload for item in waiting])
         except Exception:
             log.exception("flush of %d waiting requests to %s failed", len(waiting), datasource)
             for item in waiting:

@@ -18,7 +18,6 @@ import uuid
 from collections import OrderedDict
 from datetime import datetime, timezone
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -29,6 +28,7 @@ from ..project import parse_pipe, pipe_text
 from .admin import _id, _pipe_json
 from .auth import require
 from .bodies import request_fields
+from .calls import call
 
 __all__ = ["routes", "keep_job", "now", "KEPT_JOBS"]
 
@@ -64,7 +64,7 @@ async def set_copy(request: Request) -> Response:
         type="copy", datasource=target, copy_schedule="" if schedule == "None" else schedule,
         copy_mode=fields.get("mode") or (pipe.copy.copy_mode if pipe.copy else ""))
     text = pipe_text({"name": name, "description": pipe.description, "nodes": nodes}, tokens=pipe.tokens)
-    await run_in_threadpool(engine.deploy_pipe, parse_pipe(name, text))
+    await call(lambda: engine.deploy_pipe(parse_pipe(name, text)))
     return JSONResponse(_pipe_json(request, engine.pipe(name)))
 
 
@@ -91,8 +91,7 @@ async def run_copy(request: Request) -> Response:
         raise UnreadableParameters()
     mode = params.get("_mode") or None
     created = now()
-    rows = await run_in_threadpool(engine.run_copy, name, {k: v for k, v in params.items() if k not in _NOT_PARAMS},
-                                   mode)
+    rows = await call(engine.run_copy, name, {k: v for k, v in params.items() if k not in _NOT_PARAMS}, mode)
     target = pipe.copy.datasource
     job = keep_job(request, "copy", name, target, created, mode=(mode or pipe.copy.copy_mode or "append").lower(),
                    statistics={"row_count": rows})
