@@ -89,12 +89,24 @@ def _default_format() -> str:
 @click.option("--force", is_flag=True, help="Rebuild datasources whose schema changed incompatibly, and the targets of changed materialized pipes.")
 @click.option("--project", "project_dir", default=".", show_default=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of the project (datasources/ and pipes/, or Forward's endpoints/, materializations/, ...).")
+@click.option("--allow-destructive", is_flag=True,
+              help="Also drop the deployed pipes and datasources (with their data) the project no longer has; "
+                   "each is listed before anything runs.")
 @click.pass_context
-def deploy(ctx: click.Context, force: bool, project_dir: Path) -> None:
+def deploy(ctx: click.Context, force: bool, project_dir: Path, allow_destructive: bool) -> None:
     """Create or update the datasources, then the pipes (on a host: through tinybird-cli's push)."""
     if not project_files(project_dir):
         raise click.UsageError(f"no .datasource or .pipe files found in {project_dir.resolve()}")
-    for line in _target(ctx).deploy(project_dir, force):
+    target = _target(ctx)
+    if not allow_destructive:
+        lines = target.deploy(project_dir, force)
+    else:
+        embedded = _embedded(ctx)
+        drops = embedded.removals(project_dir)
+        for item in drops:
+            click.echo(f"will drop  {item}")
+        lines = embedded.deploy(project_dir, force, allow_destructive=True)
+    for line in lines:
         click.echo(line)
 
 

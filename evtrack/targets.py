@@ -130,10 +130,14 @@ class Embedded:
 
         return Delivery(deliver=deliver, max_line=None, whole_file=whole_file, concurrency=1)
 
-    def deploy(self, project_dir: Path, force: bool) -> list[str]:
-        result = self.engine.deploy(load_project(project_dir), force=force)
-        return [f"{label:<10} {name}" for label in ("created", "changed", "unchanged")
+    def deploy(self, project_dir: Path, force: bool, allow_destructive: bool = False) -> list[str]:
+        result = self.engine.deploy(load_project(project_dir), force=force, allow_destructive=allow_destructive)
+        return [f"{label:<10} {name}" for label in ("created", "changed", "unchanged", "deleted")
                 for name in getattr(result, label)]
+
+    def removals(self, project_dir: Path) -> list[str]:
+        """What a destructive deploy of the project would drop."""
+        return self.engine.removals(load_project(project_dir))
 
 
 class Remote:

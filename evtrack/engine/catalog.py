@@ -138,6 +138,9 @@ class Snapshot:
         self.draft["pipes"][pipe.name] = pipe.source
         self.draft.setdefault("parsed_pipes", {})[pipe.name] = pipe_record(pipe)
 
+    def drop_datasource(self, name: str) -> None:
+        del self.draft["datasources"][name]
+
     def drop_pipe(self, name: str) -> None:
         del self.draft["pipes"][name]
         self.draft.get("parsed_pipes", {}).pop(name, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class DeployResult:
     created: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
 
 
 class History:
@@ -55,15 +57,22 @@ class History:
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _names(pipe: Pipe, datasource: str) -> bool:
+    """Whether ``pipe`` reads ``datasource`` (a word of its SQL) or writes into it (materialized, copy)."""
+    targets = {node.datasource for node in (pipe.materialized, pipe.copy) if node is not None}
+    return datasource in targets or bool(re.search(rf"\b{re.escape(datasource)}\b", "\n".join(n.sql for n in pipe.nodes)))
+
+
 class Deployer:
     def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, schema: Schema, views: Views,
                  tokens: TokenStore, history: History):
         self.store, self.database, self.snapshot, self.locks = store, database, snapshot, locks
         self.schema, self.views, self.tokens, self.history = schema, views, tokens, history
 
-    def deploy(self, project: Project, force: bool = False) -> DeployResult:
+    def deploy(self, project: Project, force: bool = False, allow_destructive: bool = False) -> DeployResult:
         """Datasources, then pipes, then the tokens their TOKEN lines name. Redeploying the same files
-        changes nothing; like `tb push`, a deploy never deletes what the project no longer has."""
+        changes nothing. Like `tb push`, a deploy deletes nothing the project no longer has, unless
+        ``allow_destructive``: then, last, what ``removals`` lists is dropped, with its data."""
         result = DeployResult()
         entry = {"id": uuid.uuid4().hex[:8], "started": now(), "status": "failed"}
         try:
@@ -75,14 +84,42 @@ class Deployer:
                 # Materialized pipes last: their nodes may read the project's other pipes by name.
                 for pipe in sorted(project.pipes.values(), key=lambda p: p.materialized is not None):
                     getattr(result, self._deploy_pipe(pipe, known, force, every)).append(f"{pipe.name}.pipe")
+                if allow_destructive:
+                    self._remove(project, result)
             entry["status"] = "done"
         except EvtrackError as exc:
             entry["error"] = exc.message
             raise
         finally:
             # What was deployed before a failure stays deployed: the history says what changed.
-            self.history.add({**entry, "finished": now(), "created": result.created, "changed": result.changed})
+            self.history.add({**entry, "finished": now(), "created": result.created, "changed": result.changed,
+                              **({"deleted": result.deleted} if result.deleted else {})})
         return result
+
+    def removals(self, project: Project) -> list[str]:
+        """What a destructive deploy of ``project`` would drop: deployed pipes, then datasources, it
+        does not have. A BadRequest if a pipe that stays still uses a datasource that would go."""
+        catalog = self.snapshot.catalog
+        pipes = [name for name in catalog.pipe_names() if name not in project.pipes]
+        datasources = [name for name in catalog.datasource_names() if name not in project.datasources]
+        for name in datasources:
+            readers = [pipe.name for pipe in project.pipes.values() if _names(pipe, name)]
+            if readers:
+                raise BadRequest(f"Datasource '{name}' is not in the project, but the pipes {', '.join(readers)} "
+                                 "use it: add it back, or change them first")
+        return [f"{name}.pipe" for name in pipes] + [f"{name}.datasource" for name in datasources]
+
+    def _remove(self, project: Project, result: DeployResult) -> None:
+        for item in self.removals(project):
+            name, kind = item.rsplit(".", 1)
+            if kind == "pipe":
+                self.views.drop(name)
+                self.snapshot.drop_pipe(name)
+            else:
+                self.schema.drop(name)
+                self.snapshot.drop_datasource(name)
+            self.snapshot.publish()
+            result.deleted.append(item)
 
     def deployments(self) -> list[dict]:
         """Every deployment of the store, oldest first: id, started, finished (UTC), status, what changed."""

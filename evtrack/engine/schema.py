@@ -12,7 +12,7 @@ import uuid
 
 from ..errors import SchemaConflict
 from ..project import Datasource
-from .ingest import DEDUP_WINDOW, imports_table, ingest_ddl, quarantine_ddl, quarantine_name
+from .ingest import DEDUP_WINDOW, imports_table, ingest_ddl, ingest_table, quarantine_ddl, quarantine_name
 
 __all__ = ["Schema", "plan"]
 
@@ -40,6 +40,14 @@ class Schema:
             self._alter(old, ds)
         self._create_ingest(ds)
         return "changed"
+
+    def drop(self, name: str) -> None:
+        """Drop a datasource's tables and views, with their data: the ingest path first, so nothing
+        writes into a table being dropped."""
+        for view in (f"{name}__store", f"{name}__quarantine", f"{name}__count"):
+            self.store.execute(f"DROP VIEW IF EXISTS {self.database}.`{view}`")
+        for table in (ingest_table(name), name, quarantine_name(name), imports_table(name)):
+            self.store.execute(f"DROP TABLE IF EXISTS {self.database}.`{table}` SYNC")
 
     def exists(self, name: str) -> bool:
         out = self.store.run(f"EXISTS TABLE {self.database}.`{name}`", "CSV")

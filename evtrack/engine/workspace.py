@@ -95,8 +95,11 @@ class Workspace:
         return list(self.catalog.pipes.values())
 
     # -- deploy (``deploy``) -----------------------------------------------------------------
-    def deploy(self, project: Project, force: bool = False) -> DeployResult:
-        return self._deploys.deploy(project, force)
+    def deploy(self, project: Project, force: bool = False, allow_destructive: bool = False) -> DeployResult:
+        return self._deploys.deploy(project, force, allow_destructive)
+
+    def removals(self, project: Project) -> list[str]:
+        return self._deploys.removals(project)
 
     def deploy_datasource(self, ds: Datasource, force: bool = False) -> str:
         return self._deploys.deploy_datasource(ds, force)
