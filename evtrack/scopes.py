@@ -19,6 +19,7 @@ __all__ = [
     "PIPES_READ",
     "TOKENS",
     "append",
+    "may_append",
     "on",
     "read_datasource",
     "read_pipe",
@@ -65,3 +66,8 @@ def split(scope: str) -> tuple[str, str]:
 def reads(scope: str) -> bool:
     """Whether ``scope`` reads some datasource or pipe."""
     return scope.startswith((on(DATASOURCES_READ, ""), on(PIPES_READ, "")))
+
+
+def may_append(datasource: str) -> tuple[str, ...]:
+    """The scopes of which any one (or ADMIN) allows appending to ``datasource``."""
+    return (DATASOURCES_CREATE, append(datasource))

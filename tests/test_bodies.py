@@ -15,8 +15,9 @@ import time
 import pytest
 from starlette.testclient import TestClient
 
+from evtrack.ndjson import as_ndjson
 from evtrack.server.app import create_app
-from evtrack.server.events import as_ndjson, decode_body
+from evtrack.server.bodies import decode_body
 
 from .conftest import data
 from .test_server import assert_error

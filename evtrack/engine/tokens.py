@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadRequest, Forbidden
-from ..scopes import ADMIN, DATASOURCES_APPEND, DATASOURCES_READ, PIPES_READ, on, read_pipe, reads, split
+from ..scopes import ADMIN, DATASOURCES_APPEND, DATASOURCES_READ, PIPES_READ, on, read_pipe, reads
 
 __all__ = ["ADMIN", "JWT_READ", "Token", "SignedToken", "TokenStore", "datafile_scope"]
 
@@ -61,10 +61,6 @@ class Token:
         """Whether the token may read some datasource or pipe at all (the tracker's append token may not)."""
         return ADMIN in self.scopes or any(reads(s) for s in self.scopes)
 
-    def public(self, show: bool = False) -> dict:
-        return {"id": self.id, "name": self.name, "token": self.token if show else "p.****",
-                "scopes": [_scope_json(s) for s in self.scopes]}
-
     def fixed_params(self, pipe: str) -> dict[str, str]:
         """Parameters a call of ``pipe`` with this token must use, whatever the request says."""
         return {}
@@ -78,11 +74,6 @@ class SignedToken(Token):
 
     def fixed_params(self, pipe: str) -> dict[str, str]:
         return dict(self.fixed.get(pipe, {}))
-
-
-def _scope_json(scope: str) -> dict:
-    kind, resource = split(scope)
-    return {"type": kind, "resource": resource, "filter": ""} if resource else {"type": scope}
 
 
 class TokenStore:

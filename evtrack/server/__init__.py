@@ -73,7 +73,7 @@ def _bounded_http_protocol():
     """
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-    from .app import DOCS
+    from .shapes import error
 
     class HeadTooLarge(Exception):
         pass
@@ -123,7 +123,7 @@ def _bounded_http_protocol():
 
         def send_400_response(self, msg: str) -> None:
             status, message = self.refusal or (400, msg)
-            body = json.dumps({"error": message, "documentation": DOCS}, separators=(",", ":")).encode()
+            body = json.dumps(error(message), separators=(",", ":")).encode()
             head = [STATUS_LINE[status]]
             head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
             head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),

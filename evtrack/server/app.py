@@ -1,44 +1,66 @@
-"""``create_app(engine)``: Tinybird's HTTP API over the embedded engine.
+"""The app: the one routing table, and ``create_app(engine)``, which puts it together with the
+lifespan (the ingest buffer, the copy scheduler), CORS and the error handlers.
 
-A thin skin: each route checks the token's scope, reads its parameters, calls one engine
-method (in a worker thread: chDB calls block) and shapes the answer as Tinybird does. Errors
-are ``EvtrackError``s turned into one body by one handler: JSON ``{"error", "documentation"}``
-everywhere, plain text ending in a newline on the Events API.
+Tinybird's HTTP API over the embedded engine, as a thin skin: each route's view
+(``server.views``) checks the token's scope, reads its parameters, calls the engine off the event
+loop (``server.calls``) and answers with Tinybird's shapes (``server.shapes``). Errors are
+``EvtrackError``s, answered by one handler (``server.failures``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import re
+from functools import partial
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .. import scopes
-from ..engine import Engine
-from ..errors import (BadRequest, EvtrackError, InvalidEventsToken, InvalidToken, MethodNotAllowed, MissingParameter,
-                      MissingScope, NotFound, UnreadableParameters)
-from . import admin, copies, web
-from .auth import require_pipe_read, request_token
-from .bodies import read_body, request_fields
-from .buffer import IngestBuffer, count_lines
+from ..engine import FORMATS, Engine
+from .buffer import IngestBuffer
+from .calls import call
 from .cors import CORSMiddleware
-from .events import as_ndjson, decode_body
-from .calls import call, cancellable_read
+from .failures import EVENTS_PATH, HANDLERS
+from .views import copies, datasources, endpoints, events, jobs, pipes, sql, tokens, web, workspace
 
-__all__ = ["create_app", "DOCS"]
+__all__ = ["DEFAULT_MAX_BODY", "create_app", "routes"]
 
-log = logging.getLogger("evtrack.server")
-DOCS = "https://www.tinybird.co/docs/api-reference"
-MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "ndjson": "application/x-ndjson",
-               "parquet": "application/vnd.apache.parquet"}
-EVENTS_PATH = "/v0/events"
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+
+
+def routes() -> list[Route]:
+    """Every route of the server. Starlette takes the first whose path and method match, so the
+    endpoint formats come before ``/v0/pipes/{name}``, which serves what is left of that path."""
+    return [
+        Route(EVENTS_PATH, events.send, methods=["POST"]),
+        *[Route(f"/v0/pipes/{{name}}.{fmt}", partial(endpoints.read, fmt=fmt), methods=["GET", "POST"])
+          for fmt in FORMATS],
+        Route("/v0/sql", sql.query, methods=["GET", "POST"]),
+        Route("/v0/sql_tables", sql.tables, methods=["POST"]),
+
+        Route("/v0/workspace", workspace.describe, methods=["GET"]),
+        Route("/v0/datasources", datasources.list_all, methods=["GET"]),
+        Route("/v0/datasources", datasources.create_or_append, methods=["POST"]),
+        Route("/v0/datasources/{name}", datasources.describe, methods=["GET"]),
+        Route("/v0/datasources/{name}/alter", datasources.alter, methods=["POST"]),
+        Route("/v0/pipes", pipes.list_all, methods=["GET"]),
+        Route("/v0/pipes", pipes.create, methods=["POST"]),
+        Route("/v0/pipes/{name}.pipe", pipes.datafile, methods=["GET"]),
+        Route("/v0/pipes/{name}", pipes.describe, methods=["GET"]),
+        Route("/v0/pipes/{name}", endpoints.read_json, methods=["POST"]),
+        Route("/v0/pipes/{name}", pipes.delete, methods=["DELETE"]),
+        Route("/v0/pipes/{name}/nodes/{node}/endpoint", pipes.set_endpoint, methods=["POST"]),
+        Route("/v0/pipes/{name}/nodes/{node}/analysis", pipes.analyze_node, methods=["GET"]),
+        Route("/v0/pipes/{name}/nodes/{node}/copy", copies.set_up, methods=["PUT"]),
+        Route("/v0/pipes/{name}/copy", copies.run, methods=["POST"]),
+        Route("/v0/jobs/{job_id}", jobs.get, methods=["GET"]),
+        Route("/v0/tokens", tokens.list_or_create, methods=["GET", "POST"]),
+        Route("/v0/tokens/{name}", tokens.one, methods=["GET", "PUT"]),
+
+        Route("/tokens", tokens.discover, methods=["GET"]),
+        Route("/", web.static, methods=["GET", "HEAD"]),
+        Route("/tracker.js", web.static, methods=["GET", "HEAD"]),
+    ]
 
 
 def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: IngestBuffer | None = None,
@@ -58,133 +80,9 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
                 await call(scheduler.stop)
             await buffer.stop()  # a clean shutdown flushes what was acknowledged
 
-    app = Starlette(
-        lifespan=lifespan,
-        routes=[
-            Route(EVENTS_PATH, events, methods=["POST"]),
-            Route("/v0/sql", sql, methods=["GET", "POST"]),
-            Route("/tokens", local_tokens, methods=["GET"]),
-            *copies.routes(),
-            *admin.routes(pipe_endpoint),
-            *web.routes(),
-        ],
-        middleware=[Middleware(CORSMiddleware)],
-        exception_handlers={EvtrackError: evtrack_error, HTTPException: http_error, Exception: unexpected_error},
-    )
+    app = Starlette(lifespan=lifespan, routes=routes(), middleware=[Middleware(CORSMiddleware)],
+                    exception_handlers=HANDLERS)
     app.state.engine = engine
     app.state.max_body = max_body
     app.state.buffer = buffer
     return app
-
-
-# -- errors ---------------------------------------------------------------------------------
-def error_response(request: Request, status: int, message: str, body=None) -> Response:
-    if request.url.path == EVENTS_PATH:
-        return PlainTextResponse(message.rstrip("\n") + "\n", status_code=status)
-    if body is not None:
-        return JSONResponse(body, status_code=status)
-    return JSONResponse({"error": message, "documentation": DOCS}, status_code=status)
-
-
-async def evtrack_error(request: Request, exc: EvtrackError) -> Response:
-    response = error_response(request, exc.status, exc.message, exc.body)
-    response.headers.update(getattr(exc, "headers", {}))
-    return response
-
-
-async def http_error(request: Request, exc: HTTPException) -> Response:
-    known = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code)
-    error = known() if known else EvtrackError(str(exc.detail), status=exc.status_code)
-    return await evtrack_error(request, error)
-
-
-async def unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(request, 500, "Internal server error")
-
-
-# -- the Events API -------------------------------------------------------------------------
-async def events(request: Request) -> Response:
-    engine: Engine = request.app.state.engine
-    name = request.query_params.get("name")
-    if not name:
-        raise MissingParameter("name")
-    token = request_token(request, engine.tokens)
-    if token is None or not token.allows(scopes.DATASOURCES_CREATE, scopes.append(name)):
-        raise InvalidEventsToken()
-    engine.datasource(name)
-    limit = request.app.state.max_body
-    raw, encoding = await read_body(request), request.headers.get("content-encoding", "")
-    # Inflating and reading the body happen off the event loop, beside other requests and inserts.
-    body = await call(lambda: as_ndjson(decode_body(raw, encoding, limit)))
-    wait = request.query_params.get("wait", "").lower() == "true"
-    result = await request.app.state.buffer.submit(name, body, wait)
-    if result is None:  # queued: its rows are stored or quarantined at the next flush
-        return JSONResponse({"successful_rows": count_lines(body), "quarantined_rows": 0}, status_code=202)
-    return JSONResponse({"successful_rows": result.successful_rows, "quarantined_rows": result.quarantined_rows})
-
-
-# -- endpoints --------------------------------------------------------------------------------
-async def pipe_endpoint(request: Request, name: str, fmt: str) -> Response:
-    engine: Engine = request.app.state.engine
-    if request_token(request, engine.tokens, jwt=True) is None:
-        raise InvalidToken()
-    engine.pipe(name)
-    token = require_pipe_read(request, engine.tokens, name, jwt=True)
-    params, payload = await request_fields(request)
-    if payload is not None:
-        raise UnreadableParameters()
-    params.update(token.fixed_params(name))  # a JWT's fixed_params win over the request's
-    body = await cancellable_read(request, engine.query_pipe, name, params, fmt, params.get("q"))
-    return Response(body, media_type=MEDIA_TYPES[fmt])
-
-
-# -- the SQL API ------------------------------------------------------------------------------
-async def sql(request: Request) -> Response:
-    engine: Engine = request.app.state.engine
-    token = request_token(request, engine.tokens)
-    if token is None:
-        raise InvalidToken()
-    params, payload = await request_fields(request)
-    if isinstance(payload, bytes) and "q" not in params:  # `tb sql` posts long queries as the body
-        params["q"] = payload.decode("utf-8", "replace")
-    if not params.get("q", "").strip():
-        raise BadRequest("missing q parameter. example q=select%201")
-    if not token.reads_anything():
-        # Refused before any parser sees the text: an append token is public, published in web pages.
-        named = _FROM_TABLE.search(params["q"][:4096])
-        raise MissingScope(scopes.read_datasource(named.group(1)) if named else scopes.DATASOURCES_READ)
-    pipeline = params.get("pipeline")
-    if pipeline:
-        engine.pipe(pipeline)
-        require_pipe_read(request, engine.tokens, pipeline)
-
-    def readable(table: str) -> bool:
-        return table == "_" or token.allows(scopes.read_datasource(table), scopes.read_pipe(table))
-
-    body = await cancellable_read(request, engine.sql, params["q"], "json", pipeline, readable)
-    return Response(body, media_type=_media_type(params["q"]))
-
-
-_FROM_TABLE = re.compile(r"\bFROM\s+`?([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)  # only to name a scope in a 403
-
-
-def _media_type(query: str) -> str:
-    from ..engine.sqlapi import split_format
-
-    fmt = (split_format(query)[1] or "JSON").lower()
-    if fmt.startswith("json") and "each" not in fmt:
-        return "application/json"
-    if "each" in fmt:
-        return "application/x-ndjson"
-    return "text/csv" if fmt.startswith("csv") else "application/octet-stream" if fmt == "parquet" else "text/plain"
-
-
-# -- Tinybird Local's token discovery ----------------------------------------------------------
-async def local_tokens(request: Request) -> Response:
-    client = request.client.host if request.client else ""
-    # "testclient" is what Starlette's in-process test client reports: it never comes off a socket.
-    if client not in ("127.0.0.1", "::1", "testclient"):
-        raise NotFound()
-    admin_token = request.app.state.engine.tokens.admin.token
-    return JSONResponse({"user_token": admin_token, "admin_token": admin_token, "workspace_admin_token": admin_token})

@@ -1,4 +1,4 @@
-"""Who is calling: the token of a request, and Tinybird's scope checks and 403 texts."""
+"""Who is calling: the token of a request, and the scope checks behind Tinybird's 403s."""
 
 from __future__ import annotations
 

@@ -8,9 +8,8 @@ from importlib import resources
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-__all__ = ["routes", "asset"]
+__all__ = ["asset", "static"]
 
 _FILES = {"/": ("dashboard.html", "text/html; charset=utf-8"),
           "/tracker.js": ("tracker.js", "text/javascript; charset=utf-8")}
@@ -21,12 +20,8 @@ def asset(name: str) -> bytes:
     return resources.files("evtrack.web").joinpath(name).read_bytes()
 
 
-async def _static(request: Request) -> Response:
+async def static(request: Request) -> Response:
     name, media_type = _FILES[request.url.path]
     # Any site may load the tracker; a short cache lets a new version reach pages soon.
     headers = {"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"} if name == "tracker.js" else {}
     return Response(asset(name), media_type=media_type, headers=headers)
-
-
-def routes() -> list[Route]:
-    return [Route(path, _static, methods=["GET", "HEAD"]) for path in _FILES]

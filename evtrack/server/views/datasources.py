@@ -1,0 +1,104 @@
+"""Datasources as ``tb`` deploys, inspects and appends to them: ``/v0/datasources`` (list; create from a
+schema, or ``mode=append``), ``/v0/datasources/{name}`` (its description, or its datafile as
+``{name}.datasource``) and ``/v0/datasources/{name}/alter``.
+
+A datasource pushed over HTTP is turned back into datafile text and parsed by tinybird-cli's own
+parser, then deployed by the same engine call as ``evtrack deploy``.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from ... import scopes
+from ...engine import Engine
+from ...errors import BadRequest, MissingParameter, PayloadTooLarge
+from ...ndjson import as_ndjson
+from ...project import Datasource, datasource_text, parse_datasource
+from .. import shapes
+from ..auth import require
+from ..bodies import decode_body, request_fields
+from ..calls import call
+
+__all__ = ["alter", "create_or_append", "describe", "list_all"]
+
+
+async def _described(engine: Engine, ds: Datasource) -> dict:
+    """The datasource's shape, with its statistics, which are read from the database."""
+    return shapes.datasource(ds, await call(engine.datasource_stats, ds.name))
+
+
+async def list_all(request: Request) -> Response:
+    engine = request.app.state.engine
+    require(request, engine.tokens, scopes.ADMIN)
+    every = await call(lambda: list(engine.datasources.values()))  # parsed on first use
+    return JSONResponse({"datasources": [await _described(engine, ds) for ds in every]})
+
+
+async def describe(request: Request) -> Response:
+    engine = request.app.state.engine
+    name = request.path_params["name"]
+    require(request, engine.tokens, scopes.read_datasource(name.removesuffix(".datasource")))
+    if name.endswith(".datasource"):
+        return PlainTextResponse(engine.datasource(name.removesuffix(".datasource")).source)
+    return JSONResponse(await _described(engine, engine.datasource(name)))
+
+
+async def create_or_append(request: Request) -> Response:
+    engine = request.app.state.engine
+    params, payload = await request_fields(request)
+    name, mode = params.get("name", ""), params.get("mode", "create")
+    if not name:
+        raise MissingParameter("name")
+    if mode == "append":
+        require(request, engine.tokens, *scopes.may_append(name))
+        return await _append(request, engine, name, payload)
+    require(request, engine.tokens, scopes.DATASOURCES_CREATE)
+    if not params.get("schema"):
+        raise BadRequest("Only datasources created from a schema are supported: send 'schema'")
+    ds = await call(parse_datasource, name, datasource_text(params))
+    await call(engine.deploy_datasource, ds, params.get("force", "").lower() == "true")
+    return JSONResponse({"datasource": await _described(engine, engine.datasource(name))})
+
+
+async def alter(request: Request) -> Response:
+    """tb push --force on an existing datasource: a dry run lists the operations, then they are applied."""
+    engine = request.app.state.engine
+    require(request, engine.tokens, scopes.DATASOURCES_CREATE)
+    old = engine.datasource(request.path_params["name"])
+    params, _ = await request_fields(request)
+    settings = {**dict(old.engine_settings), "description": params.get("description") or old.description,
+                "schema": params.get("schema") or old.schema}
+    new = await call(parse_datasource, old.name, datasource_text(settings))
+    operations = await call(engine.plan_datasource, new)
+    if not operations:
+        raise BadRequest("There were no operations to perform")
+    if params.get("dry", "false").lower() != "true":
+        await call(engine.deploy_datasource, new)
+    return JSONResponse({"operations": operations, "dependencies": []})
+
+
+async def _append(request: Request, engine: Engine, name: str, payload) -> Response:
+    """`tb datasource append` (multipart) and SDK appends (raw body), within the same limits as events."""
+    if request.query_params.get("format", "ndjson") not in ("ndjson", "json"):
+        raise BadRequest("Only NDJSON appends are supported")
+    limit = request.app.state.max_body
+    if isinstance(payload, UploadFile):
+        try:
+            if (payload.size or 0) > limit:
+                raise PayloadTooLarge(limit)
+            data = await payload.read()
+        finally:
+            await payload.close()
+    else:
+        data = payload or b""
+    encoding = request.headers.get("content-encoding", "")
+    payload = await call(lambda: as_ndjson(decode_body(data, encoding, limit)))
+    result = await call(engine.append, name, payload)
+    return JSONResponse({
+        "id": result.import_id, "job_id": result.import_id, "import_id": result.import_id, "status": "done",
+        "datasource": await _described(engine, engine.datasource(name)), "quarantine_rows": result.quarantined_rows,
+        "invalid_lines": 0, "error": False, "blocks": [], "successful_rows": result.successful_rows,
+    })

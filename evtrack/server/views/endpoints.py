@@ -1,0 +1,52 @@
+"""Endpoints, ``GET|POST /v0/pipes/{name}.json|.csv|.ndjson|.parquet`` (and ``POST /v0/pipes/{name}``,
+as JSON): a pipe's result for the request's parameters, read off the event loop and cancelled if
+the client goes away."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...engine import FORMATS
+from ...errors import BadRequest, InvalidToken, UnreadableParameters
+from ..auth import request_token, require_pipe_read
+from ..bodies import request_fields
+from ..calls import cancellable_read
+
+__all__ = ["MEDIA_TYPES", "pipe_name", "read", "read_json"]
+
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "ndjson": "application/x-ndjson",
+               "parquet": "application/vnd.apache.parquet"}
+
+
+def pipe_name(request: Request) -> str:
+    """The pipe ``/v0/pipes/{name}`` names. ``x.xml`` of a deployed ``x`` asks for an endpoint format
+    there is not: a 400 saying which there are (``x.pipe`` is the pipe's datafile)."""
+    name = request.path_params["name"]
+    stem, dot, ext = name.rpartition(".")
+    if dot and ext != "pipe" and ext not in FORMATS and stem in request.app.state.engine.pipe_names():
+        raise BadRequest(f"Format '{ext}' is not supported; use .json, .csv, .ndjson or .parquet")
+    return name
+
+
+async def read(request: Request, fmt: str) -> Response:
+    """``/v0/pipes/{name}.{fmt}``: the route gives the format."""
+    return await _answer(request, request.path_params["name"], fmt)
+
+
+async def read_json(request: Request) -> Response:
+    return await _answer(request, pipe_name(request), "json")
+
+
+async def _answer(request: Request, name: str, fmt: str) -> Response:
+    engine = request.app.state.engine
+    if request_token(request, engine.tokens, jwt=True) is None:
+        raise InvalidToken()
+    engine.pipe(name)
+    token = require_pipe_read(request, engine.tokens, name, jwt=True)
+    params, payload = await request_fields(request)
+    if payload is not None:
+        raise UnreadableParameters()
+    params.update(token.fixed_params(name))  # a JWT's fixed_params win over the request's
+    body = await cancellable_read(request, engine.query_pipe, name, params, fmt, params.get("q"))
+    return Response(body, media_type=MEDIA_TYPES[fmt])

@@ -1,0 +1,37 @@
+"""The Events API, ``POST /v0/events?name=&wait=``: NDJSON (or JSON documents) appended through the
+server's ingest buffer, answered 202 once logged or, with ``wait=true``, 200 once inserted."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ... import scopes
+from ...errors import InvalidEventsToken, MissingParameter
+from ...ndjson import as_ndjson
+from ..auth import request_token
+from ..bodies import decode_body, read_body
+from ..buffer import count_lines
+from ..calls import call
+
+__all__ = ["send"]
+
+
+async def send(request: Request) -> Response:
+    engine = request.app.state.engine
+    name = request.query_params.get("name")
+    if not name:
+        raise MissingParameter("name")
+    token = request_token(request, engine.tokens)
+    if token is None or not token.allows(*scopes.may_append(name)):
+        raise InvalidEventsToken()
+    engine.datasource(name)
+    limit = request.app.state.max_body
+    raw, encoding = await read_body(request), request.headers.get("content-encoding", "")
+    # Inflating and reading the body happen off the event loop, beside other requests and inserts.
+    body = await call(lambda: as_ndjson(decode_body(raw, encoding, limit)))
+    wait = request.query_params.get("wait", "").lower() == "true"
+    result = await request.app.state.buffer.submit(name, body, wait)
+    if result is None:  # queued: its rows are stored or quarantined at the next flush
+        return JSONResponse({"successful_rows": count_lines(body), "quarantined_rows": 0}, status_code=202)
+    return JSONResponse({"successful_rows": result.successful_rows, "quarantined_rows": result.quarantined_rows})
