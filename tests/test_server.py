@@ -31,15 +31,19 @@ SEED_BODY = """{
     }"""
 
 
+# The client address a request from this machine comes from: `GET /tokens` answers no other.
+LOOPBACK = ("127.0.0.1", 50000)
+
+
 @pytest.fixture
 def http(engine):
-    with TestClient(create_app(engine), base_url="http://127.0.0.1:7181") as client:
+    with TestClient(create_app(engine), base_url="http://127.0.0.1:7181", client=LOOPBACK) as client:
         yield client
 
 
 @pytest.fixture
 def fresh_http(fresh_engine):
-    with TestClient(create_app(fresh_engine), base_url="http://127.0.0.1:7181") as client:
+    with TestClient(create_app(fresh_engine), base_url="http://127.0.0.1:7181", client=LOOPBACK) as client:
         yield client
 
 

@@ -12,14 +12,14 @@ from evtrack.server.app import create_app
 
 from . import reference
 from .conftest import data
-from .test_server import admin, assert_error
+from .test_server import LOOPBACK, admin, assert_error
 
 ORIGIN = "http://127.0.0.1:9999"
 
 
 @pytest.fixture
 def http(engine):
-    with TestClient(create_app(engine), base_url="http://127.0.0.1:7181") as client:
+    with TestClient(create_app(engine), base_url="http://127.0.0.1:7181", client=LOOPBACK) as client:
         yield client
 
 

@@ -17,8 +17,7 @@ from ..calls import call
 
 __all__ = ["LOOPBACK", "discover", "list_or_create", "one"]
 
-# "testclient" is what Starlette's in-process test client reports: it never comes off a socket.
-LOOPBACK = ("127.0.0.1", "::1", "testclient")
+LOOPBACK = ("127.0.0.1", "::1")
 
 
 async def list_or_create(request: Request) -> Response:
