@@ -6,6 +6,7 @@ each message that more than one place raises is worded here, once.
     │   ├── MissingParameter (400)     Missing '<name>' parameter
     │   ├── TooManyFields (400)        a form or JSON body with more fields than the server reads
     │   ├── UnreadableParameters (400) a request body that carries no parameters evtrack can read
+    │   ├── NotACopyPipe (400)         a copy run of a pipe with no TYPE COPY node
     │   ├── TemplateError (400)        a pipe template refused the parameters
     │   └── QueryError (400)           the database refused the SQL
     │       └── QueryTimeout (408)     the database stopped it at the time limit
@@ -35,6 +36,7 @@ __all__ = [
     "MissingParameter",
     "TooManyFields",
     "UnreadableParameters",
+    "NotACopyPipe",
     "TemplateError",
     "QueryError",
     "QueryTimeout",
@@ -85,6 +87,11 @@ class UnreadableParameters(BadRequest):
 
     def __init__(self):
         super().__init__("Send parameters in the query string, as form fields or as a JSON object")
+
+
+class NotACopyPipe(BadRequest):
+    def __init__(self, pipe: str):
+        super().__init__(f"The pipe '{pipe}' is not a copy pipe (it has no TYPE COPY node)")
 
 
 class TemplateError(BadRequest):

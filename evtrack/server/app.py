@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from ..engine import FORMATS, Engine
+from ..errors import EvtrackError
 from .buffer import IngestBuffer
 from .calls import call
 from .cors import CORSMiddleware
@@ -70,6 +71,11 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        # The first look at a datasource parses the deployed datafiles, loading tinybird-cli's parser (a
+        # tenth of a second): here, off the loop, rather than in the first request. One that no longer
+        # parses fails the requests that use it, as it would without this.
+        with contextlib.suppress(EvtrackError):
+            await call(lambda: engine.datasources)
         await buffer.start()
         if scheduler is not None:
             scheduler.start()

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ... import scopes
-from ...errors import BadRequest, NoAccess, UnreadableParameters
+from ...errors import NoAccess, NotACopyPipe, UnreadableParameters
 from ...project import parse_pipe, pipe_text
 from .. import shapes
 from ..auth import require
@@ -60,7 +60,7 @@ async def run(request: Request) -> Response:
     pipe = engine.pipe(name)
     require(request, engine.tokens, scopes.read_pipe(name), refusal=NoAccess)
     if pipe.copy is None:
-        raise BadRequest(f"The pipe '{name}' is not a copy pipe (it has no TYPE COPY node)")
+        raise NotACopyPipe(name)
     params, payload = await request_fields(request)
     if payload is not None:
         raise UnreadableParameters()
