@@ -19,6 +19,8 @@ each message that more than one place raises is worded here, once.
     ├── MethodNotAllowed (405)
     ├── SchemaConflict (409)           deploy would change a datasource incompatibly
     ├── PayloadTooLarge (413)          a request body (or a gzip body, inflated) over the limit
+    ├── URLTooLong (414)               a request URL over the limit
+    ├── HeadersTooLarge (431)          request headers over the limit
     ├── TooManyRequests (429)          the server's ingest queue is full: retry after a while
     ├── ClientGone (499)               the client closed the connection before its answer
     ├── Unavailable (503)              nothing was ingested: retry
@@ -49,6 +51,8 @@ __all__ = [
     "MethodNotAllowed",
     "SchemaConflict",
     "PayloadTooLarge",
+    "URLTooLong",
+    "HeadersTooLarge",
     "TooManyRequests",
     "ClientGone",
     "Unavailable",
@@ -156,6 +160,20 @@ class PayloadTooLarge(EvtrackError):
     def __init__(self, limit: int, *, inflated: bool = False):
         super().__init__(f"The body inflates to more than {limit} bytes" if inflated
                          else f"The body is larger than {limit} bytes")
+
+
+class URLTooLong(EvtrackError):
+    status = 414
+
+    def __init__(self, limit: int):
+        super().__init__(f"The URL is longer than {limit} bytes: send long parameters in a POST body")
+
+
+class HeadersTooLarge(EvtrackError):
+    status = 431
+
+    def __init__(self, limit: int):
+        super().__init__(f"The request headers are larger than {limit} bytes")
 
 
 class StoreError(EvtrackError):

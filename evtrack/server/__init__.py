@@ -73,13 +73,14 @@ def _bounded_http_protocol():
     """
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+    from ..errors import BadRequest, EvtrackError, HeadersTooLarge, URLTooLong
     from .shapes import error
 
     class HeadTooLarge(Exception):
         pass
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
-        refusal: tuple[int, str] | None = None
+        refusal: EvtrackError | None = None
         head_size: int | None = 0  # bytes read of the request head under way; None while reading a body
         header_size = 0
 
@@ -91,7 +92,7 @@ def _bounded_http_protocol():
             # at twice what a valid head holds (whitespace and line ends are not counted above).
             if self.head_size is not None and self.head_size > 2 * (MAX_URL + MAX_HEADERS) \
                     and not self.transport.is_closing():
-                self.refusal = (431, f"The request headers are larger than {MAX_HEADERS} bytes")
+                self.refusal = HeadersTooLarge(MAX_HEADERS)
                 self.send_400_response("")
 
         def on_message_begin(self) -> None:
@@ -101,13 +102,13 @@ def _bounded_http_protocol():
         def on_url(self, url: bytes) -> None:  # also called at the end of each read with the URL so far
             super().on_url(url)
             if len(self.url) > MAX_URL:
-                self.refuse(414, f"The URL is longer than {MAX_URL} bytes: send long parameters in a POST body")
+                self.refuse(URLTooLong(MAX_URL))
 
         def on_header(self, name: bytes, value: bytes) -> None:
             super().on_header(name, value)
             self.header_size += len(name) + len(value) + 4  # with ": " and CRLF
             if self.header_size > MAX_HEADERS:
-                self.refuse(431, f"The request headers are larger than {MAX_HEADERS} bytes")
+                self.refuse(HeadersTooLarge(MAX_HEADERS))
 
         def on_headers_complete(self) -> None:
             self.head_size = None
@@ -117,14 +118,14 @@ def _bounded_http_protocol():
             super().on_message_complete()
             self.head_size = 0
 
-        def refuse(self, status: int, message: str) -> None:
-            self.refusal = (status, message)
+        def refuse(self, refusal: EvtrackError) -> None:
+            self.refusal = refusal
             raise HeadTooLarge  # stops the parser, and uvicorn answers with send_400_response
 
         def send_400_response(self, msg: str) -> None:
-            status, message = self.refusal or (400, msg)
-            body = json.dumps(error(message), separators=(",", ":")).encode()
-            head = [STATUS_LINE[status]]
+            refusal = self.refusal or BadRequest(msg)
+            body = json.dumps(error(refusal.message), separators=(",", ":")).encode()
+            head = [STATUS_LINE[refusal.status]]
             head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
             head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
                      b"connection: close\r\n\r\n"]
