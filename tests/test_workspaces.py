@@ -92,3 +92,89 @@ def test_a_workspace_name_is_letters_numbers_and_underscores(tmp_path, name):
     with Engine.open(tmp_path / "store") as engine, pytest.raises(BadRequest) as refused:
         engine.create_workspace(name)
     assert refused.value.message.startswith(f"Invalid workspace name '{name}'")
+
+
+# -- over HTTP: a request runs in its token's workspace -------------------------------------------
+@pytest.fixture(scope="module")
+def served_two(tmp_path_factory):
+    import httpx
+
+    from .served import Served, evtrack
+
+    server = Served(tmp_path_factory.mktemp("served_workspaces"))
+    try:
+        user = httpx.get(f"{server.url}/tokens").json()["user_token"]
+        made = {}
+        for name in ("alpha", "beta"):
+            answer = httpx.post(f"{server.url}/v1/workspaces", params={"name": name, "token": user})
+            assert answer.status_code == 200, answer.text
+            made[name] = answer.json()
+            deployed = evtrack("--host", server.url, "--token", made[name]["token"], "deploy")
+            assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        yield server, user, made
+    finally:
+        assert server.stop() == 0
+
+
+def _token(server, admin: str, name: str) -> str:
+    import httpx
+
+    tokens = httpx.get(f"{server.url}/v0/tokens", params={"token": admin}).json()["tokens"]
+    return next(t["token"] for t in tokens if t["name"] == name)
+
+
+def test_over_http_each_token_reads_and_writes_its_own_workspace_only(served_two):
+    import httpx
+
+    server, user, made = served_two
+    alpha, beta = made["alpha"]["token"], made["beta"]["token"]
+    for name, events in (("alpha", 3), ("beta", 1)):
+        tracker = _token(server, made[name]["token"], "tracker")
+        body = "\n".join(EVENT % (f"{name}{i}", f"u_{name}") for i in range(events))
+        sent = httpx.post(f"{server.url}/v0/events", params={"name": "events", "wait": "true", "token": tracker},
+                          content=body)
+        assert sent.json() == {"successful_rows": events, "quarantined_rows": 0}
+
+    def rows(token: str, sql: str):
+        return httpx.get(f"{server.url}/v0/sql", params={"q": sql, "token": token})
+
+    assert rows(alpha, "SELECT count() AS n FROM events").json()["data"] == [{"n": 3}]
+    assert rows(beta, "SELECT count() AS n FROM events").json()["data"] == [{"n": 1}]
+    nothing = rows(server.admin, "SELECT count() AS n FROM events")  # the default workspace deployed nothing
+    assert (nothing.status_code, nothing.json()["error"]) == (400, "[Error] Resource 'events' not found")
+    # Another workspace's tables are not there to name.
+    beta_db = httpx.get(f"{server.url}/v1/user/workspaces", params={"token": user}).json()
+    assert [w["name"] for w in beta_db["workspaces"]] == ["evtrack", "alpha", "beta"]
+    refused = rows(alpha, "SELECT count() AS n FROM evtrack.events")
+    assert (refused.status_code, refused.json()["error"]) == (400, "[Error] Resource 'evtrack.events' not found")
+    # A dashboard token reads its own workspace's pipe; a JWT is verified by the workspace it names.
+    dashboard = _token(server, alpha, "dashboard")
+    read = httpx.get(f"{server.url}/v0/pipes/user_activity.json", params={"token": dashboard, "user_id": "u_beta"})
+    assert (read.status_code, read.json()["rows"]) == (200, 0)
+    import jwt as pyjwt
+
+    claims = {"workspace_id": made["beta"]["id"], "name": "forged", "exp": 4102444800,
+              "scopes": [{"type": "PIPES:READ", "resource": "user_activity"}]}
+    forged = pyjwt.encode(claims, alpha, algorithm="HS256")  # signed with alpha's key, naming beta
+    answer = httpx.get(f"{server.url}/v0/pipes/user_activity.json", params={"token": forged, "user_id": "u_beta"})
+    assert answer.status_code == 403
+    genuine = pyjwt.encode({**claims, "workspace_id": made["beta"]["id"]}, beta, algorithm="HS256")
+    answer = httpx.get(f"{server.url}/v0/pipes/user_activity.json", params={"token": genuine, "user_id": "u_beta"})
+    assert (answer.status_code, answer.json()["data"][0]["event_count"]) == (200, 1)
+
+
+def test_over_http_workspaces_are_managed_with_the_user_token(served_two):
+    import httpx
+
+    server, user, made = served_two
+    dashboard = _token(server, made["alpha"]["token"], "dashboard")
+    refused = httpx.post(f"{server.url}/v1/workspaces", params={"name": "nope", "token": dashboard})
+    assert (refused.status_code, refused.json()["error"]) == (403, "invalid authentication token")
+    made_gamma = httpx.post(f"{server.url}/v1/workspaces", params={"name": "gamma", "token": user}).json()
+    gone = httpx.delete(f"{server.url}/v1/workspaces/{made_gamma['id']}",
+                        params={"token": user, "hard_delete_confirmation": "yes"})
+    assert gone.status_code == 200
+    listed = httpx.get(f"{server.url}/v1/user/workspaces", params={"token": user}).json()["workspaces"]
+    assert "gamma" not in [w["name"] for w in listed]
+    default = httpx.delete(f"{server.url}/v1/workspaces/{listed[0]['id']}", params={"token": user})
+    assert (default.status_code, default.json()["error"]) == (400, "The default workspace cannot be deleted")

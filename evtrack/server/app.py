@@ -22,7 +22,7 @@ from .buffer import IngestBuffer
 from .calls import call
 from .cors import CORSMiddleware
 from .failures import EVENTS_PATH, HANDLERS
-from .views import copies, datasources, endpoints, events, jobs, pipes, sql, tokens, web, workspace
+from .views import copies, datasources, endpoints, events, jobs, pipes, sql, tokens, web, workspace, workspaces
 
 __all__ = ["DEFAULT_MAX_BODY", "create_app", "routes"]
 
@@ -59,6 +59,10 @@ def routes() -> list[Route]:
         Route("/v0/tokens/{name}", tokens.one, methods=["GET", "PUT"]),
 
         Route("/tokens", tokens.discover, methods=["GET"]),
+        Route("/v1/user/workspaces", workspaces.list_all, methods=["GET"]),
+        Route("/v1/user/workspaces/", workspaces.list_all, methods=["GET"]),
+        Route("/v1/workspaces", workspaces.create, methods=["POST"]),
+        Route("/v1/workspaces/{id}", workspaces.delete, methods=["DELETE"]),
         Route("/", web.static, methods=["GET", "HEAD"]),
         Route("/tracker.js", web.static, methods=["GET", "HEAD"]),
     ]
@@ -84,11 +88,13 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
         finally:
             if scheduler is not None:
                 await call(scheduler.stop)
-            await buffer.stop()  # a clean shutdown flushes what was acknowledged
+            for each in list(app.state.buffers.values()):
+                await each.stop()  # a clean shutdown flushes what was acknowledged
 
     app = Starlette(lifespan=lifespan, routes=routes(), middleware=[Middleware(CORSMiddleware)],
                     exception_handlers=HANDLERS)
     app.state.engine = engine
     app.state.max_body = max_body
     app.state.buffer = buffer
+    app.state.buffers = {engine.default.id: buffer}  # one per workspace, each writing its own log
     return app

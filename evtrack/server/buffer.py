@@ -27,7 +27,7 @@ from ..engine.wal import import_id
 from ..errors import TooManyRequests, Unavailable
 from .calls import call
 
-__all__ = ["IngestBuffer", "count_lines"]
+__all__ = ["IngestBuffer", "buffer_of", "count_lines"]
 
 log = logging.getLogger("evtrack.server")
 _NON_BLANK_LINE = re.compile(rb"^[ \t\r\f\v]*[^\s]", re.MULTILINE)
@@ -231,3 +231,14 @@ class IngestBuffer:
             if not item.done.done():
                 item.done.set_result(result)
         return True
+
+
+async def buffer_of(app, workspace) -> IngestBuffer:
+    """The ingest buffer of ``workspace``, whose log it writes: the default workspace's is made with
+    the app, another's on its first append (and stopped, flushing, with the app)."""
+    buffers = app.state.buffers
+    buffer = buffers.get(workspace.id)
+    if buffer is None:
+        buffer = buffers[workspace.id] = IngestBuffer(workspace)
+        await buffer.start()
+    return buffer

@@ -40,12 +40,18 @@ def error(message: str) -> dict:
     return {"error": message, "documentation": DOCS}
 
 
-def workspace(workspace_id: str) -> dict:
+def workspace(workspace_id: str, name: str = "evtrack") -> dict:
     return {
-        "id": workspace_id, "name": "evtrack", "user_email": "evtrack@localhost",
+        "id": workspace_id, "name": name, "user_email": "evtrack@localhost",
         "user_id": workspace_id, "scope": "admin", "is_branch": False, "release": None,
         "main": None, "releases": [], "plan": "dev",
     }
+
+
+def listed_workspace(workspace) -> dict:
+    """A workspace as Tinybird lists a user's workspaces: with its admin token."""
+    return {"id": workspace.id, "name": workspace.name, "token": workspace.tokens.admin.token,
+            "role": "admin", "is_branch": False}
 
 
 def datasource(ds: Datasource, statistics: dict[str, int]) -> dict:

@@ -21,7 +21,7 @@ from ... import scopes
 from ...errors import NoAccess, NotACopyPipe, UnreadableParameters
 from ...project import parse_pipe, pipe_text
 from .. import shapes
-from ..auth import require
+from ..auth import require, workspace_of
 from ..bodies import request_fields
 from ..calls import call
 from . import jobs
@@ -36,7 +36,7 @@ async def set_up(request: Request) -> Response:
     """What `tb push` calls after creating a copy pipe: the node's target, schedule and mode, as form
     fields (``target_datasource``, ``schedule_cron``, ``mode``); the pipe is deployed again with them.
     No ``schedule_cron`` (or ``None``) means on demand, as on Tinybird."""
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.PIPES_CREATE)
     ref = request.path_params["name"]
     name = next((n for n in engine.pipe_names() if ref in (n, shapes.resource_id("pipe", n))), ref)
@@ -55,7 +55,7 @@ async def set_up(request: Request) -> Response:
 
 
 async def run(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     name = request.path_params["name"]
     pipe = engine.pipe(name)
     require(request, engine.tokens, scopes.read_pipe(name), refusal=NoAccess)

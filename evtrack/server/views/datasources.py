@@ -18,7 +18,7 @@ from ...errors import BadRequest, MissingParameter, PayloadTooLarge
 from ...ndjson import as_ndjson
 from ...project import Datasource, datasource_text, parse_datasource
 from .. import shapes
-from ..auth import require
+from ..auth import require, workspace_of
 from ..bodies import decode_body, request_fields
 from ..calls import call
 
@@ -31,14 +31,14 @@ async def _described(engine: Engine, ds: Datasource) -> dict:
 
 
 async def list_all(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.ADMIN)
     every = await call(lambda: list(engine.datasources.values()))  # parsed on first use
     return JSONResponse({"datasources": [await _described(engine, ds) for ds in every]})
 
 
 async def describe(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     name = request.path_params["name"]
     require(request, engine.tokens, scopes.read_datasource(name.removesuffix(".datasource")))
     if name.endswith(".datasource"):
@@ -47,7 +47,7 @@ async def describe(request: Request) -> Response:
 
 
 async def create_or_append(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     params, payload = await request_fields(request)
     name, mode = params.get("name", ""), params.get("mode", "create")
     if not name:
@@ -65,7 +65,7 @@ async def create_or_append(request: Request) -> Response:
 
 async def alter(request: Request) -> Response:
     """tb push --force on an existing datasource: a dry run lists the operations, then they are applied."""
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.DATASOURCES_CREATE)
     old = engine.datasource(request.path_params["name"])
     params, _ = await request_fields(request)

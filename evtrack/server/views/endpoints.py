@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from ...engine import FORMATS
 from ...errors import BadRequest, InvalidToken, UnreadableParameters
-from ..auth import request_token, require_pipe_read
+from ..auth import request_token, require_pipe_read, workspace_of
 from ..bodies import request_fields
 from ..calls import cancellable_read
 
@@ -24,7 +24,7 @@ def pipe_name(request: Request) -> str:
     there is not: a 400 saying which there are (``x.pipe`` is the pipe's datafile)."""
     name = request.path_params["name"]
     stem, dot, ext = name.rpartition(".")
-    if dot and ext != "pipe" and ext not in FORMATS and stem in request.app.state.engine.pipe_names():
+    if dot and ext != "pipe" and ext not in FORMATS and stem in workspace_of(request).pipe_names():
         raise BadRequest(f"Format '{ext}' is not supported; use .json, .csv, .ndjson or .parquet")
     return name
 
@@ -39,7 +39,7 @@ async def read_json(request: Request) -> Response:
 
 
 async def _answer(request: Request, name: str, fmt: str) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request, jwt=True)
     if request_token(request, engine.tokens, jwt=True) is None:
         raise InvalidToken()
     engine.pipe(name)

@@ -9,16 +9,16 @@ from starlette.responses import JSONResponse, Response
 from ... import scopes
 from ...errors import InvalidEventsToken, MissingParameter
 from ...ndjson import as_ndjson
-from ..auth import request_token
+from ..auth import request_token, workspace_of
 from ..bodies import decode_body, read_body
-from ..buffer import count_lines
+from ..buffer import buffer_of, count_lines
 from ..calls import call
 
 __all__ = ["send"]
 
 
 async def send(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     name = request.query_params.get("name")
     if not name:
         raise MissingParameter("name")
@@ -31,7 +31,7 @@ async def send(request: Request) -> Response:
     # Inflating and reading the body happen off the event loop, beside other requests and inserts.
     body = await call(lambda: as_ndjson(decode_body(raw, encoding, limit)))
     wait = request.query_params.get("wait", "").lower() == "true"
-    result = await request.app.state.buffer.submit(name, body, wait)
+    result = await (await buffer_of(request.app, engine)).submit(name, body, wait)
     if result is None:  # queued: its rows are stored or quarantined at the next flush
         return JSONResponse({"successful_rows": count_lines(body), "quarantined_rows": 0}, status_code=202)
     return JSONResponse({"successful_rows": result.successful_rows, "quarantined_rows": result.quarantined_rows})

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from ... import scopes
 from ...errors import NotFound
 from .. import shapes
-from ..auth import require
+from ..auth import require, workspace_of
 
 __all__ = ["KEPT_JOBS", "get", "keep"]
 
@@ -36,7 +36,7 @@ def keep(request: Request, kind: str, pipe: str, target: str, created: str, **ex
 
 
 async def get(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     job = _jobs(request).get(request.path_params["job_id"])
     pipe = job["pipe_name"] if job else ""
     require(request, engine.tokens, scopes.read_pipe(pipe))

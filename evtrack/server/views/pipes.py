@@ -19,7 +19,7 @@ from ...engine.pipes import pipe_sql
 from ...errors import BadRequest, NotFound
 from ...project import Node, Pipe, parse_pipe, pipe_text
 from .. import shapes
-from ..auth import require
+from ..auth import require, workspace_of
 from ..bodies import read_body
 from ..calls import call
 from . import jobs
@@ -37,35 +37,35 @@ def find_node(pipe: Pipe, ref: str) -> Node:
 
 
 async def list_all(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.ADMIN)
     return JSONResponse({"pipes": [shapes.pipe(p, str(request.base_url)) for p in engine.pipes()]})
 
 
 async def describe(request: Request) -> Response:
     name = pipe_name(request)
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.ADMIN)
     return JSONResponse(shapes.pipe(engine.pipe(name), str(request.base_url)))
 
 
 async def datafile(request: Request) -> Response:
     """``/v0/pipes/{name}.pipe``: the pipe's datafile, as deployed."""
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.ADMIN)
     return PlainTextResponse(engine.pipe(request.path_params["name"]).source)
 
 
 async def delete(request: Request) -> Response:
     name = pipe_name(request)
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.ADMIN)
     await call(engine.drop_pipe, name)
     return Response(status_code=204)
 
 
 async def create(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.PIPES_CREATE)
     body = await read_body(request)
     try:
@@ -97,7 +97,7 @@ async def create(request: Request) -> Response:
 async def analyze_node(request: Request) -> Response:
     """What `tb push` asks before it creates a materialized pipe: the node's columns, checked against
     the target datasource (``datasource=``) when one is named; a 400 naming what does not fit."""
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.PIPES_CREATE)
     pipe = engine.pipe(request.path_params["name"])
     node = find_node(pipe, request.path_params["node"])
@@ -117,7 +117,7 @@ async def analyze_node(request: Request) -> Response:
 
 
 async def set_endpoint(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.PIPES_CREATE)
     pipe = engine.pipe(request.path_params["name"])
     node = find_node(pipe, request.path_params["node"])

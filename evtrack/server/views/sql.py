@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from ... import scopes
 from ...engine.guard import check_parsable
 from ...errors import BadRequest, InvalidToken, MissingScope
-from ..auth import request_token, require, require_pipe_read
+from ..auth import request_token, require, require_pipe_read, workspace_of
 from ..bodies import read_body, request_fields
 from ..calls import call, cancellable_read
 
@@ -22,7 +22,7 @@ _FROM_TABLE = re.compile(r"\bFROM\s+`?([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE) 
 
 
 async def query(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     token = request_token(request, engine.tokens)
     if token is None:
         raise InvalidToken()
@@ -59,7 +59,7 @@ def _media_type(query: str) -> str:
 
 
 async def tables(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.ADMIN)
     body = await read_body(request)
     try:

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from ... import scopes
 from ...errors import MissingParameter, NotFound, TooManyFields
 from .. import shapes
-from ..auth import require
+from ..auth import require, workspace_of
 from ..bodies import MAX_FIELDS, read_body
 from ..calls import call
 
@@ -21,7 +21,7 @@ LOOPBACK = ("127.0.0.1", "::1")
 
 
 async def list_or_create(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.TOKENS)
     if request.method == "POST":
         name = request.query_params.get("name")
@@ -34,7 +34,7 @@ async def list_or_create(request: Request) -> Response:
 
 async def one(request: Request) -> Response:
     """``GET`` a token, or ``PUT`` scopes on it (created if new), from the query string or a form body."""
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.TOKENS)
     found = engine.tokens.get(request.path_params["name"])
     if request.method == "PUT":
@@ -55,5 +55,7 @@ async def discover(request: Request) -> Response:
     the 404 of a path no route serves."""
     if (request.client.host if request.client else "") not in LOOPBACK:
         raise NotFound()
-    admin_token = request.app.state.engine.tokens.admin.token
-    return JSONResponse({"user_token": admin_token, "admin_token": admin_token, "workspace_admin_token": admin_token})
+    engine = request.app.state.engine
+    admin_token = engine.default.tokens.admin.token
+    user_token = await call(lambda: engine.user_token)  # made, and written, on first use
+    return JSONResponse({"user_token": user_token, "admin_token": admin_token, "workspace_admin_token": admin_token})

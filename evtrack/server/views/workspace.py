@@ -7,12 +7,12 @@ from starlette.responses import JSONResponse, Response
 
 from ... import scopes
 from .. import shapes
-from ..auth import require
+from ..auth import require, workspace_of
 
 __all__ = ["describe"]
 
 
 async def describe(request: Request) -> Response:
-    engine = request.app.state.engine
+    engine = workspace_of(request)
     require(request, engine.tokens, scopes.ADMIN)
-    return JSONResponse(shapes.workspace(engine.tokens.workspace_id))
+    return JSONResponse(shapes.workspace(engine.id, engine.name))
