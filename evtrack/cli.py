@@ -307,7 +307,7 @@ def deployments(ctx: click.Context, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(entry, sort_keys=True))
             continue
-        changes = [f"{kind} {', '.join(entry[kind])}" for kind in ("created", "changed") if entry.get(kind)]
+        changes = [f"{kind} {', '.join(entry[kind])}" for kind in ("created", "changed", "deleted") if entry.get(kind)]
         click.echo(f"{entry['id']}  {entry['started']} -> {entry['finished']}  {entry['status']}"
                    + (f"  ({'; '.join(changes)})" if changes else "")
                    + (f"  {entry['error']}" if entry.get("error") else ""))

@@ -22,7 +22,7 @@ from .buffer import IngestBuffer
 from .calls import call
 from .cors import CORSMiddleware
 from .failures import EVENTS_PATH, HANDLERS
-from .views import copies, datasources, endpoints, events, jobs, pipes, sql, tokens, web, workspace, workspaces
+from .views import copies, datasources, deployments, endpoints, events, jobs, pipes, sql, tokens, web, workspace, workspaces
 
 __all__ = ["DEFAULT_MAX_BODY", "create_app", "routes"]
 
@@ -63,6 +63,8 @@ def routes() -> list[Route]:
         Route("/v1/user/workspaces/", workspaces.list_all, methods=["GET"]),
         Route("/v1/workspaces", workspaces.create, methods=["POST"]),
         Route("/v1/workspaces/{id}", workspaces.delete, methods=["DELETE"]),
+        Route("/v1/deployments", deployments.list_all, methods=["GET"]),
+        Route("/v1/deployments/{id}", deployments.one, methods=["GET"]),
         Route("/", web.static, methods=["GET", "HEAD"]),
         Route("/tracker.js", web.static, methods=["GET", "HEAD"]),
     ]
