@@ -95,3 +95,15 @@ def test_kill_9_during_deploy_force_never_leaves_a_broken_target(tmp_path):
     with Engine.open(store) as engine:
         statuses = [entry["status"] for entry in engine.history.all()]
     assert any(status.startswith("rolled back") for status in statuses)
+
+
+def test_a_rebuild_table_a_killed_deploy_left_is_dropped_when_the_store_opens(tmp_path, project):
+    store = tmp_path / "store"
+    with Engine.open(store) as engine:
+        engine.deploy(project)
+        # What a deploy --force killed while it copied the old rows into the new table leaves.
+        engine.store.execute("CREATE TABLE evtrack.`events__rebuild_0123abcd` AS evtrack.events")
+    with Engine.open(store) as engine:
+        left = engine.store.run("SELECT count() FROM system.tables WHERE database = 'evtrack' "
+                                "AND name LIKE '%\\\\_\\\\_rebuild\\\\_%'").strip()
+    assert left == b"0"

@@ -47,7 +47,8 @@ __all__ = ["Copies", "staging_name", "leftover_staging", "CopyScheduler", "sched
 log = logging.getLogger("evtrack.copies")
 
 
-_STAGING = re.compile(r".+__copy_[0-9a-f]{8}")
+# A copy run's staging table, and a --force rebuild's (``schema``): a killed process leaves them.
+_STAGING = re.compile(r".+__(copy|rebuild)_[0-9a-f]{8}")
 
 
 def staging_name(target: str) -> str:
