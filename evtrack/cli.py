@@ -313,6 +313,41 @@ def deployments(ctx: click.Context, as_json: bool) -> None:
                    + (f"  {entry['error']}" if entry.get("error") else ""))
 
 
+# -- forgetting data -------------------------------------------------------------------------
+@cli.command()
+@click.argument("datasource")
+@click.option("--where", "condition", required=True, metavar="CONDITION",
+              help="An SQL expression over the datasource's columns, such as \"user_id = 'u1'\".")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--no-cascade", is_flag=True, help="Only this datasource, not those materialized from it.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def delete(ctx: click.Context, datasource: str, condition: str, dry_run: bool, no_cascade: bool, yes: bool) -> None:
+    """Delete the rows where CONDITION holds, from DATASOURCE and every datasource materialized from it."""
+    if not dry_run and not yes:
+        click.confirm(f"Delete the rows of {datasource} where {condition}, and the rows derived from them?", abort=True)
+    done = _target(ctx).delete(datasource, condition, dry_run=dry_run, cascade=not no_cascade)
+    verb = "would delete" if dry_run else "deleted"
+    for table, rows in done.removed.items():
+        click.echo(f"{verb} {rows} rows from {table}")
+    for name, why in done.skipped.items():
+        click.echo(f"kept {name}: {why}")
+
+
+@cli.command()
+@click.argument("datasource")
+@click.option("--cascade", is_flag=True, help="Also empty every datasource materialized from it.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def truncate(ctx: click.Context, datasource: str, cascade: bool, yes: bool) -> None:
+    """Empty DATASOURCE (and its quarantine): every row goes."""
+    if not yes:
+        click.confirm(f"Delete every row of {datasource}{' and of what is materialized from it' if cascade else ''}?",
+                      abort=True)
+    _target(ctx).truncate(datasource, cascade)
+    click.echo(f"truncated {datasource}")
+
+
 # -- copy -----------------------------------------------------------------------------------
 @cli.group()
 def copy() -> None:

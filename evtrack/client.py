@@ -120,6 +120,20 @@ class Client:
         query = urlencode({**params, **({"_mode": mode} if mode else {})})
         return self._request("POST", f"/v0/pipes/{name}/copy" + (f"?{query}" if query else "")).json()
 
+    def delete_rows(self, datasource: str, condition: str, dry_run: bool = False, cascade: bool = True) -> dict:
+        """Tinybird's delete by condition: on a dry run the rows it would delete, else its job, once finished."""
+        data = {"delete_condition": condition, "dry_run": str(dry_run).lower(), "cascade": str(cascade).lower()}
+        answer = self._request("POST", f"/v0/datasources/{datasource}/delete", data=data).json()
+        while not dry_run and answer.get("status") not in ("done", "error"):
+            self._sleep(1)  # Tinybird runs it as a job: wait for it, as `tb datasource delete --wait` does
+            answer = self._request("GET", f"/v0/jobs/{answer['job_id']}").json()
+        if answer.get("status") == "error":
+            raise EvtrackError(f"deleting from '{datasource}' failed: {answer.get('error')}")
+        return answer
+
+    def truncate(self, datasource: str, cascade: bool = False) -> None:
+        self._request("POST", f"/v0/datasources/{datasource}/truncate", data={"cascade": str(cascade).lower()})
+
     def sql(self, query: str) -> bytes:
         if len(query) > MAX_GET_URL:
             return self._request("POST", "/v0/sql", content=query.encode()).content

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # The HTTP client (httpx) and the sender are imported where they are used, so a query on the embedded
 # store loads neither.
 
-__all__ = ["CopyResult", "Delivery", "Embedded", "Remote", "Target", "open_target", "tb_push"]
+__all__ = ["CopyResult", "Delivery", "Embedded", "Remote", "Removed", "Target", "open_target", "tb_push"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,15 @@ class Delivery:
     max_line: int | None  # a longer line is rejected before sending; None: the target checks every line
     whole_file: Callable[[Path], Receipt] | None  # a whole file in one statement, where the target can
     concurrency: int  # batches in flight at once
+
+
+@dataclass(frozen=True)
+class Removed:
+    """Rows a deletion removed (or, on a dry run, would remove) per table, and the datasources it left
+    alone with why."""
+
+    removed: dict
+    skipped: dict
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,10 @@ class Target(Protocol):
     def sql(self, query: str, fmt: str | None) -> bytes: ...
 
     def run_copy(self, name: str, params: dict[str, str], mode: str | None) -> CopyResult: ...
+
+    def delete(self, datasource: str, condition: str, dry_run: bool, cascade: bool) -> Removed: ...
+
+    def truncate(self, datasource: str, cascade: bool) -> None: ...
 
     def delivery(self, datasource: str, options: SendOptions) -> Delivery: ...
 
@@ -116,6 +129,13 @@ class Embedded:
 
     def run_copy(self, name: str, params: dict[str, str], mode: str | None) -> CopyResult:
         return CopyResult(rows=self.engine.run_copy(name, params, mode))
+
+    def delete(self, datasource: str, condition: str, dry_run: bool, cascade: bool) -> Removed:
+        deletion = self.engine.delete(datasource, condition, cascade=cascade, dry_run=dry_run)
+        return Removed(deletion.removed, deletion.skipped)
+
+    def truncate(self, datasource: str, cascade: bool) -> None:
+        self.engine.truncate(datasource, cascade)
 
     def delivery(self, datasource: str, options: SendOptions) -> Delivery:
         """No longest line: the engine checks every line in SQL and quarantines with reasons; a whole
@@ -187,6 +207,15 @@ class Remote:
 
         sql, named = split_format(query)
         return self.client.sql(f"{sql} FORMAT {named or FORMATS.get(fmt or 'json', 'JSON')}")
+
+    def delete(self, datasource: str, condition: str, dry_run: bool, cascade: bool) -> Removed:
+        answer = self.client.delete_rows(datasource, condition, dry_run, cascade)
+        # evtrack serve says what each table lost; Tinybird, the datasource's count.
+        removed = answer.get("removed") or {datasource: answer.get("rows_to_be_deleted", answer.get("rows_affected", 0))}
+        return Removed(removed, answer.get("skipped", {}))
+
+    def truncate(self, datasource: str, cascade: bool) -> None:
+        self.client.truncate(datasource, cascade)
 
     def delivery(self, datasource: str, options: SendOptions) -> Delivery:
         """Batches go to the Events API with retries; the host checks every line, except one too long

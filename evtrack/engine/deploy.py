@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadRequest, EvtrackError, QueryError
+from ..errors import BadRequest, EvtrackError, QueryError, SchemaConflict
 from ..project import Datasource, Pipe, Project
 from .catalog import Snapshot, table_map
 from .guard import check_parsable
@@ -108,6 +108,19 @@ class Deployer:
                 raise BadRequest(f"Datasource '{name}' is not in the project, but the pipes {', '.join(readers)} "
                                  "use it: add it back, or change them first")
         return [f"{name}.pipe" for name in pipes] + [f"{name}.datasource" for name in datasources]
+
+    def drop_datasource(self, name: str) -> None:
+        """Drop one datasource with its data (``tb datasource rm``); refused while a deployed pipe uses it."""
+        with self.locks.deploy:
+            catalog = self.snapshot.catalog
+            catalog.datasource(name)
+            users = [pipe for pipe in catalog.pipe_names() if _names(catalog.pipe(pipe), name)]
+            if users:
+                raise SchemaConflict(f"Datasource '{name}' is used by the pipes {', '.join(users)}: "
+                                     "delete them first")
+            self.schema.drop(name)
+            self.snapshot.drop_datasource(name)
+            self.snapshot.publish()
 
     def _remove(self, project: Project, result: DeployResult) -> None:
         for item in self.removals(project):

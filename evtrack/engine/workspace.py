@@ -21,6 +21,7 @@ from .catalog import Catalog, Snapshot, deployed_pipes, read_snapshot
 from .copies import Copies
 from .deploy import Deployer, DeployResult, History
 from .ingesting import AppendResult, Ingest
+from .lifecycle import Deletion, Lifecycle
 from .locks import Locks
 from .queries import FORMATS, Queries
 from .refill import Journal
@@ -52,6 +53,7 @@ class Workspace:
         self.wal = WriteAheadLog(self.folder)
         self._ingest = Ingest(store, database, snapshot, locks, self.wal)
         self._queries = Queries(store, database, snapshot, lambda: self.read_limits)
+        self._lifecycle = Lifecycle(store, database, snapshot, locks)
         schema.remember_blocks()
         self.replay_log()
 
@@ -115,6 +117,16 @@ class Workspace:
 
     def deployments(self) -> list[dict]:
         return self._deploys.deployments()
+
+    # -- forgetting data (``lifecycle``) ---------------------------------------------------------
+    def delete(self, datasource: str, condition: str, cascade: bool = True, dry_run: bool = False) -> Deletion:
+        return self._lifecycle.delete(datasource, condition, cascade, dry_run)
+
+    def truncate(self, datasource: str, cascade: bool = False) -> list[str]:
+        return self._lifecycle.truncate(datasource, cascade)
+
+    def drop_datasource(self, name: str) -> None:
+        self._deploys.drop_datasource(name)
 
     # -- copy pipes (``copies``) ---------------------------------------------------------------
     def run_copy(self, name: str, params: dict[str, str], mode: str | None = None) -> int:

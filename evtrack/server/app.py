@@ -22,7 +22,7 @@ from .buffer import IngestBuffer
 from .calls import call
 from .cors import CORSMiddleware
 from .failures import EVENTS_PATH, HANDLERS
-from .views import copies, datasources, deployments, endpoints, events, jobs, pipes, sql, tokens, web, workspace, workspaces
+from .views import copies, datasources, deployments, endpoints, events, jobs, lifecycle, pipes, sql, tokens, web, workspace, workspaces
 
 __all__ = ["DEFAULT_MAX_BODY", "create_app", "routes"]
 
@@ -44,6 +44,9 @@ def routes() -> list[Route]:
         Route("/v0/datasources", datasources.create_or_append, methods=["POST"]),
         Route("/v0/datasources/{name}", datasources.describe, methods=["GET"]),
         Route("/v0/datasources/{name}/alter", datasources.alter, methods=["POST"]),
+        Route("/v0/datasources/{name}/delete", lifecycle.delete_rows, methods=["POST"]),
+        Route("/v0/datasources/{name}/truncate", lifecycle.truncate, methods=["POST"]),
+        Route("/v0/datasources/{name}", lifecycle.drop, methods=["DELETE"]),
         Route("/v0/pipes", pipes.list_all, methods=["GET"]),
         Route("/v0/pipes", pipes.create, methods=["POST"]),
         Route("/v0/pipes/{name}.pipe", pipes.datafile, methods=["GET"]),

@@ -107,6 +107,8 @@ class IngestBuffer:
     _logged: list[_Logged] = field(default_factory=list)  # acknowledged, not yet committed
     _segments: set[str] = field(default_factory=set)  # log segments with rows not yet committed
     _last_flush: float = float("-inf")
+    _flushes_started: int = 0
+    _flushes_ended: int = 0
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -123,6 +125,18 @@ class IngestBuffer:
             if not await self.flush():
                 log.error("could not flush %d queued bytes at shutdown", self._pending_bytes)
                 break
+
+    async def drain(self, timeout: float = 60) -> None:
+        """Returns once everything acknowledged before the call is inserted (a deletion waits for it,
+        so that no row acknowledged before it comes in after it)."""
+        loop = asyncio.get_running_loop()
+        deadline, after = loop.time() + timeout, self._flushes_started  # a flush started later takes them all
+        while self._flushes_ended <= after or self._logged:
+            if loop.time() > deadline:
+                raise Unavailable()
+            if self._wake is not None:
+                self._wake.set()
+            await asyncio.sleep(0.005)
 
     async def submit(self, datasource: str, payload: bytes, wait: bool) -> AppendResult | None:
         if self._pending_bytes + len(payload) > self.max_pending_bytes:
@@ -185,6 +199,13 @@ class IngestBuffer:
         it is committed. Waiting requests (wait=true) then go in one statement per datasource, each
         a payload of its own for its own answer; if that fails they are told to retry.
         """
+        self._flushes_started += 1
+        try:
+            return await self._flush()
+        finally:
+            self._flushes_ended += 1
+
+    async def _flush(self) -> bool:
         queues, self._queues = self._queues, {}
         segment = self.engine.wal.rotate()  # the same step as the swap: the segment holds this queue's rows
         for datasource, items in queues.items():

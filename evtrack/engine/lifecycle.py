@@ -1,0 +1,127 @@
+"""Forgetting data: delete rows by condition (everywhere they were materialized), truncate.
+
+A condition is an expression over the datasource's own columns, as Tinybird takes it: no other
+table (a subquery into one, a table function) and nothing but the expression (no comment, no
+statement or clause after it). It runs on the datasource, and, by default, on every datasource
+materialized from it whose columns hold it, so an erased user is gone from the raw events and from
+every rollup derived from them in one call; a datasource whose columns cannot express it (an
+aggregate without the user's column) is named, with what to do. Each table's deletion is a
+synchronous mutation; what it removed is counted first, in raw rows.
+
+Rows acknowledged but not yet inserted cannot come back after a deletion: a store replays its
+write-ahead log when it opens, before anything else, and the server drains its queue before it
+deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+
+from ..errors import BadRequest, QueryError
+from .catalog import Snapshot
+from .guard import check_parsable
+from .ingest import quarantine_name
+from .locks import Locks
+from .materialized import downstream
+from .sqlapi import used_tables
+
+__all__ = ["Lifecycle", "Deletion"]
+
+# What may not be in a condition: a second statement, a comment hiding the rest, a clause after it.
+_NOT_AN_EXPRESSION = re.compile(r";|--|/\*|#|\b(SETTINGS|FORMAT|INTO\s+OUTFILE)\b", re.IGNORECASE)
+
+
+@dataclass
+class Deletion:
+    """Rows removed (or, on a dry run, that would be) per table, and the datasources left alone."""
+
+    datasource: str
+    condition: str
+    removed: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # datasource -> why, and what to do
+    dry_run: bool = False
+
+
+class Lifecycle:
+    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks):
+        self.store, self.database, self.snapshot, self.locks = store, database, snapshot, locks
+
+    def check_condition(self, datasource: str, condition: str) -> str:
+        """The condition as it will run; a BadRequest saying why it cannot."""
+        self.snapshot.catalog.datasource(datasource)
+        text = (condition or "").strip()
+        if not text:
+            raise BadRequest("The delete condition is empty: give an SQL expression over the datasource's columns, "
+                             "such as user_id = 'u1'")
+        if _NOT_AN_EXPRESSION.search(text):
+            raise BadRequest(f"Invalid delete condition '{text}': only an expression over the columns of "
+                             f"'{datasource}' (no ';', comments, SETTINGS or FORMAT)")
+        probe = f"SELECT 1 FROM {datasource} WHERE ({text})"
+        check_parsable(self.store, probe)
+        others = [f"{db + '.' if db else ''}{name or function}" for db, name, function in used_tables(probe)
+                  if db or function or name != datasource]
+        if others:
+            raise BadRequest(f"Invalid delete condition '{text}': it may use only the columns of '{datasource}', "
+                             f"not {', '.join(sorted(set(others)))}")
+        return text
+
+    def delete(self, datasource: str, condition: str, cascade: bool = True, dry_run: bool = False) -> Deletion:
+        """Delete the rows of ``datasource`` (and its quarantine) where ``condition`` holds, and, with
+        ``cascade``, of every datasource materialized from it that can express the condition."""
+        text = self.check_condition(datasource, condition)
+        result = Deletion(datasource, text, dry_run=dry_run)
+        reached = downstream({datasource}, self.snapshot.views) if cascade else {datasource}
+        names = [datasource, *sorted(reached - {datasource})]
+        with _exclusive(self.locks, names), self.locks.deploy.shared():  # no insert lands meanwhile
+            targets = []
+            for name in names:
+                for table in (name, quarantine_name(name)):
+                    try:
+                        rows = int(self.store.run(f"SELECT count() FROM `{self.database}`.`{table}` "
+                                                  f"WHERE ({text})", "TSV").strip())
+                    except QueryError as exc:
+                        if table == name:
+                            if name == datasource:
+                                raise BadRequest(f"Invalid delete condition '{text}': {exc.message}") from None
+                            result.skipped[name] = (
+                                f"its columns cannot express the condition ({_reason(exc.message)}): it keeps "
+                                f"those rows; rebuild it from '{datasource}' with `evtrack deploy --force` after "
+                                "changing its pipe, or accept it")
+                        continue  # a quarantine whose text columns cannot take the condition
+                    result.removed[table] = rows
+                    if rows:
+                        targets.append(table)
+            if not dry_run:
+                for table in targets:
+                    self.store.execute(f"ALTER TABLE `{self.database}`.`{table}` DELETE WHERE ({text}) "
+                                       "SETTINGS mutations_sync = 2")
+        return result
+
+    def truncate(self, datasource: str, cascade: bool = False) -> list[str]:
+        """Empty ``datasource`` and its quarantine (and, with ``cascade``, every datasource
+        materialized from it); the datasources emptied."""
+        self.snapshot.catalog.datasource(datasource)
+        reached = downstream({datasource}, self.snapshot.views) if cascade else {datasource}
+        names = [datasource, *sorted(reached - {datasource})]
+        with _exclusive(self.locks, names), self.locks.deploy.shared():
+            for name in names:
+                for table in (name, quarantine_name(name)):
+                    self.store.execute(f"TRUNCATE TABLE IF EXISTS `{self.database}`.`{table}`")
+        return names
+
+
+@contextlib.contextmanager
+def _exclusive(locks: Locks, names: list[str]):
+    """The ingest locks of ``names``, alone, taken as every ingest takes them: in name order, before
+    the deploy lock (so no two wait on each other)."""
+    with contextlib.ExitStack() as held:
+        for name in sorted(names):
+            held.enter_context(locks.datasource(name))
+        yield
+
+
+def _reason(message: str) -> str:
+    found = re.search(r"Unknown expression (?:or function )?identifier `?([^`' ]+)`?|Missing columns: '([^']+)'", message)
+    return f"no column {found.group(1) or found.group(2)}" if found else message.split(". ")[0]

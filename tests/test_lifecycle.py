@@ -1,0 +1,143 @@
+"""Forgetting data: delete by condition everywhere a row was materialized, truncate, drop.
+
+Counts are written by hand from the events each test sends, and read as raw rows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import httpx
+import pytest
+
+from evtrack.engine import Engine
+from evtrack.errors import BadRequest, SchemaConflict
+from evtrack.project import load_project
+
+from .conftest import ROOT
+from .served import Served, evtrack, tb
+from .test_exactly_once import make_project
+
+EVENT = '{"event_id": "%s", "event_type": "tap", "user_id": "%s", "session_id": "s", "timestamp": "2023-03-01 00:00:%02d"}'
+USERS = {"u1": 4, "u2": 3, "u3": 2}  # events per user
+
+
+def body() -> bytes:
+    lines = [EVENT % (f"{user}-{i}", user, i) for user, count in USERS.items() for i in range(count)]
+    return "\n".join(lines).encode()
+
+
+def raw(engine, table: str, where: str = "1") -> int:
+    return int(engine.store.run(f"SELECT count() FROM evtrack.`{table}` WHERE {where}", "TSV").strip())
+
+
+@pytest.fixture
+def rollups(tmp_path):
+    with Engine.open(tmp_path / "store") as engine:
+        engine.deploy(load_project(make_project(tmp_path / "project")))
+        engine.append("events", body())
+        yield engine
+
+
+def test_erasing_a_user_removes_them_from_events_and_every_rollup_that_holds_them(rollups):
+    engine = rollups
+    dry = engine.delete("events", "user_id = 'u1'", dry_run=True)
+    assert dry.removed == {"events": 4, "events_quarantine": 0, "events_by_user": 4, "events_by_user_quarantine": 0}
+    assert raw(engine, "events") == 9  # a dry run deletes nothing
+    done = engine.delete("events", "user_id = 'u1'")
+    assert done.removed == dry.removed
+    # Rollups without the user's column cannot express the condition: named, with what to do.
+    assert set(done.skipped) == {"plain_ids", "type_counts"}
+    assert done.skipped["plain_ids"].startswith("its columns cannot express the condition (no column user_id)")
+    assert (raw(engine, "events"), raw(engine, "events_by_user")) == (5, 5)
+    assert raw(engine, "events", "user_id = 'u1'") == raw(engine, "events_by_user", "user_id = 'u1'") == 0
+    assert json.loads(engine.query_pipe("user_activity", {"user_id": "u1"}))["rows"] == 0
+    kept = json.loads(engine.query_pipe("user_activity", {"user_id": "u2"}))["data"]
+    assert kept[0]["event_count"] == 3
+
+
+@pytest.mark.parametrize("condition, error", [
+    ("", "The delete condition is empty: give an SQL expression over the datasource's columns, such as user_id = 'u1'"),
+    ("user_id IN (SELECT user_id FROM events_by_user)",
+     "Invalid delete condition 'user_id IN (SELECT user_id FROM events_by_user)': it may use only the columns of "
+     "'events', not events_by_user"),
+    ("user_id IN (SELECT * FROM file('/etc/passwd'))",
+     "[Error] DB::Exception: Usage of function file is restricted. Contact support@tinybird.co if you require "
+     "access to this feature"),  # tinybird-cli's own refusal, as Tinybird words it
+    ("1; DROP TABLE events",
+     "Invalid delete condition '1; DROP TABLE events': only an expression over the columns of 'events' "
+     "(no ';', comments, SETTINGS or FORMAT)"),
+    ("1 -- the rest", "Invalid delete condition '1 -- the rest': only an expression over the columns of 'events' "
+                      "(no ';', comments, SETTINGS or FORMAT)"),
+])
+def test_a_condition_is_an_expression_over_the_datasources_own_columns(rollups, condition, error):
+    with pytest.raises(BadRequest) as refused:
+        rollups.delete("events", condition)
+    assert refused.value.message == error
+    assert raw(rollups, "events") == 9
+
+
+def test_truncate_empties_a_datasource_and_with_cascade_what_is_materialized_from_it(rollups):
+    assert rollups.truncate("events_by_user") == ["events_by_user"]
+    assert (raw(rollups, "events"), raw(rollups, "events_by_user")) == (9, 0)
+    assert rollups.truncate("events", cascade=True) == ["events", "events_by_user", "plain_ids", "type_counts"]
+    assert [raw(rollups, t) for t in ("events", "events_by_user", "plain_ids", "type_counts")] == [0, 0, 0, 0]
+
+
+def test_a_datasource_a_pipe_uses_cannot_be_dropped(rollups):
+    with pytest.raises(SchemaConflict) as refused:
+        rollups.drop_datasource("plain_ids")
+    assert refused.value.message == "Datasource 'plain_ids' is used by the pipes plain_ids_mv: delete them first"
+
+
+def test_evtrack_delete_and_truncate_embedded(tmp_path):
+    store = tmp_path / "store"
+    source = tmp_path / "events.ndjson"
+    source.write_bytes(body())
+    assert evtrack("--data", str(store), "deploy").returncode == 0
+    assert evtrack("--data", str(store), "send", str(source)).returncode == 0
+    deleted = evtrack("--data", str(store), "delete", "events", "--where", "user_id = 'u2'", "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.splitlines() == ["deleted 3 rows from events", "deleted 0 rows from events_quarantine",
+                                           "deleted 3 rows from events_by_user",
+                                           "deleted 0 rows from events_by_user_quarantine"]
+    bad = evtrack("--data", str(store), "delete", "events", "--where", "nope = 1", "--yes")
+    assert bad.returncode != 0 and "Invalid delete condition 'nope = 1'" in bad.stderr
+    truncated = evtrack("--data", str(store), "truncate", "events", "--yes")
+    assert (truncated.returncode, truncated.stdout) == (0, "truncated events\n")
+    counted = evtrack("--data", str(store), "sql", "SELECT count() AS n FROM events", "--format", "json")
+    assert json.loads(counted.stdout)["data"] == [{"n": 0}]
+
+
+def test_the_unmodified_tb_deletes_truncates_and_removes_through_evtrack_serve(tmp_path):
+    project = tmp_path / "project"
+    for part in ("datasources", "pipes"):
+        shutil.copytree(ROOT / part, project / part)
+    server = Served(tmp_path / "store")
+    try:
+        assert evtrack("--host", server.url, "--token", server.admin, "deploy", cwd=project).returncode == 0
+        tracker = server.token("tracker")
+        # Acknowledged (202) and maybe not yet inserted: a deletion right after must still remove them.
+        sent = httpx.post(f"{server.url}/v0/events", params={"name": "events", "token": tracker}, content=body())
+        assert sent.status_code == 202
+        assert tb("auth", "--host", server.url, "--token", server.admin, cwd=project).returncode == 0
+        deleted = tb("datasource", "delete", "events", "--sql-condition", "user_id = 'u1'", "--yes", "--wait",
+                     cwd=project)
+        assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+
+        def count(sql: str) -> int:
+            answer = httpx.get(f"{server.url}/v0/sql", params={"q": sql, "token": server.admin})
+            return answer.json()["data"][0]["n"]
+
+        assert count("SELECT count() AS n FROM events") == 5
+        assert count("SELECT count() AS n FROM events_by_user WHERE user_id = 'u1'") == 0
+        truncated = tb("datasource", "truncate", "events", "--yes", cwd=project)
+        assert truncated.returncode == 0, truncated.stdout + truncated.stderr
+        assert count("SELECT count() AS n FROM events") == 0
+        refused = tb("datasource", "rm", "events_by_user", "--yes", cwd=project)
+        assert "used by the pipes" in refused.stdout + refused.stderr
+        assert "events_by_user" in [d["name"] for d in httpx.get(f"{server.url}/v0/datasources",
+                                                                 params={"token": server.admin}).json()["datasources"]]
+    finally:
+        assert server.stop() == 0
