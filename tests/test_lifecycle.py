@@ -132,6 +132,11 @@ def test_the_unmodified_tb_deletes_truncates_and_removes_through_evtrack_serve(t
 
         assert count("SELECT count() AS n FROM events") == 5
         assert count("SELECT count() AS n FROM events_by_user WHERE user_id = 'u1'") == 0
+        (project / "new.ndjson").write_text(EVENT % ("r1", "u3", 1) + "\n" + EVENT % ("r2", "u8", 2) + "\n")
+        replaced = tb("datasource", "replace", "events", "new.ndjson", "--sql-condition", "user_id = 'u3'", cwd=project)
+        assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+        assert count("SELECT count() AS n FROM events WHERE user_id = 'u3'") == 1  # 2 replaced by 1
+        assert count("SELECT count() AS n FROM events") == 4  # u2's 3 and u3's 1
         truncated = tb("datasource", "truncate", "events", "--yes", cwd=project)
         assert truncated.returncode == 0, truncated.stdout + truncated.stderr
         assert count("SELECT count() AS n FROM events") == 0
@@ -141,3 +146,18 @@ def test_the_unmodified_tb_deletes_truncates_and_removes_through_evtrack_serve(t
                                                                  params={"token": server.admin}).json()["datasources"]]
     finally:
         assert server.stop() == 0
+
+
+def test_replace_swaps_the_whole_datasource_or_the_rows_a_condition_selects(rollups):
+    engine = rollups
+    new = "\n".join([EVENT % ("n1", "u1", 1), EVENT % ("n2", "u9", 2), '{"event_type": "no timestamp"}']).encode()
+    result = engine.replace("events", new, "user_id = 'u1'")
+    assert (result.successful_rows, result.quarantined_rows) == (2, 1)  # the lines read: 2 stored, 1 quarantined
+    # u1's 4 rows are replaced by the file's one u1 row; the file's u9 row is outside the condition: left out.
+    assert (raw(engine, "events", "user_id = 'u1'"), raw(engine, "events", "user_id = 'u9'")) == (1, 0)
+    assert raw(engine, "events") == 1 + 3 + 2
+    assert raw(engine, "events_by_user") == 6  # refilled from the new content
+    assert raw(engine, "events_quarantine") == 1
+    whole = engine.replace("events", (EVENT % ("w1", "u5", 1)).encode())
+    assert (whole.successful_rows, raw(engine, "events"), raw(engine, "events_by_user")) == (1, 1, 1)
+    assert not [t for t in engine.store.run("SHOW TABLES FROM evtrack", "TSV").decode().split() if "__replace_" in t]

@@ -16,16 +16,21 @@ deletes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
+import tempfile
+import uuid
 from dataclasses import dataclass, field
 
 from ..errors import BadRequest, QueryError
 from .catalog import Snapshot
 from .guard import check_parsable
-from .ingest import quarantine_name
+from .ingest import imports_table, ingest_insert, quarantine_name, sql_string
 from .locks import Locks
 from .materialized import downstream
+from .schema import Schema
 from .sqlapi import used_tables
+from .views import Views
 
 __all__ = ["Lifecycle", "Deletion"]
 
@@ -45,8 +50,9 @@ class Deletion:
 
 
 class Lifecycle:
-    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks):
+    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, schema: Schema, views: Views):
         self.store, self.database, self.snapshot, self.locks = store, database, snapshot, locks
+        self.schema, self.views = schema, views
 
     def check_condition(self, datasource: str, condition: str) -> str:
         """The condition as it will run; a BadRequest saying why it cannot."""
@@ -98,6 +104,45 @@ class Lifecycle:
                     self.store.execute(f"ALTER TABLE `{self.database}`.`{table}` DELETE WHERE ({text}) "
                                        "SETTINGS mutations_sync = 2")
         return result
+
+    def replace(self, datasource: str, payload: bytes, condition: str | None = None) -> tuple[int, int, str]:
+        """Replace the rows of ``datasource`` with the lines of ``payload`` (NDJSON), all of them or,
+        with ``condition``, those where it holds: rows where it does not are kept, and lines where
+        it does not are left out. (stored, quarantined, import id).
+
+        The new content is ingested aside, through the same checks and quarantine as an append,
+        into a staging copy of the datasource, then swapped in with one EXCHANGE: a reader sees the
+        old rows or the new ones. The datasources materialized from it are then refilled from it,
+        aside too. A replace runs alone in its workspace, as a deploy.
+        """
+        ds = self.snapshot.catalog.datasource(datasource)
+        text = self.check_condition(datasource, condition) if condition else None
+        staging = dataclasses.replace(ds, name=f"{datasource}__replace_{uuid.uuid4().hex[:8]}")
+        import_id = uuid.uuid4().hex
+        table, aside = f"`{self.database}`.`{datasource}`", f"`{self.database}`.`{staging.name}`"
+        with self.locks.deploy:
+            self.schema.create(staging)
+            try:
+                with tempfile.NamedTemporaryFile(suffix=".ndjson", dir=self.store.path) as lines:
+                    lines.write(payload)
+                    lines.flush()
+                    self.store.execute(ingest_insert(staging, self.database,
+                                                     f"file({sql_string(lines.name)}, 'LineAsString', 'line String')",
+                                                     sql_string(import_id)))
+                counted = self.store.run(f"SELECT sum(lines), sum(quarantined) FROM `{self.database}`."
+                                         f"`{imports_table(staging.name)}`", "TSV").decode().split()
+                lines_in, quarantined = (int(n) for n in counted) if counted else (0, 0)
+                if text is not None:
+                    self.store.execute(f"ALTER TABLE {aside} DELETE WHERE NOT ({text}) SETTINGS mutations_sync = 2")
+                    self.store.execute(f"INSERT INTO {aside} SELECT * FROM {table} WHERE NOT ({text})")
+                self.store.execute(f"INSERT INTO `{self.database}`.`{quarantine_name(datasource)}` "
+                                   f"SELECT * FROM `{self.database}`.`{quarantine_name(staging.name)}`")
+                self.store.execute(f"EXCHANGE TABLES {aside} AND {table}")
+            finally:
+                self.schema.drop(staging.name)  # the old rows, after the exchange
+            for target in sorted({v["target"] for v in self.snapshot.views.values() if datasource in v["reads"]}):
+                self.views.rebuild(target)
+        return lines_in - quarantined, quarantined, import_id
 
     def truncate(self, datasource: str, cascade: bool = False) -> list[str]:
         """Empty ``datasource`` and its quarantine (and, with ``cascade``, every datasource

@@ -63,6 +63,11 @@ class Schema:
             self.store.execute(f"ALTER TABLE {self.database}.`{name}` MODIFY SETTING "
                                f"non_replicated_deduplication_window = {DEDUP_WINDOW}")
 
+    def create(self, ds: Datasource) -> None:
+        """Create the tables of ``ds`` (the datasource, its quarantine, its ingest path)."""
+        self.store.execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        self._create(ds)
+
     def _create(self, ds: Datasource, name: str | None = None) -> None:
         table = f"{self.database}.`{name or ds.name}`"
         columns = ",\n    ".join(ds.column_ddl)

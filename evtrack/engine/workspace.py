@@ -53,7 +53,7 @@ class Workspace:
         self.wal = WriteAheadLog(self.folder)
         self._ingest = Ingest(store, database, snapshot, locks, self.wal)
         self._queries = Queries(store, database, snapshot, lambda: self.read_limits)
-        self._lifecycle = Lifecycle(store, database, snapshot, locks)
+        self._lifecycle = Lifecycle(store, database, snapshot, locks, schema, views)
         schema.remember_blocks()
         self.replay_log()
 
@@ -124,6 +124,10 @@ class Workspace:
 
     def truncate(self, datasource: str, cascade: bool = False) -> list[str]:
         return self._lifecycle.truncate(datasource, cascade)
+
+    def replace(self, datasource: str, payload: bytes, condition: str | None = None) -> AppendResult:
+        stored, quarantined, import_id = self._lifecycle.replace(datasource, payload, condition)
+        return AppendResult(stored, quarantined, import_id)
 
     def drop_datasource(self, name: str) -> None:
         self._deploys.drop_datasource(name)

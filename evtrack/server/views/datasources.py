@@ -20,6 +20,7 @@ from ...project import Datasource, datasource_text, parse_datasource
 from .. import shapes
 from ..auth import require, workspace_of
 from ..bodies import decode_body, request_fields
+from ..buffer import buffer_of
 from ..calls import call
 
 __all__ = ["alter", "create_or_append", "describe", "list_all"]
@@ -55,6 +56,10 @@ async def create_or_append(request: Request) -> Response:
     if mode == "append":
         require(request, engine.tokens, *scopes.may_append(name))
         return await _append(request, engine, name, payload)
+    if mode == "replace":  # tb datasource replace: the whole datasource, or where replace_condition holds
+        require(request, engine.tokens, scopes.DATASOURCES_CREATE)
+        return await _append(request, engine, name, payload, replace=True,
+                             condition=params.get("replace_condition") or None)
     require(request, engine.tokens, scopes.DATASOURCES_CREATE)
     if not params.get("schema"):
         raise BadRequest("Only datasources created from a schema are supported: send 'schema'")
@@ -80,8 +85,10 @@ async def alter(request: Request) -> Response:
     return JSONResponse({"operations": operations, "dependencies": []})
 
 
-async def _append(request: Request, engine: Engine, name: str, payload) -> Response:
-    """`tb datasource append` (multipart) and SDK appends (raw body), within the same limits as events."""
+async def _append(request: Request, engine: Engine, name: str, payload, replace: bool = False,
+                  condition: str | None = None) -> Response:
+    """`tb datasource append` (multipart) and SDK appends (raw body), within the same limits as events;
+    with ``replace``, `tb datasource replace`."""
     if request.query_params.get("format", "ndjson") not in ("ndjson", "json"):
         raise BadRequest("Only NDJSON appends are supported")
     limit = request.app.state.max_body
@@ -96,7 +103,11 @@ async def _append(request: Request, engine: Engine, name: str, payload) -> Respo
         data = payload or b""
     encoding = request.headers.get("content-encoding", "")
     payload = await call(lambda: as_ndjson(decode_body(data, encoding, limit)))
-    result = await call(engine.append, name, payload)
+    if replace:
+        await (await buffer_of(request.app, engine)).drain()  # what was acknowledged goes in before
+        result = await call(engine.replace, name, payload, condition)
+    else:
+        result = await call(engine.append, name, payload)
     return JSONResponse({
         "id": result.import_id, "job_id": result.import_id, "import_id": result.import_id, "status": "done",
         "datasource": await _described(engine, engine.datasource(name)), "quarantine_rows": result.quarantined_rows,
