@@ -5,6 +5,7 @@ Counts are written by hand from the events each test sends, and read as raw rows
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -161,3 +162,17 @@ def test_replace_swaps_the_whole_datasource_or_the_rows_a_condition_selects(roll
     whole = engine.replace("events", (EVENT % ("w1", "u5", 1)).encode())
     assert (whole.successful_rows, raw(engine, "events"), raw(engine, "events_by_user")) == (1, 1, 1)
     assert not [t for t in engine.store.run("SHOW TABLES FROM evtrack", "TSV").decode().split() if "__replace_" in t]
+
+
+def test_what_a_killed_replace_left_aside_is_dropped_when_the_store_opens(tmp_path, project):
+    store = tmp_path / "store"
+    with Engine.open(store) as engine:
+        engine.deploy(project)
+        # The tables a replace builds aside (a table, its quarantine, its ingest path), as it builds them.
+        engine.default._lifecycle.schema.create(dataclasses.replace(engine.datasource("events"),
+                                                                    name="events__replace_0123abcd"))
+        assert len([n for n in engine.store.run("SHOW TABLES FROM evtrack", "TSV").decode().split()
+                    if "__replace_" in n]) == 7
+    with Engine.open(store) as engine:
+        left = engine.store.run("SHOW TABLES FROM evtrack", "TSV").decode().split()
+    assert [name for name in left if "__replace_" in name] == []

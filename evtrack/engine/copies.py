@@ -47,8 +47,8 @@ __all__ = ["Copies", "staging_name", "leftover_staging", "CopyScheduler", "sched
 log = logging.getLogger("evtrack.copies")
 
 
-# A copy run's staging table, and a --force rebuild's (``schema``): a killed process leaves them.
-_STAGING = re.compile(r".+__(copy|rebuild)_[0-9a-f]{8}")
+# A copy run's staging table, a --force rebuild's (``schema``), a replace's (``lifecycle``): a killed process leaves them.
+_STAGING = re.compile(r".+__(copy|rebuild|replace)_[0-9a-f]{8}(_quarantine|__ingest|__imports|__store|__quarantine|__count)?")
 
 
 def staging_name(target: str) -> str:
