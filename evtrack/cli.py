@@ -332,6 +332,13 @@ def delete(ctx: click.Context, datasource: str, condition: str, dry_run: bool, n
         click.echo(f"{verb} {rows} rows from {table}")
     for name, why in done.skipped.items():
         click.echo(f"kept {name}: {why}")
+    from .targets import Embedded
+
+    target = _target(ctx)
+    if not dry_run and isinstance(target, Embedded):  # the embedded store keeps a report of each deletion
+        from .engine.lifecycle import DELETIONS
+
+        click.echo(f"report kept in {target.data / DELETIONS}")
 
 
 @cli.command()

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import os
 import re
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -32,7 +35,9 @@ from .schema import Schema
 from .sqlapi import used_tables
 from .views import Views
 
-__all__ = ["Lifecycle", "Deletion"]
+__all__ = ["DELETIONS", "Lifecycle", "Deletion"]
+
+DELETIONS = "deletions.jsonl"  # in the workspace's folder: every deletion, as a report to keep
 
 # What may not be in a condition: a second statement, a comment hiding the rest, a clause after it.
 _NOT_AN_EXPRESSION = re.compile(r";|--|/\*|#|\b(SETTINGS|FORMAT|INTO\s+OUTFILE)\b", re.IGNORECASE)
@@ -103,7 +108,24 @@ class Lifecycle:
                 for table in targets:
                     self.store.execute(f"ALTER TABLE `{self.database}`.`{table}` DELETE WHERE ({text}) "
                                        "SETTINGS mutations_sync = 2")
+                self._record(result)
         return result
+
+    def deletions(self) -> list[dict]:
+        """Every deletion of the workspace, oldest first: when, what, and what each table lost."""
+        path = self.snapshot.folder / DELETIONS
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def _record(self, deletion: Deletion) -> None:
+        """A report to keep (an erasure request's answer): appended, synced, never rewritten."""
+        entry = {"at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "datasource": deletion.datasource,
+                 "condition": deletion.condition, "removed": deletion.removed, "skipped": deletion.skipped}
+        with open(self.snapshot.folder / DELETIONS, "a", encoding="utf-8") as out:
+            out.write(json.dumps(entry, sort_keys=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
 
     def replace(self, datasource: str, payload: bytes, condition: str | None = None) -> tuple[int, int, str]:
         """Replace the rows of ``datasource`` with the lines of ``payload`` (NDJSON), all of them or,

@@ -125,6 +125,9 @@ class Workspace:
     def truncate(self, datasource: str, cascade: bool = False) -> list[str]:
         return self._lifecycle.truncate(datasource, cascade)
 
+    def deletions(self) -> list[dict]:
+        return self._lifecycle.deletions()
+
     def replace(self, datasource: str, payload: bytes, condition: str | None = None) -> AppendResult:
         stored, quarantined, import_id = self._lifecycle.replace(datasource, payload, condition)
         return AppendResult(stored, quarantined, import_id)
