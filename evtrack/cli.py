@@ -355,6 +355,20 @@ def truncate(ctx: click.Context, datasource: str, cascade: bool, yes: bool) -> N
     click.echo(f"truncated {datasource}")
 
 
+@cli.command()
+@click.argument("name", metavar="DATASOURCE|PIPE")
+@click.option("--param", "items", multiple=True, metavar="NAME=VALUE",
+              help="A template parameter of the pipe, as NAME=VALUE (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "ndjson", "csv"]), default="parquet", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The file to write (replaced if it exists).")
+@click.pass_context
+def export(ctx: click.Context, name: str, items: tuple[str, ...], fmt: str, output: Path) -> None:
+    """Write a datasource's rows, or a pipe's result, to a file, streamed (memory stays bounded)."""
+    rows = _embedded(ctx).engine.export(name, _name_values(items), fmt, output)
+    click.echo(f"{rows} rows written to {output}")
+
+
 # -- copy -----------------------------------------------------------------------------------
 @cli.group()
 def copy() -> None:

@@ -272,3 +272,18 @@ def test_engine_ttl_expires_raw_rows_and_the_rollups_keep_what_they_counted(tmp_
         assert [raw(engine, "short", "kind = 'old'"), raw(engine, "short", "kind = 'new'")] == [0, 1]
         counted = engine.store.run("SELECT kind, countMerge(rows) FROM evtrack.kinds GROUP BY kind ORDER BY kind", "TSV")
         assert counted.decode().split() == ["new", "1", "old", "1"]  # the rollup keeps the expired row's count
+
+
+def test_export_writes_a_datasource_or_a_pipe_result_to_a_file(tmp_path, store_dir, rows):
+    parquet, ndjson = tmp_path / "events.parquet", tmp_path / "user.ndjson"
+    written = evtrack("--data", str(store_dir), "export", "events", "-o", str(parquet))
+    assert written.stdout == f"{len(rows)} rows written to {parquet}\n"  # every event of the fixture, once
+    piped = evtrack("--data", str(store_dir), "export", "user_activity", "--param", "user_id=user_abc",
+                    "--format", "ndjson", "-o", str(ndjson))
+    assert piped.stdout == f"1 rows written to {ndjson}\n"
+    with Engine.open(store_dir) as engine:
+        expected = json.loads(engine.query_pipe("user_activity", {"user_id": "user_abc"}))["data"]
+        assert int(engine.store.run(f"SELECT count() FROM file('{parquet}', Parquet)", "TSV").strip()) == len(rows)
+    assert [json.loads(line) for line in ndjson.read_text().splitlines()] == expected
+    missing = evtrack("--data", str(store_dir), "export", "nope", "-o", str(tmp_path / "x"))
+    assert (missing.returncode, missing.stderr) == (1, "Error: No datasource or pipe is named 'nope'\n")

@@ -165,7 +165,7 @@ _DEFAULT_WORKSPACE = (
     "deploy", "deploy_datasource", "deploy_pipe", "drop_pipe", "plan_datasource", "deployments", "removals",
     "pipe", "pipes", "pipe_names", "datasource", "datasource_stats", "tables",
     "append", "append_many", "replay_log", "run_copy", "pipe_query", "query_pipe", "sql", "run_read",
-    "delete", "truncate", "drop_datasource", "replace", "deletions",
+    "delete", "truncate", "drop_datasource", "replace", "deletions", "export",
 )
 for _name in _DEFAULT_WORKSPACE:
     setattr(Engine, _name, property(lambda self, name=_name: getattr(self.default, name),

@@ -7,9 +7,10 @@ it aside and swaps it in, so a read sees the old table or the new one, whole.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from collections.abc import Callable
 
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
 from .catalog import Catalog, Snapshot
 from .guard import check_parsable
 from .ingest import sql_string
@@ -66,6 +67,23 @@ class Queries:
     def run_read(self, sql: str, fmt: str, tag: str | None = None) -> bytes:
         """A read, under the read limits; ``tag`` lets another thread cancel it (``store.cancel``)."""
         return self.store.run(sql, FORMATS.get(fmt, fmt), limits=self.limits(), tag=tag)
+
+    def export(self, name: str, params: dict[str, str], fmt: str, path: Path) -> int:
+        """Write a datasource's rows, or a pipe's result, to ``path`` in ``fmt`` (parquet, ndjson or
+        csv): ClickHouse streams them into the file, so memory stays bounded whatever their number.
+        The rows written."""
+        if fmt not in ("parquet", "ndjson", "csv"):
+            raise BadRequest(f"Unknown export format '{fmt}': use parquet, ndjson or csv")
+        catalog = self.snapshot.catalog
+        if name in catalog.datasource_names():
+            sql = f"SELECT * FROM `{self.database}`.`{name}`"
+        elif catalog.has_pipe(name):
+            sql = self.pipe_query(name, params)
+        else:
+            raise NotFound(f"No datasource or pipe is named '{name}'")
+        target = sql_string(str(Path(path).resolve()))
+        self.store.execute(f"SELECT * FROM ({sql}) INTO OUTFILE {target} TRUNCATE FORMAT {FORMATS[fmt]}")
+        return int(self.store.run(f"SELECT count() FROM file({target}, {FORMATS[fmt]})", "TSV").strip())
 
     def datasource_stats(self, name: str) -> dict[str, int]:
         """Stored rows and bytes of a datasource, from its active parts (as Tinybird reports them)."""

@@ -125,6 +125,9 @@ class Workspace:
     def truncate(self, datasource: str, cascade: bool = False) -> list[str]:
         return self._lifecycle.truncate(datasource, cascade)
 
+    def export(self, name: str, params: dict[str, str], fmt: str, path) -> int:
+        return self._queries.export(name, params, fmt, path)
+
     def deletions(self) -> list[dict]:
         return self._lifecycle.deletions()
 
