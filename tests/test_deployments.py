@@ -24,7 +24,7 @@ def test_deployments_are_listed_by_command_and_over_http_newest_first(tmp_path):
         newest, oldest = answer.json()["deployments"]
         assert (newest["live"], newest["status"], newest["deleted"]) == (True, "data_ready",
                                                                           ["plain_ids_mv.pipe", "plain_ids.datasource"])
-        assert (oldest["live"], oldest["status"], oldest["changed"]) == (False, "data_ready", [])
+        assert (oldest["live"], oldest["status"], oldest["changed"]) == (False, "deleted", [])
         assert "type_counts_mv.pipe" in oldest["created"]
         one = httpx.get(f"{server.url}/v1/deployments/{oldest['id']}", params={"token": server.admin})
         assert one.json() == {"deployment": oldest}

@@ -37,6 +37,7 @@ class DeployResult:
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    id: str = ""  # the deployment's id in the history
 
 
 class History:
@@ -73,8 +74,8 @@ class Deployer:
         """Datasources, then pipes, then the tokens their TOKEN lines name. Redeploying the same files
         changes nothing. Like `tb push`, a deploy deletes nothing the project no longer has, unless
         ``allow_destructive``: then, last, what ``removals`` lists is dropped, with its data."""
-        result = DeployResult()
         entry = {"id": uuid.uuid4().hex[:8], "started": now(), "status": "failed"}
+        result = DeployResult(id=entry["id"])
         try:
             with self.locks.deploy:
                 for ds in project.datasources.values():

@@ -22,7 +22,8 @@ from .buffer import IngestBuffer
 from .calls import call
 from .cors import CORSMiddleware
 from .failures import EVENTS_PATH, HANDLERS
-from .views import copies, datasources, deployments, endpoints, events, jobs, lifecycle, pipes, sql, tokens, web, workspace, workspaces
+from .views import (builds, copies, datasources, deployments, endpoints, events, imports, jobs, lifecycle, local,
+                    pipes, sql, tokens, variables, web, workspace, workspaces)
 
 __all__ = ["DEFAULT_MAX_BODY", "create_app", "routes"]
 
@@ -68,6 +69,19 @@ def routes() -> list[Route]:
         Route("/v1/workspaces/{id}", workspaces.delete, methods=["DELETE"]),
         Route("/v1/deployments", deployments.list_all, methods=["GET"]),
         Route("/v1/deployments/{id}", deployments.one, methods=["GET"]),
+
+        # Tinybird Local for Forward tb: builds, deploys, appends, secrets, version
+        Route("/v1/build", builds.build, methods=["POST"]),
+        Route("/v1/deploy", builds.deploy, methods=["POST"]),
+        Route("/v1/datasources/{name}/append", imports.append, methods=["POST"]),
+        Route("/v0/variables", variables.list_all, methods=["GET"]),
+        Route("/v0/variables", variables.create, methods=["POST"]),
+        Route("/v0/variables/{name}", variables.one, methods=["GET"]),
+        Route("/v0/variables/{name}", variables.update, methods=["PUT"]),
+        Route("/v0/variables/{name}", variables.delete, methods=["DELETE"]),
+        Route("/version", local.version, methods=["GET"]),
+        Route("/v0/health", local.health, methods=["GET"]),
+        Route("/examples/query.http", local.example_url, methods=["GET"]),
         Route("/", web.static, methods=["GET", "HEAD"]),
         Route("/tracker.js", web.static, methods=["GET", "HEAD"]),
     ]

@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from ..errors import BadRequest, PayloadTooLarge, TooManyFields
 
-__all__ = ["MAX_FIELDS", "decode_body", "read_body", "request_fields"]
+__all__ = ["MAX_FIELDS", "decode_body", "read_body", "read_form", "request_fields"]
 
 # Fields (and files) in one form or JSON body: a call sends a few parameters, and each field costs
 # work and memory of its own however small the body. Starlette's own default for forms.
@@ -72,6 +72,11 @@ async def request_fields(request: Request) -> tuple[dict[str, str], bytes | Uplo
             fields.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items() if v is not None})
             return fields, None
     return fields, body or None
+
+
+async def read_form(request: Request) -> FormData:
+    """A multipart body's parts, every one of them (files included), within the body limit."""
+    return await _multipart(request.headers, await read_body(request))
 
 
 async def _multipart(headers: Headers, body: bytes) -> FormData:

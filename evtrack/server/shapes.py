@@ -16,8 +16,8 @@ from ..engine.tokens import Token
 from ..project import Datasource, Pipe
 from ..scopes import split
 
-__all__ = ["DOCS", "STARTED", "datasource", "error", "job", "pipe", "resource_id", "timestamp", "token",
-           "workspace"]
+__all__ = ["DOCS", "STARTED", "changes", "datasource", "deployment", "error", "import_job", "job", "pipe",
+           "resource_id", "timestamp", "token", "workspace"]
 
 DOCS = "https://www.tinybird.co/docs/api-reference"
 
@@ -113,4 +113,36 @@ def job(kind: str, pipe_name: str, target: str, created: str, base_url: str, **e
         "job_url": f"{base_url.rstrip('/')}/v0/jobs/{job_id}",
         "pipe_id": resource_id("pipe", pipe_name), "pipe_name": pipe_name,
         "datasource": {"id": resource_id("datasource", target), "name": target}, **extra,
+    }
+
+
+def changes(result) -> dict[str, list[str]]:
+    """What a build or deployment (an engine ``DeployResult``) created, changed and deleted, as
+    Tinybird's CLI reads it: names without their extension, by kind. evtrack has no connections."""
+    out = {}
+    for kind in ("datasource", "pipe"):
+        for change, items in (("new", result.created), ("changed", result.changed), ("deleted", result.deleted)):
+            out[f"{change}_{kind}_names"] = [item.rsplit(".", 1)[0] for item in items if item.endswith(f".{kind}")]
+    for change in ("new", "changed", "deleted"):
+        out[f"{change}_data_connector_names"] = []
+    return out
+
+
+def deployment(deployment_id: str, status: str, live: bool, errors=()) -> dict:
+    """A deployment as ``POST /v1/deploy`` answers it, before its name lists."""
+    return {"id": deployment_id, "status": status, "live": live, "feedback": [], "errors": list(errors),
+            "disconnected_data_source_names": [], "token_changes": [], "data_movements": [],
+            "new_data_connector_ids": []}
+
+
+def import_job(job_id: str, datasource_name: str, created: str, base_url: str, stored: int, quarantined: int) -> dict:
+    """A finished append (``/v1/datasources/{name}/append``) as its answer and ``GET /v0/jobs/{id}`` describe it."""
+    return {
+        "kind": "import", "id": job_id, "job_id": job_id, "import_id": job_id, "status": "done",
+        "created_at": created, "started_at": created, "updated_at": timestamp(), "is_cancellable": False,
+        "job_url": f"{base_url.rstrip('/')}/v0/jobs/{job_id}", "mode": "append",
+        "datasource": {"id": resource_id("datasource", datasource_name), "name": datasource_name},
+        # No "error" field, not even false: the CLI takes an answer that has one for a failure.
+        "statistics": {"row_count": stored}, "quarantine_rows": quarantined, "invalid_lines": 0,
+        "blocks": [{"block_id": job_id, "process_return": [{"lines": stored + quarantined, "quarantine": quarantined}]}],
     }

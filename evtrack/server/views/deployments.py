@@ -17,17 +17,18 @@ __all__ = ["list_all", "one"]
 
 def _shaped(history: list[dict]) -> list[dict]:
     live = next((entry["id"] for entry in reversed(history) if entry.get("status") == "done"), None)
-    out = []
+    out, replaced = [], False
     for entry in reversed(history):
         status = entry.get("status", "")
         out.append({
             "id": entry["id"], "live": entry["id"] == live,
-            "status": "data_ready" if status == "done" else "failed" if status == "failed" else status,
+            "status": "deleted" if replaced else "data_ready" if status == "done" else status,
             "created_at": entry["started"].replace(" ", "T") + "Z",
             "finished_at": entry.get("finished", "").replace(" ", "T") + ("Z" if entry.get("finished") else ""),
             "errors": [entry["error"]] if entry.get("error") else [],
             **{kind: entry.get(kind, []) for kind in ("created", "changed", "deleted")},
         })
+        replaced = replaced or entry["id"] == live
     return out
 
 
