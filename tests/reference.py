@@ -1,7 +1,7 @@
 """A pure-Python reading of the endpoints' contracts over an NDJSON file.
 
 Independent of the SQL under test: it parses the file with ``json`` and ``datetime`` and
-computes each endpoint's answer as the README and the API description define it.
+computes each endpoint's answer as docs/datafiles.md and the API description define it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """In a real headless Chromium (Debian's), against a real `evtrack serve` on loopback: the tracker,
 CORS from a page of another origin, and the live dashboard. Screenshots go to docs/screenshots/
-(dashboard.png is the README's).
+(dashboard.png is docs/browser.md's).
 
 Pages of "another origin" are served by a plain static HTTP server on another loopback port.
 """

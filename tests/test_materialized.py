@@ -240,7 +240,7 @@ DATASOURCE pages_mv
         with pytest.raises(QueryError, match="no boom pages"):
             engine.append("clicks", ndjson([{"ts": "2024-01-01 00:00:00", "page": "boom", "user": "u", "ms": 1}]))
         # ClickHouse has no transaction across a table and its views: the source row stays written,
-        # the failing view wrote nothing, and the insert reports the error (see the README).
+        # the failing view wrote nothing, and the insert reports the error (see docs/datafiles.md).
         assert sql_rows(engine, "SELECT count() AS c FROM clicks") == [{"c": 1}]
         assert sql_rows(engine, "SELECT count() AS c FROM pages_mv") == [{"c": 0}]
 

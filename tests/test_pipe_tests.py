@@ -86,7 +86,7 @@ def test_unknown_pipe_names_its_missing_file(tmp_path):
     assert result.exit_code == 1 and "no test file for nope" in result.stderr
 
 
-# The public project this was checked against (see the README); its files are not part of this repo.
+# The public project this was checked against (see docs/datafiles.md); its files are not part of this repo.
 WEB_ANALYTICS = os.environ.get("EVTRACK_WEB_ANALYTICS_KIT")
 
 

@@ -122,8 +122,8 @@ def test_bad_bodies_never_get_a_5xx_and_lose_nothing(fresh_engine, name, content
 
 
 def _lines_as_documented(body: bytes) -> int:
-    """The README's rule: one JSON object is one event, a JSON array of objects one per object,
-    anything else one per non-blank line."""
+    """The rule of docs/serving.md (the Events API's row): one JSON object is one event, a JSON
+    array of objects one per object, anything else one per non-blank line."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):

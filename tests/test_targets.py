@@ -138,8 +138,8 @@ def test_both_targets_are_targets(tmp_path):
     pytest.param("https://api.tinybird.co", 5, 5, id="option"),
 ])
 def test_a_send_to_a_host_goes_in_batches_with_the_engines_line_limit(host, concurrency, expected):
-    """As the README says: 2 requests in flight to Tinybird, 8 to loopback, unless --concurrency; lines
-    over 1,048,576 bytes rejected before sending; no whole-file path."""
+    """As docs/commands.md says (Sending): 2 requests in flight to Tinybird, 8 to loopback, unless
+    --concurrency; lines over 1,048,576 bytes rejected before sending; no whole-file path."""
     from evtrack.sender import SendOptions
 
     delivery = remote(host).delivery("events", SendOptions(concurrency=concurrency))
