@@ -1,0 +1,139 @@
+"""The unmodified Forward `tb` (PyPI `tinybird` 5.x, in a venv of its own) against a real `evtrack
+serve` on loopback: build with fixtures, appends (NDJSON and CSV), reads, deploy, test run.
+
+Expected values are counted by hand over the four fixture events below; the CLI's own lines
+(`✓ ... created`, `✓ N/N passed`, ...) are the ones its source prints.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+from .served import Served, clean_env
+
+TB_SPEC = "tinybird>=5,<6"
+UNREACHABLE = ("No matching distribution", "Could not find a version", "NewConnectionError", "Temporary failure in name "
+               "resolution", "Network is unreachable", "Max retries exceeded")
+STEP_TIMEOUT = 120
+
+EVENTS = """\
+{"event_id":"a1","event_type":"click","user_id":"u1","session_id":"s1","timestamp":"2024-03-01 10:00:00","platform":"web"}
+{"event_id":"a2","event_type":"click","user_id":"u2","session_id":"s2","timestamp":"2024-03-01 11:00:00","platform":"mobile"}
+{"event_id":"a3","event_type":"purchase","user_id":"u1","session_id":"s1","timestamp":"2024-03-02 09:30:00","platform":"web"}
+{"event_id":"a4","event_type":"click","user_id":"u1","session_id":"s3","timestamp":"2024-03-03 08:00:00","platform":"web"}
+"""
+# By hand: clicks a1, a2, a4 (users u1, u2; sessions s1, s2, s3), one purchase a3.
+ALL = ('{"event_type":"click","event_count":3,"unique_users":2,"session_count":3,'
+       '"first_seen":"2024-03-01 10:00:00","last_seen":"2024-03-03 08:00:00"}\n'
+       '{"event_type":"purchase","event_count":1,"unique_users":1,"session_count":1,'
+       '"first_seen":"2024-03-02 09:30:00","last_seen":"2024-03-02 09:30:00"}\n')
+MOBILE = ('{"event_type":"click","event_count":1,"unique_users":1,"session_count":1,'
+          '"first_seen":"2024-03-01 11:00:00","last_seen":"2024-03-01 11:00:00"}\n')
+TESTS = f"""\
+- name: everything
+  description: Both event types of the fixture
+  parameters: ''
+  expected_result: |
+{''.join('    ' + line + chr(10) for line in ALL.splitlines())}\
+- name: mobile_only
+  description: The one mobile click
+  parameters: platform=mobile
+  expected_result: |
+{''.join('    ' + line + chr(10) for line in MOBILE.splitlines())}\
+- name: bad_date
+  description: A start date that is no date
+  parameters: start_date=yesterday
+  expected_result: 'Template Syntax Error: Error validating ''yesterday'' to type DateTime'
+  expected_http_status: 400
+"""
+# Two more events, as CSV with a header, in another column order, a column left out.
+MORE_CSV = """\
+timestamp,event_type,user_id,event_id
+2024-03-04 12:00:00,purchase,u2,b1
+2024-03-04 13:00:00,click,u3,b2
+"""
+
+
+@pytest.fixture(scope="session")
+def tb_forward(tmp_path_factory) -> Path:
+    """`tb` from PyPI in a venv of its own: `tinybird` and the tinybird-cli evtrack uses install the same package."""
+    venv = tmp_path_factory.mktemp("tb-forward")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", TB_SPEC],
+                         capture_output=True, text=True, timeout=600)
+    if pip.returncode != 0:
+        if any(marker in pip.stdout + pip.stderr for marker in UNREACHABLE):
+            pytest.skip(f"PyPI cannot be reached to install {TB_SPEC}: {(pip.stderr or pip.stdout).strip().splitlines()[-1]}")
+        raise AssertionError(pip.stdout + pip.stderr)
+    return venv / "bin" / "tb"
+
+
+@pytest.fixture
+def forward_project(tmp_path) -> Path:
+    folder = tmp_path / "project"
+    shutil.copytree(ROOT / "datasources", folder / "datasources")
+    shutil.copytree(ROOT / "pipes", folder / "pipes")
+    (folder / "fixtures").mkdir()
+    (folder / "fixtures" / "events.ndjson").write_text(EVENTS)
+    (folder / "tests").mkdir()
+    (folder / "tests" / "event_stats.yaml").write_text(TESTS)
+    (folder / "more.csv").write_text(MORE_CSV)
+    (folder / ".env").write_text("SOME_SECRET=abc\n")
+    return folder
+
+
+def _runner(tb: Path, server: Served, project: Path, home: Path):
+    port = server.url.rsplit(":", 1)[1].rstrip("/")
+    env = clean_env(TB_LOCAL_PORT=port, CI="1", HOME=str(home))
+
+    def run(*args: str) -> str:
+        done = subprocess.run([str(tb), *args], cwd=project, env=env, capture_output=True, text=True,
+                              timeout=STEP_TIMEOUT)
+        assert done.returncode == 0, f"tb {' '.join(args)}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    return run
+
+
+def test_forward_tb_builds_appends_reads_deploys_and_tests(tb_forward, forward_project, tmp_path):
+    server = Served(tmp_path / "store")
+    try:
+        tb = _runner(tb_forward, server, forward_project, tmp_path)
+        built = tb("build").splitlines()
+        for line in ("✓ datasources/events.datasource created", "✓ datasources/events_by_user.datasource created",
+                     "✓ pipes/event_stats.pipe created", "✓ pipes/events_by_user_mv.pipe created"):
+            assert line in built
+        assert "No changes. Build skipped." in tb("build").splitlines()
+        assert [line.strip() for line in tb("sql", "SELECT count() AS n FROM events").splitlines()[-1:]] == ["4"]
+
+        tb("datasource", "append", "events", "--file", "more.csv")
+        assert tb("sql", "SELECT count() AS n FROM events").splitlines()[-1].strip() == "6"
+        by_user = tb("sql", "SELECT count() AS n FROM events_by_user WHERE user_id = 'u3'").splitlines()[-1].strip()
+        assert by_user == "1"  # the materialized view took the CSV rows too
+
+        data = json.loads(tb("endpoint", "data", "event_stats", "--platform", "mobile", "--format", "json"))
+        assert data["data"] == [json.loads(MOBILE)]
+        listed = tb("endpoint", "ls")
+        port = server.url.rsplit(":", 1)[1].rstrip("/")
+        assert f"url: http://localhost:{port}/v0/pipes/event_stats.json?token=" in listed  # the CLI's host
+        assert tb("local", "version").strip() == "✓ Tinybird Local version: evtrack 0.1.0"
+
+        (forward_project / "pipes" / "event_timeseries.pipe").unlink()
+        deployed = tb("deploy").splitlines()
+        assert "✓ Deployment promoted" in deployed and "✓ Old deployment removed" in deployed
+        assert "| deleted | event_timeseries | pipe |      |" in deployed
+        statuses = [line.split("|")[2].strip() for line in tb("deployment", "ls").splitlines() if line.startswith("| ")]
+        assert statuses[-1] == "Live" and set(statuses[1:-1]) == {"Deleted"}
+
+        tested = tb("test", "run").splitlines()
+        for line in ("✓ everything passed", "✓ mobile_only passed", "✓ bad_date passed", "✓ 1/1 passed"):
+            assert line in tested
+    finally:
+        assert server.stop() == 0
