@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .engine.ingest import SHOWN_BYTES
+from .engine.csvrows import file_format
+from .errors import EvtrackError
 from .ndjson import read_head
 from .settings import MAX_BATCH_BYTES
 
@@ -245,6 +247,13 @@ def send_path(target: Target, datasource: str, path: Path, options: SendOptions,
     """Send one input (a file, a .gz file or ``-``) to ``target``; every line accounted for."""
     delivery = target.delivery(datasource, options)
     seekable = str(path) != "-"
+    if seekable and file_format(path) != "ndjson":
+        # CSV and Parquet are read by ClickHouse, whole, in one pass: the embedded store does it here;
+        # a host takes them as a datasource append (`tb datasource append`), not as Events API lines.
+        if delivery.whole_file is None:
+            raise EvtrackError(f"{path.name}: send CSV and Parquet files to a host with "
+                               f"`tb datasource append {datasource} {path}`; evtrack send --host takes NDJSON")
+        return delivery.whole_file(path)
     checkpoint = None
     if seekable:
         checkpoint = Checkpoint(options.checkpoint or path.with_name(path.name + ".checkpoint.json"), path)

@@ -11,6 +11,7 @@ is one ClickHouse statement over the file; Python reads only the first line, for
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
 import tempfile
@@ -20,7 +21,7 @@ from ..errors import BadRequest
 from ..project import Column, Datasource
 from .ingest import sql_string
 
-__all__ = ["csv_as_ndjson"]
+__all__ = ["csv_as_ndjson", "file_format", "rows_source"]
 
 _GLOB_CHARS = re.compile(r"[*?{}\[\]]")
 _SETTINGS = ("input_format_csv_allow_variable_number_of_columns = 1, input_format_skip_unknown_fields = 1, "
@@ -97,3 +98,28 @@ def csv_as_ndjson(store, ds: Datasource, data: bytes) -> bytes:
             f"SELECT formatRow('JSONEachRow', {select}) FROM file({sql_string(str(path))}, '{fmt}', "
             f"{sql_string(structure)}) SETTINGS {_SETTINGS}", "RawBLOB")
     return out.encode() if isinstance(out, str) else out
+
+
+def file_format(path: Path) -> str:
+    """``csv``, ``parquet`` or ``ndjson``, by the file's name (``.gz`` aside)."""
+    name = path.name.lower().removesuffix(".gz")
+    return "csv" if name.endswith(".csv") else "parquet" if name.endswith(".parquet") else "ndjson"
+
+
+def rows_source(ds: Datasource, path: Path, fmt: str) -> str:
+    """A table expression with one String column ``line``: each row of the CSV or Parquet file at
+    ``path`` as an NDJSON line for ``ds``'s ingest, read by ClickHouse as it streams the file (one
+    pass, memory bounded). Every column is read as text, so a value that does not fit its type is
+    quarantined by the ingest as it is for NDJSON; a Parquet file's own types are read as their text."""
+    structure = ", ".join(f"{_ident(c.name)} Nullable(String)" for c in ds.columns)
+    if fmt == "csv":
+        compression = "gzip" if path.name.endswith(".gz") else "none"
+        opener = gzip.open if compression == "gzip" else open
+        with opener(path, "rb") as head:
+            first = head.readline()
+        name = "CSVWithNames" if _header(ds, first) else "CSV"
+        source = f"file({sql_string(str(path))}, '{name}', {sql_string(structure)}, '{compression}')"
+    else:
+        source = f"file({sql_string(str(path))}, 'Parquet', {sql_string(structure)})"
+    select = ", ".join(_expression(_tree(ds)))
+    return f"(SELECT formatRowNoNewline('JSONEachRow', {select}) AS line FROM {source} SETTINGS {_SETTINGS})"

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import StoreError
 from ..project import Datasource
 from .catalog import Snapshot
+from .csvrows import file_format, rows_source
 from .ingest import imports_table, ingest_insert, quarantine_name, sql_string
 from .locks import Locks
 from .wal import WriteAheadLog, import_id as wal_import_id
@@ -44,9 +45,11 @@ class Ingest:
         ds = self.snapshot.catalog.datasource(datasource)
         path, import_id = Path(source).resolve(), uuid.uuid4().hex
         compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
+        fmt = file_format(path)  # CSV and Parquet rows become NDJSON lines in ClickHouse, then one path
         with self.locks.ingesting(datasource), _glob_safe(path) as readable:
-            self._ingest(ds, f"file({sql_string(str(readable))}, 'LineAsString', 'line String', {compression})",
-                         sql_string(import_id))
+            lines = (rows_source(ds, readable, fmt) if fmt != "ndjson" else
+                     f"file({sql_string(str(readable))}, 'LineAsString', 'line String', {compression})")
+            self._ingest(ds, lines, sql_string(import_id))
             return self._results(ds, [import_id])[0]
 
     def append_many(self, datasource: str, payloads: list[bytes], ids: list[str] | None = None,

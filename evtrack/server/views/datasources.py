@@ -8,6 +8,9 @@ parser, then deployed by the same engine call as ``evtrack deploy``.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -89,8 +92,11 @@ async def _append(request: Request, engine: Engine, name: str, payload, replace:
                   condition: str | None = None) -> Response:
     """`tb datasource append` (multipart) and SDK appends (raw body), within the same limits as events;
     with ``replace``, `tb datasource replace`."""
-    if request.query_params.get("format", "ndjson") not in ("ndjson", "json"):
-        raise BadRequest("Only NDJSON appends are supported")
+    fmt = request.query_params.get("format", "ndjson")
+    if fmt not in ("ndjson", "json", "csv", "parquet"):
+        raise BadRequest(f"Unsupported format '{fmt}': append NDJSON, CSV or Parquet")
+    if replace and fmt in ("csv", "parquet"):
+        raise BadRequest("A replace takes NDJSON: convert the file, or truncate and append it")
     limit = request.app.state.max_body
     if isinstance(payload, UploadFile):
         try:
@@ -102,14 +108,25 @@ async def _append(request: Request, engine: Engine, name: str, payload, replace:
     else:
         data = payload or b""
     encoding = request.headers.get("content-encoding", "")
-    payload = await call(lambda: as_ndjson(decode_body(data, encoding, limit)))
-    if replace:
+    if fmt in ("csv", "parquet"):  # ClickHouse reads the file, its rows become the ingest's NDJSON lines
+        result = await call(_append_file, engine, name, decode_body(data, encoding, limit), fmt)
+    elif replace:
+        payload = await call(lambda: as_ndjson(decode_body(data, encoding, limit)))
         await (await buffer_of(request.app, engine)).drain()  # what was acknowledged goes in before
         result = await call(engine.replace, name, payload, condition)
     else:
+        payload = await call(lambda: as_ndjson(decode_body(data, encoding, limit)))
         result = await call(engine.append, name, payload)
     return JSONResponse({
         "id": result.import_id, "job_id": result.import_id, "import_id": result.import_id, "status": "done",
         "datasource": await _described(engine, engine.datasource(name)), "quarantine_rows": result.quarantined_rows,
         "invalid_lines": 0, "error": False, "blocks": [], "successful_rows": result.successful_rows,
     })
+
+
+def _append_file(engine, name: str, data: bytes, fmt: str):
+    """Append a CSV or Parquet body: written to a file that ClickHouse reads by its name's format."""
+    with tempfile.TemporaryDirectory(prefix="evtrack-append-") as folder:
+        path = Path(folder) / f"append.{fmt}"
+        path.write_bytes(data)
+        return engine.append(name, path)
