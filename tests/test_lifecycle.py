@@ -147,8 +147,17 @@ def test_the_unmodified_tb_deletes_truncates_and_removes_through_evtrack_serve(t
         assert count("SELECT count() AS n FROM events") == 0
         refused = tb("datasource", "rm", "events_by_user", "--yes", cwd=project)
         assert "used by the pipes" in refused.stdout + refused.stderr
-        assert "events_by_user" in [d["name"] for d in httpx.get(f"{server.url}/v0/datasources",
-                                                                 params={"token": server.admin}).json()["datasources"]]
+        def names() -> list[str]:
+            listed = httpx.get(f"{server.url}/v0/datasources", params={"token": server.admin}).json()["datasources"]
+            return [d["name"] for d in listed]
+
+        assert "events_by_user" in names()
+        # Without the pipes that use it, it goes, with its data.
+        for pipe in ("events_by_user_mv", "user_activity", "get_events"):
+            assert tb("pipe", "rm", pipe, "--yes", cwd=project).returncode == 0
+        removed = tb("datasource", "rm", "events_by_user", "--yes", cwd=project)
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        assert "events_by_user" not in names()
     finally:
         assert server.stop() == 0
 

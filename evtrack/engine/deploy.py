@@ -110,8 +110,9 @@ class Deployer:
                                  "use it: add it back, or change them first")
         return [f"{name}.pipe" for name in pipes] + [f"{name}.datasource" for name in datasources]
 
-    def drop_datasource(self, name: str) -> None:
-        """Drop one datasource with its data (``tb datasource rm``); refused while a deployed pipe uses it."""
+    def drop_datasource(self, name: str, dry_run: bool = False) -> None:
+        """Drop one datasource with its data (``tb datasource rm``); refused while a deployed pipe uses it.
+        ``dry_run``: only check that it could be."""
         with self.locks.deploy:
             catalog = self.snapshot.catalog
             catalog.datasource(name)
@@ -119,6 +120,8 @@ class Deployer:
             if users:
                 raise SchemaConflict(f"Datasource '{name}' is used by the pipes {', '.join(users)}: "
                                      "delete them first")
+            if dry_run:
+                return
             self.schema.drop(name)
             self.snapshot.drop_datasource(name)
             self.snapshot.publish()

@@ -135,8 +135,8 @@ class Workspace:
         stored, quarantined, import_id = self._lifecycle.replace(datasource, payload, condition)
         return AppendResult(stored, quarantined, import_id)
 
-    def drop_datasource(self, name: str) -> None:
-        self._deploys.drop_datasource(name)
+    def drop_datasource(self, name: str, dry_run: bool = False) -> None:
+        self._deploys.drop_datasource(name, dry_run)
 
     # -- copy pipes (``copies``) ---------------------------------------------------------------
     def run_copy(self, name: str, params: dict[str, str], mode: str | None = None) -> int:

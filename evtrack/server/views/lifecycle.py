@@ -65,6 +65,9 @@ async def truncate(request: Request) -> Response:
 async def drop(request: Request) -> Response:
     name = request.path_params["name"]
     workspace = _allowed(request, name)
+    if _flag(dict(request.query_params), "dry_run", False):  # what `tb datasource rm` asks first
+        await call(workspace.drop_datasource, name, True)
+        return JSONResponse({"dependent_pipes": [], "dependent_nodes": []})
     await (await buffer_of(request.app, workspace)).drain()
     await call(workspace.drop_datasource, name)
     return Response(status_code=204)
