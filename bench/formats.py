@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "fixtures"), str(ROOT / "bench")]
 
-from ingest import evtrack_send, plain_table, timed_process, write_events  # noqa: E402
+from ingest import _plain_child, evtrack_send, plain_table, timed_process, write_events  # noqa: E402
 
 FORMATS = {"csv": "CSVWithNames", "parquet": "Parquet"}
 
@@ -43,21 +43,10 @@ def convert(ndjson: Path, folder: Path) -> dict[str, Path]:
     return out
 
 
-def _plain_child(store: str, path: str, fmt: str) -> None:
-    from chdb import session
-
-    columns, engine, structure = plain_table()
-    db = session.Session(store)
-    db.query("SET session_timezone = 'UTC'")
-    db.query(f"CREATE TABLE default.events ({columns}) ENGINE = {engine}")
-    db.query(f"INSERT INTO default.events SELECT * FROM file('{path}', '{FORMATS[fmt]}', '{structure}')")
-    print(db.query("SELECT count() FROM default.events", "CSV").bytes().decode().strip())
-    db.close()
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--plain"]:
-        _plain_child(*sys.argv[2:5])
+        store, path, fmt = sys.argv[2:5]
+        _plain_child(store, path, FORMATS[fmt], settings="")
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1_000_000, help="events generated")

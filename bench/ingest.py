@@ -86,14 +86,15 @@ def plain_insert(events: Path, store: Path) -> Run:
     return timed_process([sys.executable, __file__, "--plain", str(store), str(events)])
 
 
-def _plain_child(store: str, events: str) -> None:
+def _plain_child(store: str, events: str, fmt: str = "JSONEachRow", settings: str = PLAIN_SETTINGS) -> None:
+    """The plain insert of ``events`` (in ClickHouse's format ``fmt``), the column types named."""
     from chdb import session
 
     columns, engine, structure = plain_table()
     db = session.Session(store)
     db.query("SET session_timezone = 'UTC'")
     db.query(f"CREATE TABLE default.events ({columns}) ENGINE = {engine}")
-    db.query(f"INSERT INTO default.events SELECT * FROM file('{events}', 'JSONEachRow', '{structure}') {PLAIN_SETTINGS}")
+    db.query(f"INSERT INTO default.events SELECT * FROM file('{events}', '{fmt}', '{structure}') {settings}")
     print(db.query("SELECT count() FROM default.events", "CSV").bytes().decode().strip())
     db.close()
 

@@ -115,13 +115,20 @@ def test_evtrack_delete_and_truncate_embedded(tmp_path):
     assert json.loads(counted.stdout)["data"] == [{"n": 0}]
 
 
-def test_the_unmodified_tb_deletes_truncates_and_removes_through_evtrack_serve(tmp_path):
+def served_project(tmp_path):
+    """The project's datafiles in a folder, deployed to a real `evtrack serve`."""
     project = tmp_path / "project"
     for part in ("datasources", "pipes"):
         shutil.copytree(ROOT / part, project / part)
     server = Served(tmp_path / "store")
+    deployed = evtrack("--host", server.url, "--token", server.admin, "deploy", cwd=project)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    return project, server
+
+
+def test_the_unmodified_tb_deletes_truncates_and_removes_through_evtrack_serve(tmp_path):
+    project, server = served_project(tmp_path)
     try:
-        assert evtrack("--host", server.url, "--token", server.admin, "deploy", cwd=project).returncode == 0
         tracker = server.token("tracker")
         # Acknowledged (202) and maybe not yet inserted: a deletion right after must still remove them.
         sent = httpx.post(f"{server.url}/v0/events", params={"name": "events", "token": tracker}, content=body())
@@ -212,12 +219,8 @@ def test_an_erased_user_does_not_come_back_with_a_replayed_log_segment(tmp_path,
 
 
 def test_an_erasure_holds_across_kill_9_of_the_server(tmp_path):
-    project = tmp_path / "project"
-    for part in ("datasources", "pipes"):
-        shutil.copytree(ROOT / part, project / part)
-    server = Served(tmp_path / "store")
+    project, server = served_project(tmp_path)
     try:
-        assert evtrack("--host", server.url, "--token", server.admin, "deploy", cwd=project).returncode == 0
         sent = httpx.post(f"{server.url}/v0/events", params={"name": "events", "token": server.token("tracker")},
                           content=body())
         assert sent.status_code == 202  # acknowledged, maybe not yet inserted
