@@ -12,7 +12,7 @@ from starlette.testclient import TestClient  # noqa: the suite's in-process clie
 
 from evtrack.cli import cli
 from evtrack.engine import Engine
-from evtrack.errors import QueryError, SchemaConflict
+from evtrack.errors import BadRequest, QueryError, SchemaConflict
 from evtrack.project import load_project, parse_datasource
 from evtrack.server.app import create_app
 
@@ -254,11 +254,45 @@ def test_a_resend_is_counted_twice_by_an_aggregating_rollup(mv_engine):
     assert top_pages(engine) == [{**p, "hits": 2 * p["hits"]} for p in expected_pages(rows)]
 
 
-def test_a_materialized_pipe_must_return_its_targets_columns(tmp_path):
-    wrong = PAGES.replace("countState() AS hits", "countState() AS hitz")
+def test_extra_columns_of_a_materialized_select_are_ignored_and_missing_ones_defaulted(tmp_path):
+    """As ClickHouse writes a view's block: the columns the target has, by name; the SELECT's other
+    columns are dropped and the target's missing ones (here `slowest`) take their default, 0."""
+    wider = PAGES.replace("maxSimpleState(ms) AS slowest",
+                          "avgState(ms) AS mean_ms, quantilesState(0.5, 0.9)(ms) AS spread")
+    root = write_project(tmp_path / "project", {"materializations/pages.pipe": wider})
+    before, after = clicks(30), clicks(20, 30)
+    with Engine.open(tmp_path / "store") as engine:
+        engine.deploy_datasource(parse_datasource("clicks", CLICKS))
+        engine.append("clicks", ndjson(before))
+        result = engine.deploy(load_project(root))
+        assert "pages.pipe" in result.created
+        assert top_pages(engine) == [dict(row, slowest=0) for row in expected_pages(before)]   # backfilled
+        engine.append("clicks", ndjson(after))
+        assert top_pages(engine) == [dict(row, slowest=0) for row in expected_pages(before + after)]  # fed
+        assert sql_rows(engine, "SELECT sum(hits) AS hits FROM totals_mv") == [
+            {"hits": sum(1 for r in before + after if r["page"])}]
+
+
+def test_a_materialized_column_of_another_type_fails_the_deploy(tmp_path):
+    wrong = PAGES.replace("countState() AS hits", "count() AS hits").replace(
+        "uniqExactState(user) AS users", "uniqExactState(ms) AS users")
     root = write_project(tmp_path / "project", {"materializations/pages.pipe": wrong})
-    with Engine.open(tmp_path / "store") as engine, pytest.raises(Exception, match="'hitz'.*pages_mv"):
+    with Engine.open(tmp_path / "store") as engine, pytest.raises(BadRequest) as failed:
         engine.deploy(load_project(root))
+    assert failed.value.message == (
+        "pipe 'pages': the materialized node 'rollup' returns columns of types the datasource 'pages_mv' cannot "
+        "take: 'hits' is UInt64, the datasource's 'hits' is AggregateFunction(count); 'users' is "
+        "AggregateFunction(uniqExact, UInt32), the datasource's 'users' is AggregateFunction(uniqExact, String)")
+
+
+def test_a_materialized_select_sharing_no_column_with_its_target_fails_the_deploy(tmp_path):
+    wrong = LAST.replace("SELECT user, ts, page", "SELECT user AS u, ts AS t")
+    root = write_project(tmp_path / "project", {"materializations/last_click.pipe": wrong})
+    with Engine.open(tmp_path / "store") as engine, pytest.raises(BadRequest) as failed:
+        engine.deploy(load_project(root))
+    assert failed.value.message == (
+        "pipe 'last_click': the materialized node 'last' returns none of the columns of the datasource "
+        "'last_click_mv' (its columns: user, ts, page)")
 
 
 def run(*args, data: Path):

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 
-from ..errors import BadRequest
-from ..project import Pipe
+from ..errors import BadRequest, QueryError
+from ..project import Column, Pipe
+from .ingest import sql_string
 
-__all__ = ["view_name", "view_ddl", "backfill_sql", "check_columns", "output_columns", "downstream"]
+__all__ = ["view_name", "view_ddl", "backfill_sql", "check_columns", "written_columns", "output_columns",
+           "downstream"]
 
 
 def view_name(pipe: str) -> str:
@@ -48,6 +50,34 @@ def check_columns(pipe: Pipe, produced: list[tuple[str, str]], target_columns: l
             f"pipe '{pipe.name}': the {node.type} node '{node.name}' returns "
             f"{', '.join(repr(m) for m in missing)}, which the datasource '{node.datasource}' "
             f"does not have (its columns: {', '.join(target_columns)})")
+
+
+def written_columns(store, pipe: Pipe, produced: list[tuple[str, str]], target: list[Column]) -> list[str]:
+    """The columns a materialized pipe writes into its target: those of its SELECT that the target
+    has. As in ClickHouse, the others are ignored and the target's missing ones take their default;
+    a shared column must convert to the target's type."""
+    types = {c.name: c.sql_type for c in target}
+    shared = [(name, type_) for name, type_ in produced if name in types]
+    node = pipe.materialized
+    if not shared:
+        raise BadRequest(f"pipe '{pipe.name}': the materialized node '{node.name}' returns none of the columns of "
+                         f"the datasource '{node.datasource}' (its columns: {', '.join(types)})")
+    wrong = [f"'{name}' is {type_}, the datasource's '{name}' is {types[name]}"
+             for name, type_ in shared if type_ != types[name] and not _converts(store, type_, types[name])]
+    if wrong:
+        raise BadRequest(f"pipe '{pipe.name}': the materialized node '{node.name}' returns columns of types the "
+                         f"datasource '{node.datasource}' cannot take: {'; '.join(wrong)}")
+    return [name for name, _ in shared]
+
+
+def _converts(store, source: str, target: str) -> bool:
+    """Whether ClickHouse converts a value of type ``source`` to ``target`` (as a view's insert does)."""
+    inner = source[len("Nullable("):-1] if source.startswith("Nullable(") else source
+    try:
+        store.run(f"SELECT CAST(defaultValueOfTypeName({sql_string(inner)}), {sql_string(target)})")
+    except QueryError:
+        return False
+    return True
 
 
 def backfill_sql(target: str, sql: str, columns: list[str], database: str) -> str:

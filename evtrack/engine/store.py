@@ -42,6 +42,9 @@ _SESSION_SETTINGS = (
     # Blocks are deduplicated only where an insert asks for it (evtrack.engine.ingest.exactly_once):
     # a copy appended twice, say, appends twice.
     "SET insert_deduplicate = 0",
+    # A materialized view's SELECT may return columns its target lacks: ClickHouse writes the
+    # columns they share (by name, converted) and defaults the rest, as Tinybird's views do.
+    "SET allow_materialized_view_with_bad_select = 1",
 )
 _CODE = re.compile(r"\(([A-Z][A-Z_]+)\)")
 _IDLE_PER_KIND = 16  # connections kept open per kind of limits; more are opened when busy, closed after

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import BadRequest, QueryError, SchemaConflict
 from ..project import Pipe
 from .catalog import Snapshot, table_map
-from .materialized import check_columns, downstream, output_columns, view_ddl, view_name
+from .materialized import downstream, output_columns, view_ddl, view_name, written_columns
 from .pipes import pipe_sql
 from .refill import Journal, Refill, build, now, promote, roll_back
 from .schema import Schema
@@ -58,9 +58,9 @@ class Views:
         except QueryError as exc:
             raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
         target = pipe.materialized.datasource
-        check_columns(pipe, produced, [c.name for c in self.snapshot.catalog.datasource(target).columns])
+        columns = written_columns(self.store, pipe, produced, self.snapshot.catalog.datasource(target).columns)
         reads = sorted({name for db, name, _ in used_tables(sql) if db == self.database})
-        return {"sql": sql, "target": target, "reads": reads, "columns": [name for name, _ in produced]}
+        return {"sql": sql, "target": target, "reads": reads, "columns": columns}
 
     def drop(self, pipe: str) -> None:
         """Drop the pipe's view, if it has one."""
