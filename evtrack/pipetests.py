@@ -156,28 +156,12 @@ def load_fixture(engine, folder: Path, datasource: str) -> None:
     if ndjson.exists():
         result = engine.append(datasource, ndjson)
     elif csv.exists():
-        result = engine.append(datasource, _csv_as_ndjson(engine, datasource, csv))
+        result = engine.append(datasource, csv)  # ClickHouse reads it, as any CSV append
     else:
         return
     if result.quarantined_rows:
         raise BadRequest(f"{ndjson if ndjson.exists() else csv}: {result.quarantined_rows} rows quarantined, "
                          f"first: {'; '.join(result.errors[:1])}")
-
-
-def _csv_as_ndjson(engine, datasource: str, path: Path) -> bytes:
-    """A CSV fixture (no header, the columns in schema order, as Tinybird's fixtures) as NDJSON keyed
-    as the datasource's jsonpaths read it; converted by ClickHouse, every value as its text."""
-    from .engine.ingest import sql_string
-
-    keys = []
-    for column in engine.datasource(datasource).columns:
-        path_keys = (column.jsonpath or f"$.{column.name}").removeprefix("$.").split(".")
-        if len(path_keys) != 1:
-            raise BadRequest(f"{path}: CSV fixtures need top-level jsonpaths; column '{column.name}' reads {column.jsonpath}")
-        keys.append(path_keys[0])
-    structure = ", ".join(f"{sql_string(k)[1:-1].join('``')} Nullable(String)" for k in keys)
-    return engine.store.run(f"SELECT * FROM file({sql_string(str(Path(path).resolve()))}, 'CSV', "
-                            f"{sql_string(structure)})", "JSONEachRow")
 
 
 @contextlib.contextmanager

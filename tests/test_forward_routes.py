@@ -84,8 +84,9 @@ def test_appends_ndjson_gzip_and_csv_are_jobs_the_cli_can_poll(served):
     assert rows == [{"event_type": "click", "user_id": "u1", "country": ""},
                     {"event_type": "purchase", "user_id": "u2", "country": ""},
                     {"event_type": "view", "user_id": "u3", "country": "FR"}]
-    refused = http.post("/v1/datasources/events/append?format=parquet", content=b"x")
-    assert (refused.status_code, refused.json()["error"]) == (400, "Format 'parquet' is not supported: append NDJSON or CSV")
+    refused = http.post("/v1/datasources/events/append?format=avro", content=b"x")
+    assert (refused.status_code, refused.json()["error"]) == (
+        400, "Format 'avro' is not supported: append NDJSON, CSV or Parquet")
 
 
 def test_deploy_is_live_when_answered_and_deletes_a_datasource_only_when_allowed(served):

@@ -164,7 +164,7 @@ _DEFAULT_WORKSPACE = (
     "catalog", "tokens", "wal", "history", "journal", "database", "folder", "datasources",
     "deploy", "deploy_datasource", "deploy_pipe", "drop_pipe", "plan_datasource", "deployments", "removals",
     "pipe", "pipes", "pipe_names", "datasource", "datasource_stats", "tables",
-    "append", "append_many", "replay_log", "run_copy", "pipe_query", "query_pipe", "sql", "run_read",
+    "append", "append_rows", "append_many", "replay_log", "run_copy", "pipe_query", "query_pipe", "sql", "run_read",
     "delete", "truncate", "drop_datasource", "replace", "deletions", "export",
 )
 for _name in _DEFAULT_WORKSPACE:

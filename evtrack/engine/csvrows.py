@@ -1,5 +1,6 @@
-"""CSV appends: CSV rows turned into NDJSON lines by ClickHouse, so that they go through the one
-ingest path (``ingest``: parse, check, store or quarantine) that NDJSON takes.
+"""CSV and Parquet appends: their rows turned into NDJSON lines by ClickHouse as it reads the file,
+so that they go through the one ingest path (``ingest``: parse, check, store or quarantine) that
+NDJSON takes.
 
 Tinybird maps a CSV's columns to the datasource's by the header when the first row names them,
 else by position; a datasource's jsonpaths do not apply to CSV. Each row becomes a JSON object
@@ -13,17 +14,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import re
-import tempfile
 from pathlib import Path
 
 from ..errors import BadRequest
 from ..project import Column, Datasource
 from .ingest import sql_string
 
-__all__ = ["csv_as_ndjson", "file_format", "rows_source"]
+__all__ = ["file_format", "rows_source"]
 
-_GLOB_CHARS = re.compile(r"[*?{}\[\]]")
 _SETTINGS = ("input_format_csv_allow_variable_number_of_columns = 1, input_format_skip_unknown_fields = 1, "
              "input_format_csv_empty_as_default = 1, output_format_json_named_tuples_as_objects = 1, "
              "output_format_json_quote_64bit_integers = 0")
@@ -81,23 +79,6 @@ def _nested_type(value) -> str:
     if isinstance(value, str):
         return "Nullable(String)"
     return f"Tuple({', '.join(f'{_ident(k)} {_nested_type(v)}' for k, v in value.items())})"
-
-
-def csv_as_ndjson(store, ds: Datasource, data: bytes) -> bytes:
-    """``data`` (CSV, UTF-8, inflated) as NDJSON lines for ``ds``'s ingest."""
-    if not data.strip():
-        return b""
-    structure = ", ".join(f"{_ident(c.name)} Nullable(String)" for c in ds.columns)
-    fmt = "CSVWithNames" if _header(ds, data) else "CSV"
-    select = ", ".join(_expression(_tree(ds)))
-    home = None if _GLOB_CHARS.search(str(store.path)) else store.path
-    with tempfile.TemporaryDirectory(dir=home, prefix="evtrack-csv-") as folder:
-        path = Path(folder) / "input.csv"
-        path.write_bytes(data)
-        out = store.run(
-            f"SELECT formatRow('JSONEachRow', {select}) FROM file({sql_string(str(path))}, '{fmt}', "
-            f"{sql_string(structure)}) SETTINGS {_SETTINGS}", "RawBLOB")
-    return out.encode() if isinstance(out, str) else out
 
 
 def file_format(path: Path) -> str:

@@ -52,6 +52,16 @@ class Ingest:
             self._ingest(ds, lines, sql_string(import_id))
             return self._results(ds, [import_id])[0]
 
+    def append_rows(self, datasource: str, data: bytes, fmt: str) -> AppendResult:
+        """Ingest a CSV or Parquet body (``fmt``), as a file of that format is (``append``)."""
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"not a file format of rows: {fmt}")
+        home = None if _GLOB_CHARS.search(str(self.store.path)) else self.store.path
+        with tempfile.TemporaryDirectory(dir=home, prefix="evtrack-rows-") as folder:
+            path = Path(folder) / f"rows.{fmt}"
+            path.write_bytes(data)
+            return self.append(datasource, path)
+
     def append_many(self, datasource: str, payloads: list[bytes], ids: list[str] | None = None,
                     once: bool = False) -> list[AppendResult]:
         """Ingest several NDJSON payloads in one statement, with a result (and an import id, given or new) for each.

@@ -146,6 +146,9 @@ class Workspace:
     def append(self, datasource: str, source: Path | bytes) -> AppendResult:
         return self._ingest.append(datasource, source)
 
+    def append_rows(self, datasource: str, data: bytes, fmt: str) -> AppendResult:
+        return self._ingest.append_rows(datasource, data, fmt)
+
     def append_many(self, datasource: str, payloads: list[bytes], ids: list[str] | None = None,
                     once: bool = False) -> list[AppendResult]:
         return self._ingest.append_many(datasource, payloads, ids, once)

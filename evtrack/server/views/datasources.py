@@ -8,9 +8,6 @@ parser, then deployed by the same engine call as ``evtrack deploy``.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -109,7 +106,7 @@ async def _append(request: Request, engine: Engine, name: str, payload, replace:
         data = payload or b""
     encoding = request.headers.get("content-encoding", "")
     if fmt in ("csv", "parquet"):  # ClickHouse reads the file, its rows become the ingest's NDJSON lines
-        result = await call(_append_file, engine, name, decode_body(data, encoding, limit), fmt)
+        result = await call(engine.append_rows, name, decode_body(data, encoding, limit), fmt)
     elif replace:
         payload = await call(lambda: as_ndjson(decode_body(data, encoding, limit)))
         await (await buffer_of(request.app, engine)).drain()  # what was acknowledged goes in before
@@ -123,10 +120,3 @@ async def _append(request: Request, engine: Engine, name: str, payload, replace:
         "invalid_lines": 0, "error": False, "blocks": [], "successful_rows": result.successful_rows,
     })
 
-
-def _append_file(engine, name: str, data: bytes, fmt: str):
-    """Append a CSV or Parquet body: written to a file that ClickHouse reads by its name's format."""
-    with tempfile.TemporaryDirectory(prefix="evtrack-append-") as folder:
-        path = Path(folder) / f"append.{fmt}"
-        path.write_bytes(data)
-        return engine.append(name, path)

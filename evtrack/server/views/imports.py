@@ -1,5 +1,5 @@
 """Appends as Tinybird's current CLI (Forward ``tb``) sends them: ``POST /v1/datasources/{name}/append``
-with ``format=ndjson`` or ``csv`` and the file as the raw body (gzip by ``Content-Encoding``). The
+with ``format=ndjson``, ``csv`` or ``parquet`` and the file as the raw body (gzip by ``Content-Encoding``). The
 append is done when the answer comes, and answered as Tinybird answers it, as an import job
 (``id``, ``import_id``) that ``GET /v0/jobs/{id}`` then describes as done."""
 
@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ... import scopes
-from ...engine.csvrows import csv_as_ndjson
 from ...errors import BadRequest
 from ...ndjson import as_ndjson
 from .. import shapes
@@ -20,7 +19,7 @@ from . import jobs
 
 __all__ = ["append"]
 
-FORMATS = ("ndjson", "csv")
+FORMATS = ("ndjson", "csv", "parquet")
 
 
 async def append(request: Request) -> Response:
@@ -29,17 +28,16 @@ async def append(request: Request) -> Response:
     require(request, workspace.tokens, *scopes.may_append(name))
     fmt = request.query_params.get("format", "ndjson").lower()
     if fmt not in FORMATS:
-        raise BadRequest(f"Format '{fmt}' is not supported: append NDJSON or CSV")
-    ds = workspace.datasource(name)
+        raise BadRequest(f"Format '{fmt}' is not supported: append NDJSON, CSV or Parquet")
+    workspace.datasource(name)
     created = shapes.timestamp()
     body = await read_body(request)
     limit = request.app.state.max_body
     data = await call(decode_body, body, request.headers.get("content-encoding", ""), limit)
-    if fmt == "csv":
-        payload = await call(csv_as_ndjson, workspace.store, ds, data)
-    else:
-        payload = await call(as_ndjson, data)
-    result = await call(workspace.append, name, payload)
+    if fmt == "ndjson":
+        result = await call(workspace.append, name, await call(as_ndjson, data))
+    else:  # ClickHouse reads the rows, which become the ingest's NDJSON lines
+        result = await call(workspace.append_rows, name, data, fmt)
     job = jobs.remember(request, shapes.import_job(result.import_id, name, created, str(request.base_url),
                                                    result.successful_rows, result.quarantined_rows))
     return JSONResponse(job)
