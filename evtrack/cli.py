@@ -126,9 +126,12 @@ def deploy(ctx: click.Context, force: bool, project_dir: Path, allow_destructive
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="The resume checkpoint [default: FILE.checkpoint.json].")
 @click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "csv", "parquet"]),
+              help="The files' format [default: by the name: .csv, .parquet (.gz too), else NDJSON].")
 @click.pass_context
 def send(ctx: click.Context, files: tuple[Path, ...], datasource: str, batch_bytes: int, concurrency: int,
-         wait: bool, rejects: Path | None, resume: bool, checkpoint: Path | None, as_json: bool) -> None:
+         wait: bool, rejects: Path | None, resume: bool, checkpoint: Path | None, as_json: bool,
+         fmt: str | None) -> None:
     """Send NDJSON events (files, .gz files, or - for stdin) and print a receipt.
 
     Every non-blank line is stored, quarantined (with a reason, in DATASOURCE_quarantine) or
@@ -140,7 +143,7 @@ def send(ctx: click.Context, files: tuple[Path, ...], datasource: str, batch_byt
         if str(path) != "-" and not path.exists():
             raise click.BadParameter(f"file {str(path)!r} does not exist", param_hint="FILES")
     options = SendOptions(batch_bytes=batch_bytes, concurrency=concurrency, wait=wait, resume=resume,
-                          checkpoint=checkpoint if len(files) == 1 else None, rejects=rejects)
+                          checkpoint=checkpoint if len(files) == 1 else None, rejects=rejects, format=fmt)
     target = _target(ctx)
     started, total = time.monotonic(), Receipt()
     for path in files:

@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -228,6 +230,19 @@ class SendOptions:
     resume: bool = False
     checkpoint: Path | None = None
     rejects: Path | None = None
+    format: str | None = None  # ndjson, csv or parquet; None: by the file's name
+
+
+@contextlib.contextmanager
+def _named_as(path: Path, fmt: str):
+    """``path``, or a link to it named for ``fmt`` (the engine reads a file's format from its name)."""
+    if file_format(path) == fmt:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="evtrack-send-") as folder:
+        link = Path(folder) / (f"input.{fmt}" + (".gz" if path.name.endswith(".gz") else ""))
+        link.symlink_to(path.resolve())
+        yield link
 
 
 def open_input(path: Path):
@@ -247,13 +262,15 @@ def send_path(target: Target, datasource: str, path: Path, options: SendOptions,
     """Send one input (a file, a .gz file or ``-``) to ``target``; every line accounted for."""
     delivery = target.delivery(datasource, options)
     seekable = str(path) != "-"
-    if seekable and file_format(path) != "ndjson":
+    fmt = options.format or (file_format(path) if seekable else "ndjson")
+    if fmt != "ndjson":
         # CSV and Parquet are read by ClickHouse, whole, in one pass: the embedded store does it here;
         # a host takes them as a datasource append (`tb datasource append`), not as Events API lines.
-        if delivery.whole_file is None:
-            raise EvtrackError(f"{path.name}: send CSV and Parquet files to a host with "
-                               f"`tb datasource append {datasource} {path}`; evtrack send --host takes NDJSON")
-        return delivery.whole_file(path)
+        if delivery.whole_file is None or not seekable:
+            raise EvtrackError(f"{path.name}: send {fmt.upper()} files to the embedded store, or to a host with "
+                               f"`tb datasource append {datasource} FILE`; evtrack send --host and stdin take NDJSON")
+        with _named_as(path, fmt) as readable:
+            return delivery.whole_file(readable)
     checkpoint = None
     if seekable:
         checkpoint = Checkpoint(options.checkpoint or path.with_name(path.name + ".checkpoint.json"), path)

@@ -42,7 +42,8 @@ def test_evtrack_send_reads_csv_with_or_without_header_gzip_and_parquet(tmp_path
     # Parquet: the events exported, emptied, sent back.
     assert evtrack("--data", str(store), "export", "events", "-o", str(tmp_path / "e.parquet")).returncode == 0
     assert evtrack("--data", str(store), "truncate", "events", "--cascade", "--yes").returncode == 0
-    back = evtrack("--data", str(store), "send", str(tmp_path / "e.parquet"), "--json")
+    (tmp_path / "e.parquet").rename(tmp_path / "exported.bin")  # a name that says nothing: --format does
+    back = evtrack("--data", str(store), "send", str(tmp_path / "exported.bin"), "--format", "parquet", "--json")
     assert json.loads(back.stdout)["stored"] == 3
     assert [r["event_id"] for r in stored(store, "SELECT event_id FROM events ORDER BY event_id")] == ["c1", "c3", "p1"]
 

@@ -45,7 +45,8 @@ class Ingest:
         ds = self.snapshot.catalog.datasource(datasource)
         path, import_id = Path(source).resolve(), uuid.uuid4().hex
         compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
-        fmt = file_format(path)  # CSV and Parquet rows become NDJSON lines in ClickHouse, then one path
+        fmt = file_format(Path(source))  # by the name given (a link's, not its target's): CSV and Parquet
+        # rows become NDJSON lines in ClickHouse, then take the one path
         with self.locks.ingesting(datasource), _glob_safe(path) as readable:
             lines = (rows_source(ds, readable, fmt) if fmt != "ndjson" else
                      f"file({sql_string(str(readable))}, 'LineAsString', 'line String', {compression})")
