@@ -425,10 +425,12 @@ def copy_run(ctx: click.Context, pipe_name: str, items: tuple[str, ...], mode: s
 @cli.command("test")
 @click.argument("pipe_names", metavar="[PIPE]...", nargs=-1)
 @click.option("--update", is_flag=True, help="Rewrite the expected results with what the pipes answer.")
+@click.option("--loose", is_flag=True,
+              help="Compare rows as JSON (spacing and escapes aside) and errors by status, not the exact text.")
 @click.option("--project", "project_dir", default=".", show_default=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of the project.")
 @click.pass_context
-def test_pipes(ctx: click.Context, pipe_names: tuple[str, ...], update: bool, project_dir: Path) -> None:
+def test_pipes(ctx: click.Context, pipe_names: tuple[str, ...], update: bool, loose: bool, project_dir: Path) -> None:
     """Run the project's tests/<pipe>.yaml cases (Tinybird's `tb test` format) against a fresh local
     store loaded with fixtures/<datasource>.ndjson, or with --host against that host's data."""
     from . import pipetests
@@ -444,7 +446,7 @@ def test_pipes(ctx: click.Context, pipe_names: tuple[str, ...], update: bool, pr
     else:
         caller = pipetests.embedded_caller(project_dir)
     with caller as call:
-        outcomes = {path: pipetests.run_cases(found, call) for path, found in cases.items()}
+        outcomes = {path: pipetests.run_cases(found, call, loose) for path, found in cases.items()}
     failed = 0
     for path, results in outcomes.items():
         for outcome in results:

@@ -10,8 +10,10 @@ Each file is a list of cases::
       expected_http_status: 200                # optional
 
 A case calls ``/v0/pipes/<pipe>.ndjson?<parameters>``, the same path as any HTTP client, and
-passes when the status is the expected one and, for a 200, the rows are the expected rows in the
-expected order (each line compared as JSON, so ``\\/`` and ``/`` are the same text).
+passes as in Tinybird's ``tb test run``: the status is the expected one and ``expected_result`` is
+the response text exactly (ClickHouse's compact NDJSON, ``{"a":1,"b":"x"}``), or for an error the
+JSON ``error`` field. ``loose`` compares rows instead: each line as JSON (so spacing, key order of
+the text, ``\\/`` and ``/`` do not matter, row order does), and an error by its status only.
 
 By default the cases run against a fresh temporary embedded store: the project is deployed into
 it and ``fixtures/<datasource>.ndjson`` (or ``.csv``) is loaded into each datasource that has one,
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from .errors import BadRequest
 
-__all__ = ["Case", "Outcome", "load_cases", "run_cases", "embedded_caller", "host_caller", "update_file"]
+__all__ = ["Case", "Outcome", "load_cases", "run_cases", "embedded_caller", "host_caller", "update_file", "dump_cases"]
 
 
 @dataclass
@@ -105,10 +107,29 @@ def _lines(rows: list) -> list[str]:
     return [json.dumps(r, ensure_ascii=False) if not isinstance(r, str) else r for r in rows]
 
 
-def check(case: Case, status: int, body: str) -> Outcome:
+def check(case: Case, status: int, body: str, loose: bool = False) -> Outcome:
     if status != case.expected_http_status:
         return Outcome(case, False, status, body,
                        [f"HTTP status {status}, expected {case.expected_http_status}", *body.strip().splitlines()[:5]])
+    if loose:
+        return _check_rows(case, status, body)
+    actual = _error(body) if status >= 400 else body
+    if actual == case.expected_result:
+        return Outcome(case, True, status, body)
+    diff = list(difflib.unified_diff(case.expected_result.splitlines(), actual.splitlines(), "expected", "actual",
+                                     lineterm="", n=1))
+    return Outcome(case, False, status, body, diff or [f"expected {case.expected_result!r}", f"actual   {actual!r}"])
+
+
+def _error(body: str) -> str:
+    """The ``error`` field of an error answer, which ``tb test run`` compares."""
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body
+
+
+def _check_rows(case: Case, status: int, body: str) -> Outcome:
     if status != 200:
         return Outcome(case, True, status, body)
     expected, actual = _rows(case.expected_result), _rows(body)
@@ -118,9 +139,9 @@ def check(case: Case, status: int, body: str) -> Outcome:
     return Outcome(case, False, status, body, diff)
 
 
-def run_cases(cases: list[Case], call) -> list[Outcome]:
+def run_cases(cases: list[Case], call, loose: bool = False) -> list[Outcome]:
     """``call(pipe, query_string)`` answers (status, body text) for ``/v0/pipes/<pipe>.ndjson``."""
-    return [check(case, *call(case.pipe, case.parameters)) for case in cases]
+    return [check(case, *call(case.pipe, case.parameters), loose=loose) for case in cases]
 
 
 @contextlib.contextmanager
@@ -180,25 +201,33 @@ def host_caller(host: str, token: str):
 
 
 def update_file(path: Path, outcomes: list[Outcome]) -> None:
-    """Rewrite the expected results (and statuses) of a test file with what the pipes answered."""
+    """Rewrite the expected results (and statuses) of a test file with what the pipes answered, as
+    Forward's ``tb test update`` writes them (``tinybird/tb/modules/test_common.py``): the response
+    text, or an error's ``error`` with its status; ``yaml.safe_dump`` with multi-line strings as
+    ``|`` blocks, a blank line before each case."""
+    cases = []
+    for outcome in outcomes:
+        item = dict(outcome.case.raw)
+        if outcome.status >= 400:
+            item["expected_http_status"] = outcome.status
+            item["expected_result"] = _error(outcome.body)
+        else:
+            item.pop("expected_http_status", None)
+            item["expected_result"] = outcome.body
+        cases.append(item)
+    path.write_text(dump_cases(cases), encoding="utf-8")
+
+
+def dump_cases(cases: list[dict]) -> str:
     import yaml
 
     class _Dumper(yaml.SafeDumper):
         pass
 
     def _text(dumper, value: str):
-        style = "|" if "\n" in value else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+        if "\n" in value:
+            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+        return yaml.SafeDumper.represent_str(dumper, value)
 
     _Dumper.add_representer(str, _text)
-    cases = []
-    for outcome in outcomes:
-        item = dict(outcome.case.raw)
-        item["expected_result"] = "".join(f"{line}\n" for line in outcome.body.splitlines() if line.strip())
-        if outcome.status != 200 or "expected_http_status" in item:
-            item["expected_http_status"] = outcome.status
-        if outcome.status != 200:
-            item["expected_result"] = ""
-        cases.append(item)
-    path.write_text(yaml.dump(cases, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1 << 16),
-                    encoding="utf-8")
+    return yaml.dump(cases, Dumper=_Dumper, sort_keys=False).replace("- name:", "\n- name:")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import ROOT
 from .served import Served, clean_env
@@ -135,5 +136,35 @@ def test_forward_tb_builds_appends_reads_deploys_and_tests(tb_forward, forward_p
         tested = tb("test", "run").splitlines()
         for line in ("✓ everything passed", "✓ mobile_only passed", "✓ bad_date passed", "✓ 1/1 passed"):
             assert line in tested
+    finally:
+        assert server.stop() == 0
+
+
+OUR_TESTS = ("event_stats", "get_events", "user_activity")
+
+
+def test_forward_tb_test_run_passes_our_own_tests_unchanged_and_update_rewrites_them_identically(tb_forward, tmp_path):
+    """tests/*.yaml (written by tests/make_pipe_tests.py from tests/reference.py) are what `tb test run`
+    compares exactly, and byte for byte what `tb test update` writes from evtrack's answers."""
+    project = tmp_path / "ours"
+    shutil.copytree(ROOT / "datasources", project / "datasources")
+    shutil.copytree(ROOT / "pipes", project / "pipes")
+    (project / "fixtures").mkdir()
+    shutil.copy(ROOT / "fixtures" / "events.ndjson", project / "fixtures" / "events.ndjson")
+    (project / "tests").mkdir()
+    for pipe in OUR_TESTS:
+        shutil.copy(ROOT / "tests" / f"{pipe}.yaml", project / "tests" / f"{pipe}.yaml")
+    names = [case["name"] for pipe in OUR_TESTS
+             for case in yaml.safe_load((ROOT / "tests" / f"{pipe}.yaml").read_text())]
+    assert len(names) == 11
+    server = Served(tmp_path / "store")
+    try:
+        tb = _runner(tb_forward, server, project, tmp_path)
+        tested = tb("test", "run").splitlines()
+        assert sorted(line for line in tested if line.startswith("✓ ") and line.endswith(" passed")) == sorted(
+            [*(f"✓ {name} passed" for name in names), "✓ 3/3 passed"])  # files in the tool's own order
+        for pipe in OUR_TESTS:
+            tb("test", "update", pipe)
+            assert (project / "tests" / f"{pipe}.yaml").read_bytes() == (ROOT / "tests" / f"{pipe}.yaml").read_bytes()
     finally:
         assert server.stop() == 0

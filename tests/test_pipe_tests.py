@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -57,7 +58,8 @@ def _forward_project_with_tests(root: Path, expected_hits: int) -> Path:
 def _ndjson_lines(pages, pricing, hits):
     import json
 
-    return [json.dumps({**p, "hits": hits} if p["page"] == pricing["page"] else p) for p in pages]
+    return [json.dumps({**p, "hits": hits} if p["page"] == pricing["page"] else p, separators=(",", ":"))
+            for p in pages]
 
 
 def test_a_forward_project_with_a_materialized_rollup_passes_its_tests(tmp_path):
@@ -74,11 +76,44 @@ def test_a_failing_case_shows_the_row_diff_exits_1_and_update_rewrites_it(tmp_pa
     result = run("test", "top_pages", "--project", str(root), data=tmp_path / "unused")
     assert result.exit_code == 1
     assert "FAIL" in result.output and "1 failed" in result.output
-    assert f'"hits": {pricing["hits"] + 1}' in result.output and f'"hits": {pricing["hits"]}' in result.output
+    assert f'"hits":{pricing["hits"] + 1}' in result.output and f'"hits":{pricing["hits"]}' in result.output
     updated = run("test", "top_pages", "--update", "--project", str(root), data=tmp_path / "unused")
     assert updated.exit_code == 0
+    # As Forward's `tb test update` writes it (test_common.generate_test_file): yaml.safe_dump, `|` blocks,
+    # a blank line before each case.
+    assert (root / "tests" / "top_pages.yaml").read_text() == (
+        "\n- name: pricing\n  description: hits of the pricing page, from the rollup\n  parameters: ''\n"
+        "  expected_result: |\n"
+        + "".join(f"    {line}\n" for line in _ndjson_lines(expected_pages(clicks(30)), pricing, pricing["hits"])))
     again = run("test", "--project", str(root), data=tmp_path / "unused")
     assert again.exit_code == 0 and "2 passed, 0 failed" in again.output
+
+
+def test_exact_by_default_as_tb_test_run_and_loose_on_request(tmp_path):
+    """`tb test run` compares the text: `{"a": 1}` is not `{"a":1}`, and an error's message counts.
+    --loose compares rows as JSON and errors by status."""
+    root = _forward_project_with_tests(tmp_path / "project", 0)
+    pricing = next(p for p in expected_pages(clicks(30)) if p["page"] == "pricing")
+    spaced = "".join(f"    {json.dumps(p)}\n" for p in expected_pages(clicks(30)))
+    (root / "tests" / "top_pages.yaml").write_text(
+        "- name: spaced\n  description: the rows, written with spaces\n  parameters: ''\n"
+        f"  expected_result: |\n{spaced}"
+        "- name: wrong_message\n  description: a refused call, with another message\n  parameters: x=1\n"
+        "  expected_result: not this message\n  expected_http_status: 400\n")
+    (root / "endpoints" / "top_pages.pipe").write_text(
+        (root / "endpoints" / "top_pages.pipe").read_text().replace(
+            "SQL >\n", "SQL >\n    %\n    {% if defined(x) %}{{ error('x is not taken') }}{% end %}\n", 1))
+    exact = run("test", "top_pages", "--project", str(root), data=tmp_path / "unused")
+    assert exact.exit_code == 1
+    assert exact.output.splitlines()[0] == "FAIL     top_pages                    spaced"
+    assert f'           -{json.dumps(pricing)}' in exact.output.splitlines()
+    assert "           -not this message" in exact.output.splitlines()
+    assert "           +x is not taken" in exact.output.splitlines()
+    assert exact.output.splitlines()[-1] == "0 passed, 2 failed"
+    loose = run("test", "top_pages", "--loose", "--project", str(root), data=tmp_path / "unused")
+    assert loose.exit_code == 0, loose.output
+    assert loose.output.splitlines() == ["PASS     top_pages                    spaced",
+                                         "PASS     top_pages                    wrong_message", "2 passed, 0 failed"]
 
 
 def test_unknown_pipe_names_its_missing_file(tmp_path):
