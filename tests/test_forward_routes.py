@@ -129,3 +129,31 @@ def test_version_example_url_and_variables(served):
     assert [v["name"] for v in http.get("/v0/variables").json()["variables"]] == ["API_KEY"]
     assert http.delete("/v0/variables/API_KEY").status_code == 200
     assert http.get("/v0/variables").json() == {"variables": []}
+
+
+def test_jobs_are_listed_newest_first_filtered_and_only_in_their_workspace(served):
+    http, workspace = served
+    http.post("/v1/build", files=_parts(*FILES))
+    ids = [http.post("/v1/datasources/events/append?format=ndjson", content=json.dumps(EVENT) + "\n",
+                     headers={"Content-Type": "application/x-ndjson"}).json()["id"] for _ in range(2)]
+    listed = http.get("/v0/jobs")
+    assert listed.status_code == 200
+    jobs = listed.json()["jobs"]
+    assert [job["id"] for job in jobs] == ids[::-1]
+    assert [(job["kind"], job["status"], job["job_url"]) for job in jobs] == [
+        ("import", "done", f"http://127.0.0.1:7181/v0/jobs/{i}") for i in ids[::-1]]
+    assert all(job["created_at"] and job["updated_at"] for job in jobs)  # `tb job ls` prints both
+    assert [job["id"] for job in http.get("/v0/jobs?kind=import&status=done").json()["jobs"]] == ids[::-1]
+    assert http.get("/v0/jobs?status=error").json() == {"jobs": []}
+    assert http.get("/v0/jobs?kind=copy").json() == {"jobs": []}
+    other = http.app.state.engine.create_workspace("other").tokens.admin.token
+    assert http.get("/v0/jobs", headers={"Authorization": f"Bearer {other}"}).json() == {"jobs": []}
+    assert http.get(f"/v0/jobs/{ids[0]}", headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    assert http.get("/v0/jobs", headers={"Authorization": "Bearer nope"}).status_code == 403
+
+
+def test_v1_workspace_is_the_tokens_workspace(served):
+    http, workspace = served
+    answer = http.get("/v1/workspace")
+    assert answer.status_code == 200
+    assert (answer.json()["id"], answer.json()["name"]) == (workspace.id, "forward")

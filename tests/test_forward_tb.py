@@ -116,6 +116,9 @@ def test_forward_tb_builds_appends_reads_deploys_and_tests(tb_forward, forward_p
 
         tb("datasource", "append", "events", "--file", "more.csv")
         assert tb("sql", "SELECT count() AS n FROM events").splitlines()[-1].strip() == "6"
+        jobs = tb("job", "ls").splitlines()  # the fixture's append, then the CSV's
+        assert [line for line in jobs if line.startswith(("kind: ", "status: "))] == [
+            "kind: import", "status: done", "kind: import", "status: done"]
         by_user = tb("sql", "SELECT count() AS n FROM events_by_user WHERE user_id = 'u3'").splitlines()[-1].strip()
         assert by_user == "1"  # the materialized view took the CSV rows too
 

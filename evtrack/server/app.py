@@ -41,6 +41,7 @@ def routes() -> list[Route]:
         Route("/v0/sql_tables", sql.tables, methods=["POST"]),
 
         Route("/v0/workspace", workspace.describe, methods=["GET"]),
+        Route("/v1/workspace", workspace.describe, methods=["GET"]),
         Route("/v0/datasources", datasources.list_all, methods=["GET"]),
         Route("/v0/datasources", datasources.create_or_append, methods=["POST"]),
         Route("/v0/datasources/{name}", datasources.describe, methods=["GET"]),
@@ -58,6 +59,7 @@ def routes() -> list[Route]:
         Route("/v0/pipes/{name}/nodes/{node}/analysis", pipes.analyze_node, methods=["GET"]),
         Route("/v0/pipes/{name}/nodes/{node}/copy", copies.set_up, methods=["PUT"]),
         Route("/v0/pipes/{name}/copy", copies.run, methods=["POST"]),
+        Route("/v0/jobs", jobs.list_all, methods=["GET"]),
         Route("/v0/jobs/{job_id}", jobs.get, methods=["GET"]),
         Route("/v0/tokens", tokens.list_or_create, methods=["GET", "POST"]),
         Route("/v0/tokens/{name}", tokens.one, methods=["GET", "PUT"]),
