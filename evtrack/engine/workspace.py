@@ -150,8 +150,8 @@ class Workspace:
         return self._ingest.append_rows(datasource, data, fmt)
 
     def append_many(self, datasource: str, payloads: list[bytes], ids: list[str] | None = None,
-                    once: bool = False) -> list[AppendResult]:
-        return self._ingest.append_many(datasource, payloads, ids, once)
+                    once: bool = False, counted: bool = True) -> list[AppendResult]:
+        return self._ingest.append_many(datasource, payloads, ids, once, counted)
 
     def replay_log(self) -> int:
         return self._ingest.replay_log()

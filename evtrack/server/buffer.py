@@ -217,7 +217,7 @@ class IngestBuffer:
         for entry in list(self._logged):
             ident = import_id(entry.segment, entry.datasource)
             try:
-                await call(self.engine.append_many, entry.datasource, [entry.payload], [ident], True)
+                await call(self.engine.append_many, entry.datasource, [entry.payload], [ident], True, False)
             except Exception:
                 log.exception("flush of %d acknowledged bytes to %s failed; kept for the next", len(entry.payload),
                               entry.datasource)
