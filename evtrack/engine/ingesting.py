@@ -74,16 +74,21 @@ class Ingest:
         if once and (len(payloads) != 1 or not ids or not ids[0]):
             raise ValueError("an idempotent insert takes one payload and its import id")
         ids = [i or uuid.uuid4().hex for i in ids] if ids else [uuid.uuid4().hex for _ in payloads]
+        with self.locks.ingesting(datasource):
+            return self.write(ds, payloads, ids, ids[0] if once else None, counted)
+
+    def write(self, ds: Datasource, payloads: list[bytes], ids: list[str], once: str | None = None,
+              counted: bool = True) -> list[AppendResult]:
+        """The one statement that ingests ``payloads`` (under ``ids``) into ``ds``, deployed or a staging
+        copy; the caller holds the locks. ``counted=False``: nobody reads the counts (rows a server
+        acknowledged already), so the query that gathers them is not run."""
         home = None if _GLOB_CHARS.search(str(self.store.path)) else self.store.path
-        with self.locks.ingesting(datasource), tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
+        with tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
             for import_id, payload in zip(ids, payloads):
                 (Path(folder) / f"{import_id}.ndjson").write_bytes(payload)
             glob = sql_string(f"{folder}/*.ndjson")
-            self._ingest(ds, f"file({glob}, 'LineAsString', 'line String')", "splitByChar('.', _file)[1]",
-                         ids[0] if once else None)
-            # ``counted=False``: nobody reads the counts (rows a server acknowledged already), so the
-            # query that gathers them is not run on the flush's path.
-            return self._results(ds, ids) if counted else []
+            self._ingest(ds, f"file({glob}, 'LineAsString', 'line String')", "splitByChar('.', _file)[1]", once)
+        return self._results(ds, ids) if counted else []
 
     def replay_log(self) -> int:
         """Write what a server acknowledged and did not get to insert before it died (see ``wal``);

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ from dataclasses import dataclass, field
 from ..errors import BadRequest, QueryError
 from .catalog import Snapshot
 from .guard import check_parsable
-from .ingest import imports_table, ingest_insert, quarantine_name, sql_string
+from .ingest import quarantine_name
+from .ingesting import Ingest
 from .locks import Locks
 from .materialized import downstream
 from .schema import Schema
@@ -55,9 +55,10 @@ class Deletion:
 
 
 class Lifecycle:
-    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, schema: Schema, views: Views):
+    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, schema: Schema, views: Views,
+                 ingest: Ingest):
         self.store, self.database, self.snapshot, self.locks = store, database, snapshot, locks
-        self.schema, self.views = schema, views
+        self.schema, self.views, self.ingest = schema, views, ingest
 
     def check_condition(self, datasource: str, condition: str) -> str:
         """The condition as it will run; a BadRequest saying why it cannot."""
@@ -145,15 +146,7 @@ class Lifecycle:
         with self.locks.deploy:
             self.schema.create(staging)
             try:
-                with tempfile.NamedTemporaryFile(suffix=".ndjson", dir=self.store.path) as lines:
-                    lines.write(payload)
-                    lines.flush()
-                    self.store.execute(ingest_insert(staging, self.database,
-                                                     f"file({sql_string(lines.name)}, 'LineAsString', 'line String')",
-                                                     sql_string(import_id)))
-                counted = self.store.run(f"SELECT sum(lines), sum(quarantined) FROM `{self.database}`."
-                                         f"`{imports_table(staging.name)}`", "TSV").decode().split()
-                lines_in, quarantined = (int(n) for n in counted) if counted else (0, 0)
+                [result] = self.ingest.write(staging, [payload], [import_id])  # the append's one statement
                 if text is not None:
                     self.store.execute(f"ALTER TABLE {aside} DELETE WHERE NOT ({text}) SETTINGS mutations_sync = 2")
                     self.store.execute(f"INSERT INTO {aside} SELECT * FROM {table} WHERE NOT ({text})")
@@ -164,7 +157,7 @@ class Lifecycle:
                 self.schema.drop(staging.name)  # the old rows, after the exchange
             for target in sorted({v["target"] for v in self.snapshot.views.values() if datasource in v["reads"]}):
                 self.views.rebuild(target)
-        return lines_in - quarantined, quarantined, import_id
+        return result.successful_rows, result.quarantined_rows, import_id
 
     def truncate(self, datasource: str, cascade: bool = False) -> list[str]:
         """Empty ``datasource`` and its quarantine (and, with ``cascade``, every datasource

@@ -53,7 +53,7 @@ class Workspace:
         self.wal = WriteAheadLog(self.folder)
         self._ingest = Ingest(store, database, snapshot, locks, self.wal)
         self._queries = Queries(store, database, snapshot, lambda: self.read_limits)
-        self._lifecycle = Lifecycle(store, database, snapshot, locks, schema, views)
+        self._lifecycle = Lifecycle(store, database, snapshot, locks, schema, views, self._ingest)
         schema.remember_blocks()
         self.replay_log()
 
