@@ -8,7 +8,7 @@ from .served import Served, evtrack
 from .test_exactly_once import make_project
 
 
-def test_deployments_are_listed_by_command_and_over_http_newest_first(tmp_path):
+def test_deployments_are_listed_by_command_and_over_http_oldest_first_the_replaced_on_request(tmp_path):
     project, store = make_project(tmp_path / "project"), tmp_path / "store"
     assert evtrack("--data", str(store), "deploy", "--project", str(project)).returncode == 0
     (project / "pipes" / "plain_ids_mv.pipe").unlink()
@@ -21,7 +21,11 @@ def test_deployments_are_listed_by_command_and_over_http_newest_first(tmp_path):
     server = Served(store)
     try:
         answer = httpx.get(f"{server.url}/v1/deployments", headers={"Authorization": f"Bearer {server.admin}"})
-        newest, oldest = answer.json()["deployments"]
+        (live,) = answer.json()["deployments"]  # as Tinybird lists them: the replaced one is deleted
+        every = httpx.get(f"{server.url}/v1/deployments?include_deleted=true",
+                          headers={"Authorization": f"Bearer {server.admin}"}).json()["deployments"]
+        oldest, newest = every
+        assert newest == live and (oldest["id"], newest["id"]) == ("1", "2")
         assert (newest["live"], newest["status"], newest["deleted"]) == (True, "data_ready",
                                                                           ["plain_ids_mv.pipe", "plain_ids.datasource"])
         assert (oldest["live"], oldest["status"], oldest["changed"]) == (False, "deleted", [])

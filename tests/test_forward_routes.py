@@ -111,8 +111,10 @@ def test_deploy_is_live_when_answered_and_deletes_a_datasource_only_when_allowed
     allowed = http.post("/v1/deploy?auto_promote=true&allow_destructive_operations=true", files=_parts(*without))
     assert allowed.json()["deployment"]["deleted_datasource_names"] == ["events_by_user"]
     listed = http.get("/v1/deployments").json()["deployments"]
-    assert [(d["live"], d["status"]) for d in listed][0] == (True, "data_ready")
-    assert {d["status"] for d in listed[1:]} == {"deleted"}  # what tb deploy waits for before it ends
+    assert [(d["id"], d["live"], d["status"]) for d in listed] == [(allowed.json()["deployment"]["id"], True, "data_ready")]
+    every = http.get("/v1/deployments?include_deleted=true").json()["deployments"]
+    assert [d["status"] for d in every][:-1] == ["deleted"] * (len(every) - 1)  # oldest first
+    assert http.get(f"/v1/deployments/{first['id']}").json()["deployment"]["status"] == "deleted"
 
 
 def test_version_example_url_and_variables(served):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -90,9 +91,19 @@ def forward_project(tmp_path) -> Path:
     return folder
 
 
+def _env(server: Served, home: Path) -> dict[str, str]:
+    return clean_env(TB_LOCAL_PORT=server.url.rsplit(":", 1)[1].rstrip("/"), CI="1", HOME=str(home))
+
+
+def _forward_workspace(server: Served) -> str:
+    """The token of the one workspace the tool created (beside the default one)."""
+    listed = httpx.get(f"{server.url}/v1/user/workspaces", params={"token": server.admin}).json()["workspaces"]
+    (created,) = [w for w in listed if w["id"] != listed[0]["id"]]
+    return created["token"]
+
+
 def _runner(tb: Path, server: Served, project: Path, home: Path):
-    port = server.url.rsplit(":", 1)[1].rstrip("/")
-    env = clean_env(TB_LOCAL_PORT=port, CI="1", HOME=str(home))
+    env = _env(server, home)
 
     def run(*args: str) -> str:
         done = subprocess.run([str(tb), *args], cwd=project, env=env, capture_output=True, text=True,
@@ -131,14 +142,25 @@ def test_forward_tb_builds_appends_reads_deploys_and_tests(tb_forward, forward_p
 
         (forward_project / "pipes" / "event_timeseries.pipe").unlink()
         deployed = tb("deploy").splitlines()
-        assert "✓ Deployment promoted" in deployed and "✓ Old deployment removed" in deployed
-        assert "| deleted | event_timeseries | pipe |      |" in deployed
+        assert "✓ Deployment promoted" in deployed and "| deleted | event_timeseries | pipe |      |" in deployed
         statuses = [line.split("|")[2].strip() for line in tb("deployment", "ls").splitlines() if line.startswith("| ")]
-        assert statuses[-1] == "Live" and set(statuses[1:-1]) == {"Deleted"}
+        assert statuses == ["Status", "Live"]  # the builds before it were replaced: deleted, not listed
 
         tested = tb("test", "run").splitlines()
         for line in ("✓ everything passed", "✓ mobile_only passed", "✓ bad_date passed", "✓ 1/1 passed"):
             assert line in tested
+
+        fields = [line.split(": ", 1) for line in tb("datasource", "ls").splitlines() if line.startswith(("name: ", "row_count: "))]
+        counts = {name[1]: int(count[1]) for name, count in zip(fields[::2], fields[1::2])}
+        assert (counts["events"], counts["events_by_user"]) == (6, 6)
+        assert [line for line in tb("token", "ls").splitlines() if line.startswith("name: ")] == [
+            "name: admin token", "name: tracker", "name: dashboard"]  # the TOKEN lines of the datafiles
+        (forward_project / "one.ndjson").write_text(EVENTS.splitlines()[1] + "\n")  # a2, the mobile click
+        replaced = tb("datasource", "replace", "events", "one.ndjson").splitlines()
+        assert "** Data replaced in Data Source 'events' successfully!" in replaced
+        assert tb("sql", "SELECT count() AS n FROM events_by_user").splitlines()[-1].strip() == "1"  # refilled
+        data = json.loads(tb("endpoint", "data", "event_stats", "--format", "json"))
+        assert data["data"] == [json.loads(MOBILE)]
     finally:
         assert server.stop() == 0
 
@@ -169,5 +191,70 @@ def test_forward_tb_test_run_passes_our_own_tests_unchanged_and_update_rewrites_
         for pipe in OUR_TESTS:
             tb("test", "update", pipe)
             assert (project / "tests" / f"{pipe}.yaml").read_bytes() == (ROOT / "tests" / f"{pipe}.yaml").read_bytes()
+    finally:
+        assert server.stop() == 0
+
+
+CLICKS_PIPE = """\
+DESCRIPTION >
+    Clicks per platform.
+
+TOKEN "dashboard" READ
+
+NODE clicks
+SQL >
+    SELECT platform, count() AS clicks FROM events WHERE event_type = 'click' GROUP BY platform ORDER BY platform
+
+TYPE endpoint
+"""
+
+
+def _cells(lines: list[str]) -> list[list[str]]:
+    """The rows of the tables the tool prints, each as its stripped cells."""
+    return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines if line.startswith("| ")]
+
+
+def test_forward_tb_stages_a_deployment_and_promotes_or_discards_it(tb_forward, forward_project, tmp_path):
+    """`tb deployment create` keeps the deployment staged while the live one serves; `promote` makes it
+    live and removes the old one; `discard` drops a staged one; one staged deployment at a time."""
+    server = Served(tmp_path / "store")
+    try:
+        tb = _runner(tb_forward, server, forward_project, tmp_path)
+        assert "✓ Deployment #1 is live!" in tb("deploy").splitlines()
+        tb("datasource", "append", "events", "--file", "fixtures/events.ndjson")
+
+        (forward_project / "pipes" / "clicks.pipe").write_text(CLICKS_PIPE)
+        created = tb("deployment", "create", "--wait").splitlines()
+        assert ["new", "clicks", "endpoint", "pipes/clicks.pipe"] in _cells(created)
+        assert "✓ Deployment is ready" in created
+
+        def listed(*extra: str) -> list[tuple[str, str]]:
+            return [(row[0], row[1]) for row in _cells(tb("deployment", "ls", *extra).splitlines())[1:]]  # newest first
+
+        assert listed() == [("2", "Staging"), ("1", "Live")]
+        workspace = _forward_workspace(server)
+        staged_read = httpx.get(f"{server.url}/v0/pipes/clicks.json", params={"token": workspace})
+        assert staged_read.status_code == 404  # the live deployment serves until the promotion
+
+        again = subprocess.run([str(tb_forward), "deploy"], cwd=forward_project, capture_output=True, text=True,
+                               env=_env(server, tmp_path), timeout=STEP_TIMEOUT)
+        assert again.returncode == 1
+        assert ("Deployment 2 is staged: promote it (`tb deployment promote`) or discard it "
+                "(`tb deployment discard`) before creating another") in again.stdout
+
+        promoted = tb("deployment", "promote", "--wait").splitlines()
+        for line in ("✓ Deployment promoted", "✓ Old deployment removed", "✓ Deployment #2 is live!"):
+            assert line in promoted
+        assert listed() == [("2", "Live")]
+        assert listed("--include-deleted") == [("2", "Live"), ("1", "Deleted")]
+        data = json.loads(tb("endpoint", "data", "clicks", "--format", "json"))["data"]
+        assert data == [{"platform": "mobile", "clicks": 1}, {"platform": "web", "clicks": 2}]  # a1, a4 web; a2
+
+        (forward_project / "pipes" / "clicks.pipe").unlink()
+        assert ["deleted", "clicks", "pipe", ""] in _cells(tb("deployment", "create", "--wait").splitlines())
+        discarded = tb("deployment", "discard", "--wait").splitlines()
+        assert "Removing deployment 3" in discarded and "Discard process successfully completed" in discarded
+        assert listed("--include-deleted") == [("3", "Deleted"), ("2", "Live"), ("1", "Deleted")]
+        assert httpx.get(f"{server.url}/v0/pipes/clicks.json", params={"token": workspace}).status_code == 200
     finally:
         assert server.stop() == 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +40,11 @@ class DeployResult:
 
 
 class History:
-    """Every deployment: id, start and end time (UTC), status, and what it changed."""
+    """Every deployment: id, start and end time (UTC), status, and what it changed.
+
+    An append-only log, one JSON line a step: a later line with the same id updates that deployment
+    (a staged one promoted or discarded), and the live deployment is the last one a line says is
+    ``done``. Ids count up from 1, as Tinybird numbers deployments (older stores kept hex ids)."""
 
     def __init__(self, store_path: Path):
         self.path = Path(store_path) / HISTORY
@@ -52,10 +55,23 @@ class History:
             out.flush()
             os.fsync(out.fileno())
 
-    def all(self) -> list[dict]:
+    def _lines(self) -> list[dict]:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def all(self) -> list[dict]:
+        """One entry per deployment, oldest first, each with its later updates applied."""
+        entries: dict[str, dict] = {}
+        for line in self._lines():
+            entries.setdefault(line["id"], {}).update(line)
+        return list(entries.values())
+
+    def live_id(self) -> str | None:
+        return next((line["id"] for line in reversed(self._lines()) if line.get("status") == "done"), None)
+
+    def next_id(self) -> str:
+        return str(max((int(line["id"]) for line in self._lines() if line["id"].isdigit()), default=0) + 1)
 
 
 def _names(pipe: Pipe, datasource: str) -> bool:
@@ -70,14 +86,18 @@ class Deployer:
         self.store, self.database, self.snapshot, self.locks = store, database, snapshot, locks
         self.schema, self.views, self.tokens, self.history = schema, views, tokens, history
 
-    def deploy(self, project: Project, force: bool = False, allow_destructive: bool = False) -> DeployResult:
+    def deploy(self, project: Project, force: bool = False, allow_destructive: bool = False,
+               staged: str | None = None) -> DeployResult:
         """Datasources, then pipes, then the tokens their TOKEN lines name. Redeploying the same files
         changes nothing. Like `tb push`, a deploy deletes nothing the project no longer has, unless
-        ``allow_destructive``: then, last, what ``removals`` lists is dropped, with its data."""
-        entry = {"id": uuid.uuid4().hex[:8], "started": now(), "status": "failed"}
-        result = DeployResult(id=entry["id"])
+        ``allow_destructive``: then, last, what ``removals`` lists is dropped, with its data.
+        ``staged``: the id of the staged deployment this promotes, which becomes the live one."""
+        result = DeployResult()
+        entry: dict = {}
         try:
             with self.locks.deploy:
+                entry = {"id": staged or self.history.next_id(), "started": now(), "status": "failed"}
+                result.id = entry["id"]
                 for ds in project.datasources.values():
                     getattr(result, self._deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
                 known = set(self.snapshot.catalog.datasources) | set(project.datasources)
@@ -93,9 +113,55 @@ class Deployer:
             raise
         finally:
             # What was deployed before a failure stays deployed: the history says what changed.
-            self.history.add({**entry, "finished": now(), "created": result.created, "changed": result.changed,
-                              **({"deleted": result.deleted} if result.deleted else {})})
+            if entry:
+                self.history.add({**entry, "finished": now(), "created": result.created, "changed": result.changed,
+                                  **({"deleted": result.deleted} if result.deleted else {})})
         return result
+
+    # -- staged deployments: checked and kept, applied when promoted ------------------------------
+    def stage(self, files: dict[str, str], plan: dict[str, list[str]], allow_destructive: bool) -> str:
+        """Keep a checked project as a staged deployment; the live one serves until it is promoted."""
+        with self.locks.deploy:
+            self.check_none_staged()
+            staged = self.history.next_id()
+            path = self._staged_path(staged)
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"files": files, "allow_destructive": allow_destructive}), encoding="utf-8")
+            os.replace(tmp, path)
+            self.history.add({"id": staged, "started": now(), "finished": now(), "status": "staged", **plan})
+        return staged
+
+    def check_none_staged(self) -> None:
+        """A BadRequest while a staged deployment waits: one at a time, as on Tinybird."""
+        pending = self.pending()
+        if pending is not None:
+            raise BadRequest(f"Deployment {pending} is staged: promote it (`tb deployment promote`) or discard "
+                             "it (`tb deployment discard`) before creating another")
+
+    def pending(self) -> str | None:
+        """The id of the staged deployment waiting to be promoted or discarded, if any."""
+        return next((e["id"] for e in self.history.all() if e.get("status") == "staged"), None)
+
+    def staged(self, staged: str) -> tuple[dict[str, str], bool]:
+        """A staged deployment's files and whether it may delete datasources."""
+        if self.pending() != staged:
+            raise BadRequest(f"Deployment {staged} is not staged")
+        kept = json.loads(self._staged_path(staged).read_text(encoding="utf-8"))
+        return kept["files"], kept["allow_destructive"]
+
+    def discard(self, staged: str) -> None:
+        with self.locks.deploy:
+            if self.pending() != staged:
+                raise BadRequest(f"Deployment {staged} is not staged")
+            self.history.add({"id": staged, "status": "discarded", "finished": now()})
+        self._staged_path(staged).unlink(missing_ok=True)
+
+    def promoted(self, staged: str) -> None:
+        self._staged_path(staged).unlink(missing_ok=True)
+
+    def _staged_path(self, staged: str) -> Path:
+        return self.history.path.parent / "staged" / f"{staged}.json"
 
     def removals(self, project: Project) -> list[str]:
         """What a destructive deploy of ``project`` would drop: deployed pipes, then datasources, it

@@ -97,8 +97,27 @@ class Workspace:
         return list(self.catalog.pipes.values())
 
     # -- deploy (``deploy``) -----------------------------------------------------------------
-    def deploy(self, project: Project, force: bool = False, allow_destructive: bool = False) -> DeployResult:
-        return self._deploys.deploy(project, force, allow_destructive)
+    def deploy(self, project: Project, force: bool = False, allow_destructive: bool = False,
+               staged: str | None = None) -> DeployResult:
+        return self._deploys.deploy(project, force, allow_destructive, staged)
+
+    def stage(self, files: dict[str, str], plan: dict[str, list[str]], allow_destructive: bool) -> str:
+        return self._deploys.stage(files, plan, allow_destructive)
+
+    def staged(self, staged: str) -> tuple[dict[str, str], bool]:
+        return self._deploys.staged(staged)
+
+    def discard(self, staged: str) -> None:
+        self._deploys.discard(staged)
+
+    def promoted(self, staged: str) -> None:
+        self._deploys.promoted(staged)
+
+    def live_deployment(self) -> str | None:
+        return self.history.live_id()
+
+    def check_none_staged(self) -> None:
+        self._deploys.check_none_staged()
 
     def removals(self, project: Project) -> list[str]:
         return self._deploys.removals(project)

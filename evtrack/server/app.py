@@ -71,11 +71,14 @@ def routes() -> list[Route]:
         Route("/v1/workspaces/{id}", workspaces.delete, methods=["DELETE"]),
         Route("/v1/deployments", deployments.list_all, methods=["GET"]),
         Route("/v1/deployments/{id}", deployments.one, methods=["GET"]),
+        Route("/v1/deployments/{id}", deployments.discard, methods=["DELETE"]),
+        Route("/v1/deployments/{id}/set-live", deployments.set_live, methods=["POST"]),
 
         # Tinybird Local for Forward tb: builds, deploys, appends, secrets, version
         Route("/v1/build", builds.build, methods=["POST"]),
         Route("/v1/deploy", builds.deploy, methods=["POST"]),
         Route("/v1/datasources/{name}/append", imports.append, methods=["POST"]),
+        Route("/v1/datasources/{name}/replace", imports.replace, methods=["POST"]),
         Route("/v0/variables", variables.list_all, methods=["GET"]),
         Route("/v0/variables", variables.create, methods=["POST"]),
         Route("/v0/variables/{name}", variables.one, methods=["GET"]),

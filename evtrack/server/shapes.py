@@ -135,12 +135,13 @@ def deployment(deployment_id: str, status: str, live: bool, errors=()) -> dict:
             "new_data_connector_ids": []}
 
 
-def import_job(job_id: str, datasource_name: str, created: str, base_url: str, stored: int, quarantined: int) -> dict:
+def import_job(job_id: str, datasource_name: str, created: str, base_url: str, stored: int, quarantined: int,
+               mode: str = "append") -> dict:
     """A finished append (``/v1/datasources/{name}/append``) as its answer and ``GET /v0/jobs/{id}`` describe it."""
     return {
         "kind": "import", "id": job_id, "job_id": job_id, "import_id": job_id, "status": "done",
         "created_at": created, "started_at": created, "updated_at": timestamp(), "is_cancellable": False,
-        "job_url": f"{base_url.rstrip('/')}/v0/jobs/{job_id}", "mode": "append",
+        "job_url": f"{base_url.rstrip('/')}/v0/jobs/{job_id}", "mode": mode,
         "datasource": {"id": resource_id("datasource", datasource_name), "name": datasource_name},
         # No "error" field, not even false: the CLI takes an answer that has one for a failure.
         "statistics": {"row_count": stored}, "quarantine_rows": quarantined, "invalid_lines": 0,

@@ -27,7 +27,7 @@ from ..auth import require, workspace_of
 from ..bodies import read_form
 from ..calls import call
 
-__all__ = ["build", "deploy"]
+__all__ = ["ProjectErrors", "apply_project", "build", "deploy", "parse_project"]
 
 PROJECT_PART = "data_project://"
 VENDORED_PART = "data_project_vendored://"
@@ -62,7 +62,7 @@ async def _posted_files(request: Request) -> dict[str, str]:
     return files
 
 
-def _project(files: dict[str, str]) -> Project:
+def parse_project(files: dict[str, str]) -> Project:
     """The posted datafiles parsed with tinybird-cli's parser; every file that fails is named."""
     datasources, pipes, errors, where = {}, {}, [], {}
     for path, text in sorted(files.items()):
@@ -96,15 +96,19 @@ def _blamed(message: str, files: dict[str, str]) -> list[dict]:
     return [{"filename": "", "error": message}]
 
 
-def _apply(workspace: Workspace, project: Project, destructive: bool):
-    """Deploy ``project`` over the workspace. Without ``destructive``, absent pipes still go (as on
-    Tinybird) but an absent datasource is refused, with the option that allows it."""
-    removals = workspace.removals(project)
-    datasources = [name for name in removals if name.endswith(".datasource")]
-    if datasources and not destructive:
-        raise BadRequest(f"The deployment would delete {', '.join(datasources)} and its data: deploy with "
+def apply_project(workspace: Workspace, project: Project, destructive: bool, staged: str | None = None):
+    """Deploy ``project`` over the workspace (promoting the staged deployment ``staged``). Without
+    ``destructive``, absent pipes still go (as on Tinybird) but an absent datasource is refused, with
+    the option that allows it."""
+    _refuse_deletions(workspace, project, destructive)
+    return workspace.deploy(project, force=True, allow_destructive=bool(workspace.removals(project)), staged=staged)
+
+
+def _refuse_deletions(workspace: Workspace, project: Project, destructive: bool) -> None:
+    gone = [name for name in workspace.removals(project) if name.endswith(".datasource")]
+    if gone and not destructive:
+        raise BadRequest(f"The deployment would delete {', '.join(gone)} and its data: deploy with "
                          "--allow-destructive-operations to delete it")
-    return workspace.deploy(project, force=True, allow_destructive=bool(removals))
 
 
 async def _run(request: Request, destructive: bool) -> tuple[Workspace, dict, object]:
@@ -112,9 +116,9 @@ async def _run(request: Request, destructive: bool) -> tuple[Workspace, dict, ob
     workspace = workspace_of(request)
     require(request, workspace.tokens, scopes.ADMIN)
     files = await _posted_files(request)
-    project = await call(_project, files)
+    project = await call(parse_project, files)
     try:
-        return workspace, files, await call(_apply, workspace, project, destructive)
+        return workspace, files, await call(apply_project, workspace, project, destructive)
     except EvtrackError as exc:
         raise ProjectErrors(_blamed(exc.message, files)) from None
 
@@ -128,11 +132,19 @@ async def build(request: Request) -> Response:
 
 
 async def deploy(request: Request) -> Response:
+    """``tb deploy`` (``auto_promote=true``) deploys at once; ``tb deployment create`` without it stages
+    the deployment, kept until ``set-live`` or a discard; ``check=true`` only plans."""
     destructive = request.query_params.get("allow_destructive_operations", "").lower() == "true"
     if request.query_params.get("check", "").lower() == "true":
-        return await _check(request, destructive)
+        return await _plan(request, destructive, stage=False)
+    if request.query_params.get("auto_promote", "").lower() != "true":
+        return await _plan(request, destructive, stage=True)
     workspace = workspace_of(request)
     try:
+        try:
+            await call(workspace.check_none_staged)
+        except EvtrackError as exc:
+            raise ProjectErrors([{"filename": "", "error": exc.message}]) from None
         workspace, _, result = await _run(request, destructive)
     except ProjectErrors as exc:
         history = await call(workspace.deployments)
@@ -145,31 +157,39 @@ async def deploy(request: Request) -> Response:
                          "deployment": {**shapes.deployment(result.id, "data_ready", True), **changes}})
 
 
-async def _check(request: Request, destructive: bool) -> Response:
+async def _plan(request: Request, destructive: bool, stage: bool) -> Response:
     """``tb deploy --check``: the datafiles parse and nothing would be deleted that may not be; what
-    would change is listed. The SQL of the pipes is checked by the deploy itself."""
+    would change is listed. With ``stage``, the checked project is kept as a staged deployment, which
+    ``set-live`` applies with the engine's deploy: the SQL of the pipes is checked then."""
     workspace = workspace_of(request)
     require(request, workspace.tokens, scopes.ADMIN)
+    staged = ""
     try:
         files = await _posted_files(request)
-        project = await call(_project, files)
+        project = await call(parse_project, files)
         try:
             plan = await call(_planned, workspace, project, destructive)
+            if stage and any(plan.values()):
+                staged = await call(workspace.stage, files, _as_history(plan), destructive)
         except EvtrackError as exc:
             raise ProjectErrors(_blamed(exc.message, files)) from None
     except ProjectErrors as exc:
         return JSONResponse({"result": "failed", "deployment": shapes.deployment("", "failed", False, exc.errors)},
                             status_code=400)
     outcome = "success" if any(plan.values()) else "no_changes"
-    return JSONResponse({"result": outcome, "deployment": {**shapes.deployment("", "calculating", False), **plan}})
+    status = "data_ready" if staged else "calculating"
+    return JSONResponse({"result": outcome, "deployment": {**shapes.deployment(staged, status, False), **plan}})
+
+
+def _as_history(plan: dict[str, list[str]]) -> dict[str, list[str]]:
+    """A plan's name lists as the deployment history writes what a deploy changed: ``name.kind``."""
+    return {change: [f"{name}.{kind}" for kind in ("datasource", "pipe") for name in plan[f"{tinybird}_{kind}_names"]]
+            for change, tinybird in (("created", "new"), ("changed", "changed"), ("deleted", "deleted"))}
 
 
 def _planned(workspace: Workspace, project: Project, destructive: bool) -> dict[str, list[str]]:
+    _refuse_deletions(workspace, project, destructive)
     removals = workspace.removals(project)
-    gone = [name for name in removals if name.endswith(".datasource")]
-    if gone and not destructive:
-        raise BadRequest(f"The deployment would delete {', '.join(gone)} and its data: deploy with "
-                         "--allow-destructive-operations to delete it")
     catalog = workspace.catalog
     deployed = {"datasource": catalog.datasources, "pipe": {name: catalog.pipe(name) for name in catalog.pipe_names()}}
     posted = {"datasource": project.datasources, "pipe": project.pipes}

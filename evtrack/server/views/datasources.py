@@ -22,6 +22,7 @@ from ..auth import require, workspace_of
 from ..bodies import decode_body, request_fields
 from ..buffer import buffer_of
 from ..calls import call
+from . import imports
 
 __all__ = ["alter", "create_or_append", "describe", "list_all"]
 
@@ -93,7 +94,7 @@ async def _append(request: Request, engine: Engine, name: str, payload, replace:
     if fmt not in ("ndjson", "json", "csv", "parquet"):
         raise BadRequest(f"Unsupported format '{fmt}': append NDJSON, CSV or Parquet")
     if replace and fmt in ("csv", "parquet"):
-        raise BadRequest("A replace takes NDJSON: convert the file, or truncate and append it")
+        raise BadRequest(imports.REPLACE_TAKES_NDJSON)
     limit = request.app.state.max_body
     if isinstance(payload, UploadFile):
         try:

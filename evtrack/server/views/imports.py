@@ -1,7 +1,8 @@
-"""Appends as Tinybird's current CLI (Forward ``tb``) sends them: ``POST /v1/datasources/{name}/append``
-with ``format=ndjson``, ``csv`` or ``parquet`` and the file as the raw body (gzip by ``Content-Encoding``). The
+"""Appends and replaces as Tinybird's current CLI (Forward ``tb``) sends them: ``POST
+/v1/datasources/{name}/append`` (and ``/replace``, with an optional ``replace_condition``) with
+``format=ndjson``, ``csv`` or ``parquet`` and the file as the raw body (gzip by ``Content-Encoding``). The
 append is done when the answer comes, and answered as Tinybird answers it, as an import job
-(``id``, ``import_id``) that ``GET /v0/jobs/{id}`` then describes as done."""
+(``id``, ``import_id``) that ``GET /v0/jobs/{id}`` then describes as done. A replace takes NDJSON."""
 
 from __future__ import annotations
 
@@ -14,30 +15,48 @@ from ...ndjson import as_ndjson
 from .. import shapes
 from ..auth import require, workspace_of
 from ..bodies import decode_body, read_body
+from ..buffer import buffer_of
 from ..calls import call
 from . import jobs
 
-__all__ = ["append"]
+__all__ = ["append", "replace"]
 
 FORMATS = ("ndjson", "csv", "parquet")
+REPLACE_TAKES_NDJSON = "A replace takes NDJSON: convert the file, or truncate and append it"
 
 
 async def append(request: Request) -> Response:
+    return await _import(request, replace=False)
+
+
+async def replace(request: Request) -> Response:
+    return await _import(request, replace=True)
+
+
+async def _import(request: Request, replace: bool) -> Response:
     workspace = workspace_of(request)
     name = request.path_params["name"]
     require(request, workspace.tokens, *scopes.may_append(name))
     fmt = request.query_params.get("format", "ndjson").lower()
     if fmt not in FORMATS:
         raise BadRequest(f"Format '{fmt}' is not supported: append NDJSON, CSV or Parquet")
+    if replace and fmt != "ndjson":
+        raise BadRequest(REPLACE_TAKES_NDJSON)
     workspace.datasource(name)
     created = shapes.timestamp()
     body = await read_body(request)
     limit = request.app.state.max_body
     data = await call(decode_body, body, request.headers.get("content-encoding", ""), limit)
-    if fmt == "ndjson":
+    if replace:
+        condition = request.query_params.get("replace_condition") or None
+        payload = await call(as_ndjson, data)
+        await (await buffer_of(request.app, workspace)).drain()  # what was acknowledged goes in before
+        result = await call(workspace.replace, name, payload, condition)
+    elif fmt == "ndjson":
         result = await call(workspace.append, name, await call(as_ndjson, data))
     else:  # ClickHouse reads the rows, which become the ingest's NDJSON lines
         result = await call(workspace.append_rows, name, data, fmt)
     job = jobs.remember(request, shapes.import_job(result.import_id, name, created, str(request.base_url),
-                                                   result.successful_rows, result.quarantined_rows))
+                                                   result.successful_rows, result.quarantined_rows,
+                                                   "replace" if replace else "append"))
     return JSONResponse(job)

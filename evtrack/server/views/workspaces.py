@@ -9,6 +9,7 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ... import scopes
 from ...errors import BadRequest, InvalidToken
 from .. import shapes
 from ..auth import token_value
@@ -26,7 +27,11 @@ def _require_user(request: Request) -> None:
 
 
 async def list_all(request: Request) -> Response:
-    _require_user(request)
+    """The user's workspaces: with the user token, or any workspace's admin token (one local user owns
+    them all; ``tb info`` lists them with its workspace's token)."""
+    found = request.app.state.engine.find_token(token_value(request))
+    if found is None or scopes.ADMIN not in found[1].scopes:
+        _require_user(request)
     engine = request.app.state.engine
     return JSONResponse({"organization_id": engine.default.id,
                          "workspaces": [shapes.listed_workspace(w) for w in engine.workspaces()]})
