@@ -431,13 +431,14 @@ def copy_run(ctx: click.Context, pipe_name: str, items: tuple[str, ...], mode: s
               type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of the project.")
 @click.pass_context
 def test_pipes(ctx: click.Context, pipe_names: tuple[str, ...], update: bool, loose: bool, project_dir: Path) -> None:
-    """Run the project's tests/<pipe>.yaml cases (Tinybird's `tb test` format) against a fresh local
-    store loaded with fixtures/<datasource>.ndjson, or with --host against that host's data."""
+    """Run the project's tests/<pipe>.yaml cases (Tinybird's `tb test` format) and Classic tests/*.test
+    files against a fresh local store loaded with fixtures/<datasource>.ndjson, or with --host against
+    that host's data."""
     from . import pipetests
 
     files = pipetests.test_files(project_dir, pipe_names)
     if not files:
-        raise click.UsageError(f"no test files in {(project_dir / 'tests').resolve()} (tests/<pipe>.yaml)")
+        raise click.UsageError(f"no test files in {(project_dir / 'tests').resolve()} (tests/<pipe>.yaml or *.test)")
     cases = {path: pipetests.load_cases(path) for path in files}
     root = ctx.find_root().obj
     if root["host"]:

@@ -52,21 +52,24 @@ def check_columns(pipe: Pipe, produced: list[tuple[str, str]], target_columns: l
             f"does not have (its columns: {', '.join(target_columns)})")
 
 
-def written_columns(store, pipe: Pipe, produced: list[tuple[str, str]], target: list[Column]) -> list[str]:
-    """The columns a materialized pipe writes into its target: those of its SELECT that the target
-    has. As in ClickHouse, the others are ignored and the target's missing ones take their default;
-    a shared column must convert to the target's type."""
+def written_columns(store, pipe: Pipe, produced: list[tuple[str, str]], target: list[Column], node=None,
+                    target_name: str | None = None) -> list[str]:
+    """The columns a materialized pipe (its materialized node, or ``node`` writing into ``target_name``)
+    writes into its target: those of its SELECT that the target has. As in ClickHouse, the others are
+    ignored and the target's missing ones take their default; a shared column must convert to the
+    target's type."""
     types = {c.name: c.sql_type for c in target}
     shared = [(name, type_) for name, type_ in produced if name in types]
-    node = pipe.materialized
+    node = node or pipe.materialized
+    target_name = target_name or node.datasource
     if not shared:
         raise BadRequest(f"pipe '{pipe.name}': the materialized node '{node.name}' returns none of the columns of "
-                         f"the datasource '{node.datasource}' (its columns: {', '.join(types)})")
+                         f"the datasource '{target_name}' (its columns: {', '.join(types)})")
     wrong = [f"'{name}' is {type_}, the datasource's '{name}' is {types[name]}"
              for name, type_ in shared if type_ != types[name] and not _converts(store, type_, types[name])]
     if wrong:
         raise BadRequest(f"pipe '{pipe.name}': the materialized node '{node.name}' returns columns of types the "
-                         f"datasource '{node.datasource}' cannot take: {'; '.join(wrong)}")
+                         f"datasource '{target_name}' cannot take: {'; '.join(wrong)}")
     return [name for name, _ in shared]
 
 

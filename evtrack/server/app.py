@@ -67,6 +67,8 @@ def routes() -> list[Route]:
         Route("/tokens", tokens.discover, methods=["GET"]),
         Route("/v1/user/workspaces", workspaces.list_all, methods=["GET"]),
         Route("/v1/user/workspaces/", workspaces.list_all, methods=["GET"]),
+        Route("/v0/user/workspaces", workspaces.list_all, methods=["GET"]),  # Classic `tb test run`
+        Route("/v0/user/workspaces/", workspaces.list_all, methods=["GET"]),
         Route("/v1/workspaces", workspaces.create, methods=["POST"]),
         Route("/v1/workspaces/{id}", workspaces.delete, methods=["DELETE"]),
         Route("/v1/deployments", deployments.list_all, methods=["GET"]),

@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ... import scopes
 from ...engine.guard import check_template
-from ...engine.materialized import output_columns
-from ...engine.pipes import pipe_sql
+from ...engine.materialized import output_columns, written_columns
+from ...engine.pipes import pipe_reader, pipe_sql
 from ...errors import BadRequest, NotFound
 from ...project import Node, Pipe, parse_pipe, pipe_text
 from .. import shapes
@@ -95,23 +95,21 @@ async def create(request: Request) -> Response:
 
 
 async def analyze_node(request: Request) -> Response:
-    """What `tb push` asks before it creates a materialized pipe: the node's columns, checked against
-    the target datasource (``datasource=``) when one is named; a 400 naming what does not fit."""
+    """What `tb push` asks before it creates a materialized pipe: the node's columns (its SQL reading
+    the workspace's pipes by name, as the deploy does), checked against the target datasource
+    (``datasource=``) when one is named as the deploy checks them: a 400 naming what does not fit."""
     engine = workspace_of(request)
     require(request, engine.tokens, scopes.PIPES_CREATE)
     pipe = engine.pipe(request.path_params["name"])
     node = find_node(pipe, request.path_params["node"])
-    sql = await call(pipe_sql, pipe, {}, engine.tables(), node=node)
+    pipes = pipe_reader(pipe, {p.name: p for p in engine.pipes()})
+    sql = await call(pipe_sql, pipe, {}, engine.tables(), node=node, pipes=pipes)
     produced = await call(output_columns, engine.store, sql)
     target = request.query_params.get("datasource")
     analysis: dict = {"pipe": {"name": pipe.name}, "sql": sql,
                       "columns": [{"name": name, "type": type_} for name, type_ in produced]}
-    if target:
-        columns = [c.name for c in engine.datasource(target).columns]
-        missing = [name for name, _ in produced if name not in columns]
-        if missing:
-            raise BadRequest(f"The node '{node.name}' returns {', '.join(repr(m) for m in missing)}, which the "
-                             f"datasource '{target}' does not have (its columns: {', '.join(columns)})")
+    if target and target != "None":
+        await call(written_columns, engine.store, pipe, produced, engine.datasource(target).columns, node, target)
         analysis["datasource"] = {"name": target}
     return JSONResponse({"analysis": analysis, "warnings": []})
 
