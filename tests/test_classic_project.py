@@ -198,5 +198,11 @@ def test_evtrack_test_runs_classic_test_files(classic_project):
     assert failed.returncode == 1
     assert [line.strip() for line in failed.stdout.splitlines()[3:7]] == [
         "--- expected", "+++ actual", "@@ -2,3 +2,3 @@", "\"2024-01-11\",\"s1\",3,\"['/','/pricing']\""]
+    lines = FILES["tests/daily_default.test.result"].splitlines(keepends=True)
+    result.write_text("".join([lines[0], lines[2], lines[1], lines[3]]))  # s2 before s1
+    swapped = evtrack("test", "--project", str(classic_project))
+    assert swapped.returncode == 1 and (
+        "the same rows in another order: only an ORDER BY in the pipe's last node defines the order (without one, "
+        "ClickHouse returns rows in any order, and may differ between calls)") in swapped.stdout
     assert evtrack("test", "--update", "--project", str(classic_project)).returncode == 0
     assert result.read_text() == FILES["tests/daily_default.test.result"]
