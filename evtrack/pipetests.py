@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import re
 import shlex
 import tempfile
 from dataclasses import dataclass, field
@@ -255,6 +256,24 @@ def load_fixture(engine, folder: Path, datasource: str) -> None:
     if result.quarantined_rows:
         raise BadRequest(f"{ndjson if ndjson.exists() else csv}: {result.quarantined_rows} rows quarantined, "
                          f"first: {'; '.join(result.errors[:1])}")
+    expired = _expired(engine, datasource, result.successful_rows)
+    if expired:
+        import click
+
+        click.echo(f"note: {ndjson if ndjson.exists() else csv}: {expired} of {result.successful_rows} rows are past "
+                   f"the datasource's ENGINE_TTL, so they expire as on Tinybird; cases that expect them will fail "
+                   "(move the fixture's dates, or the TTL)", err=True)
+
+
+def _expired(engine, datasource: str, stored: int) -> int:
+    """How many of a fixture's rows the datasource's TTL has dropped or will drop now."""
+    ttl = dict(engine.datasource(datasource).engine_settings).get("engine_ttl", "")
+    expression = re.split(r"\s+(DELETE|TO\s+(DISK|VOLUME))\b", ttl, maxsplit=1, flags=re.IGNORECASE)[0].strip()
+    if not expression or stored == 0:
+        return 0
+    table = f"`{engine.database}`.`{datasource}`"
+    counted = engine.store.run(f"SELECT count(), countIf(({expression}) < now()) FROM {table}", "TSV").decode().split()
+    return stored - int(counted[0]) + int(counted[1])
 
 
 @contextlib.contextmanager

@@ -138,11 +138,31 @@ _CONNECTOR_PREFIXES = ("kafka_", "import_")
 _SKIPPED_FOLDERS = frozenset({"fixtures", "tests", "node_modules", "venv", "env", "__pycache__"})
 
 
+# Directives of Tinybird's current datafiles about how a deployment moves data, which the Classic
+# parser does not know: FORWARD_QUERY (how existing rows reach a changed schema), BACKFILL and
+# DEPLOYMENT_METHOD. They say nothing about the resource itself; evtrack's deploy moves data its own
+# way (a datasource whose schema changes is rebuilt keeping its common columns), so they are read past.
+_DEPLOYMENT_DIRECTIVE = re.compile(r"^(FORWARD_QUERY|BACKFILL|DEPLOYMENT_METHOD)\b", re.IGNORECASE)
+
+
+def _without_deployment_directives(text: str) -> str:
+    kept, block = [], False
+    for line in text.splitlines(keepends=True):
+        if block and (not line.strip() or line[0] in " \t"):
+            continue  # the indented body of a `FORWARD_QUERY >` block
+        block = False
+        if _DEPLOYMENT_DIRECTIVE.match(line):
+            block = line.rstrip().endswith(">")
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
 def _parsed(parse, name: str, text: str, kind: str):
     if not _NAME.match(name):
         raise BadRequest(f"Invalid {kind} name '{name}': use letters, digits and underscores, not starting with a digit")
     try:
-        return parse(f"{name}.{kind}", content=text, hide_folders=True)
+        return parse(f"{name}.{kind}", content=_without_deployment_directives(text), hide_folders=True)
     except click.ClickException as exc:
         raise BadRequest(f"{name}.{kind}: {click.unstyle(exc.format_message())}") from None
     except Exception as exc:  # the parser raises ValueError and friends on bad files

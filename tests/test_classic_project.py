@@ -206,3 +206,23 @@ def test_evtrack_test_runs_classic_test_files(classic_project):
         "ClickHouse returns rows in any order, and may differ between calls)") in swapped.stdout
     assert evtrack("test", "--update", "--project", str(classic_project)).returncode == 0
     assert result.read_text() == FILES["tests/daily_default.test.result"]
+
+    raw = classic_project / "datasources" / "page_hits_raw.datasource"  # a TTL the 2024 fixture is past
+    raw.write_text(raw.read_text() + 'ENGINE_TTL "timestamp + toIntervalDay(30)"\n')
+    expiring = evtrack("test", "--project", str(classic_project))
+    fixture = classic_project / "datasources" / "fixtures" / "page_hits_raw.ndjson"
+    assert expiring.stderr.splitlines() == [
+        f"note: {fixture}: 6 of 6 rows are past the datasource's ENGINE_TTL, so they expire as on Tinybird; cases "
+        "that expect them will fail (move the fixture's dates, or the TTL)"]
+
+
+def test_deployment_directives_of_current_datafiles_are_read_past():
+    """FORWARD_QUERY, BACKFILL and DEPLOYMENT_METHOD (Tinybird's current datafiles) say how a deployment
+    moves data; the resource parses as it would without them."""
+    from evtrack.project import parse_datasource, parse_pipe
+
+    plain = FILES["datasources/page_hits_raw.datasource"]
+    directed = plain + 'BACKFILL skip\n\nFORWARD_QUERY >\n    SELECT timestamp, session_id, path,\n        referrer\n'
+    assert parse_datasource("page_hits_raw", directed).columns == parse_datasource("page_hits_raw", plain).columns
+    pipe = FILES["pipes/daily.pipe"]
+    assert parse_pipe("daily", "DEPLOYMENT_METHOD alter\n\n" + pipe).nodes == parse_pipe("daily", pipe).nodes
