@@ -81,3 +81,34 @@ def test_sql_is_read_only_over_datasources(engine, query, message):
 
 def test_sql_format_suffix_picks_the_output(engine):
     assert engine.sql("SELECT count() AS n FROM events WHERE user_id = 'user_abc' FORMAT CSVWithNames") == b'"n"\n7\n'
+
+
+def test_the_endpoint_node_renders_first_and_a_node_only_when_read(fresh_engine):
+    """As Tinybird renders a pipe: the endpoint's own `error()` answers before an earlier node's
+    missing parameter, and a node the query does not read is never rendered."""
+    from evtrack.project import parse_pipe
+
+    pipe = parse_pipe("bounded", """NODE bounds
+SQL >
+    %
+    SELECT {{ DateTime(start_date) }} AS since
+
+NODE unused
+SQL >
+    %
+    SELECT {{ Int32(never_given) }} AS x
+
+NODE bounded
+SQL >
+    %
+    {% if not defined(start_date) %}
+        {{ error('start_date (DateTime) query param is required') }}
+    {% end %}
+    SELECT since FROM bounds
+
+TYPE endpoint
+""")
+    fresh_engine.deploy_pipe(pipe)
+    assert error_of(fresh_engine, "bounded", {}) == (400, "start_date (DateTime) query param is required")
+    body = fresh_engine.query_pipe("bounded", {"start_date": "2024-01-02 03:04:05"})
+    assert json.loads(body)["data"] == [{"since": "2024-01-02 03:04:05"}]

@@ -8,6 +8,7 @@ earlier nodes as subqueries and refuses table functions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 from ..errors import EvtrackError, NotFound, QueryError, TemplateError
@@ -75,16 +76,26 @@ def pipe_reader(pipe: Pipe, pipes: Mapping[str, Pipe]) -> Callable[[str], Pipe |
 
 
 def _node_sql(pipe: Pipe, target: Node, variables: dict, tables: dict, test_mode: bool, pipes, seen: tuple) -> str:
+    """The target node's SQL, rendered first, as Tinybird renders a pipe: its ``error()`` and parameter
+    checks answer before those of the nodes it reads. A node before it is rendered only when the query
+    reaches it (the SQL toolset calls its replacement then), unless the pipe reads other pipes by name:
+    then every node is rendered at once, to find them."""
+    sql = render_node(target, variables, test_mode)
     replacements: dict = dict(tables)
-    sql = ""
-    for node in pipe.nodes:
-        sql = render_node(node, variables, test_mode)
-        if pipes is not None:
-            _add_pipes(sql, replacements, variables, tables, test_mode, pipes, seen)
-        if node is target:
-            break
-        replacements[node.name] = f"({sql})"
+    if pipes is not None:
+        _add_pipes(sql, replacements, variables, tables, test_mode, pipes, seen)
+    for node in pipe.nodes[:pipe.nodes.index(target)]:
+        if pipes is None:
+            replacements[node.name] = functools.partial(_rendered, node, variables, test_mode)
+            continue
+        earlier = render_node(node, variables, test_mode)
+        _add_pipes(earlier, replacements, variables, tables, test_mode, pipes, seen)
+        replacements[node.name] = f"({earlier})"
     return _replace(sql, replacements)
+
+
+def _rendered(node: Node, variables: dict, test_mode: bool, _table_functions=None) -> str:
+    return f"({render_node(node, variables, test_mode)})"
 
 
 def _add_pipes(sql: str, replacements: dict, variables: dict, tables: dict, test_mode: bool, pipes, seen: tuple) -> None:
@@ -114,5 +125,7 @@ def _replace(sql: str, replacements: dict) -> str:
     check_size(sql)  # a rendered pipe nests as deep as its datafile; parameters only make it longer
     try:
         return replace_tables(sql, replacements)
+    except EvtrackError:
+        raise  # a node rendered on the way: its template's own error
     except Exception as exc:  # the toolset's parse and policy errors
         raise QueryError(f"[Error] {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
