@@ -8,6 +8,7 @@ Expected values are counted by hand over the four fixture events below; the CLI'
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -256,5 +257,38 @@ def test_forward_tb_stages_a_deployment_and_promotes_or_discards_it(tb_forward, 
         assert "Removing deployment 3" in discarded and "Discard process successfully completed" in discarded
         assert listed("--include-deleted") == [("3", "Deleted"), ("2", "Live"), ("1", "Deleted")]
         assert httpx.get(f"{server.url}/v0/pipes/clicks.json", params={"token": workspace}).status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
+# Public Tinybird projects this was checked against; their files are not part of this repo. Each
+# variable names the project's folder (the one with datasources/ and fixtures/):
+# tinybirdco/web-analytics-starter-kit's tinybird/, and tinybirdco/logs-explorer-template's.
+PUBLIC = {name: os.environ.get(variable) for name, variable in (
+    ("web-analytics-starter-kit", "EVTRACK_WEB_ANALYTICS_KIT"), ("logs-explorer-template", "EVTRACK_LOGS_EXPLORER"))}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_forward_tb_builds_tests_and_deploys_a_public_project(name, tb_forward, tmp_path):
+    if not PUBLIC[name]:
+        pytest.skip(f"set the variable named above PUBLIC in {Path(__file__).name} to {name}'s folder")
+    project = tmp_path / name
+    shutil.copytree(PUBLIC[name], project)
+    # Their fixtures keep the dates they were recorded with, and an ENGINE_TTL expires rows older than
+    # its interval, here as on Tinybird: the copy drops the TTLs so the recorded answers still hold.
+    for datafile in project.rglob("*.datasource"):
+        datafile.write_text("".join(line for line in datafile.read_text().splitlines(keepends=True)
+                                    if not line.startswith("ENGINE_TTL")))
+    tests = sorted(project.glob("tests/**/*.y*ml"))
+    server = Served(tmp_path / "store")
+    try:
+        tb = _runner(tb_forward, server, project, tmp_path)
+        assert "✓ Build completed" in tb("build")
+        tested = tb("test", "run").splitlines()
+        assert (f"✓ {len(tests)}/{len(tests)} passed" if tests else "✓ No tests to run") in [t.strip() for t in tested]
+        assert tb("deploy").splitlines()[-1] in ("△ Not deploying. No changes.", "✓ Deployment #1 is live!")
+        pipes = {p.stem for p in project.rglob("*.pipe") if "TYPE endpoint" in p.read_text() or "TYPE ENDPOINT" in p.read_text()}
+        listed = {line.removeprefix("name: ") for line in tb("endpoint", "ls").splitlines() if line.startswith("name: ")}
+        assert listed == pipes
     finally:
         assert server.stop() == 0
