@@ -159,3 +159,19 @@ def test_v1_workspace_is_the_tokens_workspace(served):
     answer = http.get("/v1/workspace")
     assert answer.status_code == 200
     assert (answer.json()["id"], answer.json()["name"]) == (workspace.id, "forward")
+
+
+def test_a_deployment_whose_sql_fails_is_refused_when_checked_or_staged(served):
+    """`tb deploy --check` and `tb deployment create` deploy the project into a scratch database first:
+    a pipe whose SQL cannot run fails them under its file name, and the live deployment stays alone."""
+    http, _ = served
+    deployed = http.post("/v1/deploy?auto_promote=true", files=_parts(*FILES)).json()["deployment"]
+    broken = {"pipes/broken.pipe": "NODE broken\nSQL >\n    SELECT no_such_column FROM events\n\nTYPE endpoint\n"}
+    for query in ("check=true", "allow_destructive_operations=false"):
+        answer = http.post(f"/v1/deploy?{query}", files=_parts(*FILES, extra=broken))
+        assert (answer.status_code, answer.json()["result"]) == (400, "failed"), answer.text
+        (error,) = answer.json()["deployment"]["errors"]
+        assert error["filename"] == "pipes/broken.pipe" and "no_such_column" in error["error"], error
+    listed = http.get("/v1/deployments").json()["deployments"]
+    assert [(d["id"], d["live"]) for d in listed] == [(deployed["id"], True)]
+    assert http.get("/v0/pipes/broken").status_code == 404

@@ -43,6 +43,7 @@ DEFAULT_NAME = "evtrack"
 _REGISTRY = "workspaces.json"
 _USER = "user.json"
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
+_CHECK, _CHECKS = "check_", "checks"  # scratch databases and folders of Engine.check
 
 
 class Engine:
@@ -56,6 +57,7 @@ class Engine:
         for entry in self._registry():
             self._others[entry["id"]] = Workspace(store, self._folder(entry["folder"]), entry["database"],
                                                   entry["name"], owner=self)
+        self._drop_checks()  # of a process that stopped in the middle of one
 
     @classmethod
     def open(cls, path: Path, memory_budget: int | None = None) -> "Engine":
@@ -142,6 +144,27 @@ class Engine:
             out.write(json.dumps({"token": token}))
         os.replace(tmp, path)
         return token
+
+    def check(self, project) -> None:
+        """Deploy ``project`` into a scratch database with no data, then drop it: what a deploy of it
+        would refuse (its SQL, a materialized pipe's columns) is refused now, and nothing else changes."""
+        folder = uuid.uuid4().hex[:12]
+        database, path = f"{_CHECK}{folder}", self.store.path / _CHECKS / folder
+        path.mkdir(parents=True)
+        self.store.execute(f"CREATE DATABASE `{database}`")
+        scratch = Workspace(self.store, path, database, f"{_CHECK}{folder}", owner=self)
+        try:
+            scratch.deploy(project, force=True)
+        finally:
+            scratch.close()
+            self.store.execute(f"DROP DATABASE IF EXISTS `{database}` SYNC")
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _drop_checks(self) -> None:
+        listed = self.store.run(f"SELECT name FROM system.databases WHERE startsWith(name, '{_CHECK}')", "TSV")
+        for database in listed.decode().split():
+            self.store.execute(f"DROP DATABASE IF EXISTS `{database}` SYNC")
+        shutil.rmtree(self.store.path / _CHECKS, ignore_errors=True)
 
     def _folder(self, name: str) -> Path:
         folder = self.store.path / "workspaces" / name

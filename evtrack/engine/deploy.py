@@ -287,13 +287,13 @@ class Deployer:
                 raise BadRequest(f"pipe '{pipe.name}', node '{node.name}': {exc.message}") from None
 
     def _check_pipe(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
-        """An endpoint must render and name only datasources, other pipes and its own nodes."""
+        """An endpoint must render and name only datasources, other pipes and its own nodes, and their columns."""
         tables = table_map(datasources, self.database)
         if pipe.endpoint is None:
             return
         try:
             sql = pipe_sql(pipe, {}, tables, test_mode=True, pipes=pipe_reader(pipe, every))
-            self.store.run(f"EXPLAIN SYNTAX {sql}")
+            self.store.run(f"EXPLAIN {sql}")  # the plan: every name resolved, nothing read
         except QueryError as exc:
             raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
 

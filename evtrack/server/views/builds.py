@@ -158,9 +158,10 @@ async def deploy(request: Request) -> Response:
 
 
 async def _plan(request: Request, destructive: bool, stage: bool) -> Response:
-    """``tb deploy --check``: the datafiles parse and nothing would be deleted that may not be; what
-    would change is listed. With ``stage``, the checked project is kept as a staged deployment, which
-    ``set-live`` applies with the engine's deploy: the SQL of the pipes is checked then."""
+    """``tb deploy --check``: the datafiles parse, nothing would be deleted that may not be, and the
+    project deploys into a scratch database with no data (its SQL, its materialized pipes' columns);
+    what would change is listed. With ``stage``, the checked project is kept as a staged deployment,
+    which ``set-live`` applies with the engine's deploy."""
     workspace = workspace_of(request)
     require(request, workspace.tokens, scopes.ADMIN)
     staged = ""
@@ -169,6 +170,8 @@ async def _plan(request: Request, destructive: bool, stage: bool) -> Response:
         project = await call(parse_project, files)
         try:
             plan = await call(_planned, workspace, project, destructive)
+            if any(plan.values()):
+                await call(request.app.state.engine.check, project)  # its SQL, in a scratch database
             if stage and any(plan.values()):
                 staged = await call(workspace.stage, files, _as_history(plan), destructive)
         except EvtrackError as exc:
