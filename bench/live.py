@@ -9,11 +9,13 @@ not timed), then two phases of S seconds each:
 1. idle: readers call four endpoints in turn (get_events first page, get_events for a type and a
    month, user_activity for a user, event_stats for a month): p50/p99 per call;
 2. streaming: the same readers while senders post R events/s in batches of 20 with wait=false,
-   as a tracker sends them, and one marker event a second (a unique event_type) whose time from
-   its 202 to its first appearance in get_events is its freshness: p50/p99/max.
+   as a tracker sends them, and one marker event a second (a unique event_type, stamped with the
+   current time) whose time from its 202 to its first appearance in get_events (asked for its type
+   since its time, as a live view asks) is its freshness: p50/p99/max, and of it, the time until
+   the read that found it began (by then it was stored) and that read's own time.
 
 Then acknowledged against stored (raw rows), and the server's CPU seconds and peak RSS (VmHWM).
-A plot of freshness and read latency over time goes to bench/out/live.png when matplotlib is
+A plot of freshness and read latency over time goes to --plot (bench/out/live.png) when matplotlib is
 installed (`pip install -e '.[bench]'`). Absolute times drift on a shared machine: read the
 ratios (streaming against idle) of one run.
 """
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2_000_000, help="events preloaded")
     parser.add_argument("--rate", type=int, default=2000, help="events/s while streaming")
     parser.add_argument("--seconds", type=int, default=60, help="length of each phase")
+    parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "out" / "live.png", help="where the plot goes")
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="evtrack-live-"))
@@ -128,15 +131,22 @@ def run(url: str, tokens: dict, args) -> dict:
             i = 0
             while not stop.is_set():
                 kind = f"marker_{i}"
-                event = {"event_id": f"live-marker-{i}", "event_type": kind, "user_id": "m", "timestamp": "2023-06-15 12:00:00"}
+                # Stamped now, as a live event is, and looked up as a live view asks: since its time.
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+                event = {"event_id": f"live-marker-{i}", "event_type": kind, "user_id": "m", "timestamp": stamp}
+                lookup = {"token": dashboard, "event_type": kind, "start_date": stamp}
                 sent = http.post("/v0/events", params={"name": "events", "token": tracker}, content=json.dumps(event))
                 acknowledged = time.perf_counter()
                 if sent.status_code == 202:
                     acked[0] += 1
                     while not stop.is_set():
-                        found = http.get("/v0/pipes/get_events.json", params={"token": dashboard, "event_type": kind})
+                        asked = time.perf_counter()
+                        found = http.get("/v0/pipes/get_events.json", params=lookup)
                         if found.status_code == 200 and found.json()["rows"]:
-                            freshness.append((time.monotonic(), (time.perf_counter() - acknowledged) * 1000))
+                            seen = time.perf_counter()
+                            # (when, freshness, by when it was stored: the finding read's start, that read's time)
+                            freshness.append((time.monotonic(), (seen - acknowledged) * 1000,
+                                              (asked - acknowledged) * 1000, (seen - asked) * 1000))
                             break
                 i += 1
                 time.sleep(max(0.0, 1 - (time.perf_counter() - acknowledged)))
@@ -164,7 +174,9 @@ def server_resources(pid: int) -> dict:
 def print_report(report: dict, args) -> None:
     idle = [ms for at, _, ms, _ in report["reads"] if at <= report["idle_end"]]
     busy = [ms for at, _, ms, _ in report["reads"] if at > report["idle_end"]]
-    fresh = [ms for _, ms in report["freshness"]]
+    fresh = [ms for _, ms, _, _ in report["freshness"]]
+    stored_by = [ms for _, _, ms, _ in report["freshness"]]
+    found_in = [ms for _, _, _, ms in report["freshness"]]
     print(f"{args.n:,} events preloaded; streaming {args.rate:,} events/s in batches of 20 for {args.seconds} s")
     print(f"reads (4 endpoints), ms   idle p50 {pct(idle, 50):.0f} p99 {pct(idle, 99):.0f}   "
           f"streaming p50 {pct(busy, 50):.0f} p99 {pct(busy, 99):.0f}   "
@@ -176,6 +188,9 @@ def print_report(report: dict, args) -> None:
     if fresh:
         print(f"freshness, 202 to visible in get_events ({len(fresh)} markers), ms: p50 {pct(fresh, 50):.0f} "
               f"p99 {pct(fresh, 99):.0f} max {max(fresh):.0f}")
+        print(f"  of which stored by (the start of the read that found it), ms: p50 {pct(stored_by, 50):.0f} "
+              f"p99 {pct(stored_by, 99):.0f} max {max(stored_by):.0f}; that read, ms: p50 {pct(found_in, 50):.0f} "
+              f"p99 {pct(found_in, 99):.0f}")
     print(f"acknowledged {report['acked']:,}, stored {report['stored']:,}; server CPU {report['cpu_s']:.1f} s, "
           f"peak RSS {report['peak_rss_mb']:.0f} MB")
     try:
@@ -189,15 +204,14 @@ def print_report(report: dict, args) -> None:
     figure, axis = plt.subplots(figsize=(9, 4))
     axis.scatter([at - start for at, *_ in report["reads"]], [ms for _, _, ms, _ in report["reads"]], s=2,
                  label="read latency (ms)")
-    axis.plot([at - start for at, _ in report["freshness"]], fresh, "r.-", label="freshness (ms)")
+    axis.plot([at - start for at, *_ in report["freshness"]], fresh, "r.-", label="freshness (ms)")
     axis.axvline(report["idle_end"] - start, color="gray", linestyle="--")
     axis.set_xlabel("seconds (idle, then streaming)")
     axis.set_yscale("log")
     axis.legend()
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    figure.savefig(out / "live.png", dpi=100, bbox_inches="tight")
-    print(f"plot: {out / 'live.png'}")
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.plot, dpi=100, bbox_inches="tight")
+    print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":
