@@ -16,7 +16,8 @@ from evtrack.engine import Engine
 from evtrack.errors import BadRequest, SchemaConflict
 from evtrack.project import load_project
 
-from .conftest import ROOT
+from . import reference
+from .conftest import FIXTURE, ROOT
 from .served import Served, evtrack, tb
 from .test_exactly_once import make_project
 
@@ -44,18 +45,63 @@ def rollups(tmp_path):
 def test_erasing_a_user_removes_them_from_events_and_every_rollup_that_holds_them(rollups):
     engine = rollups
     dry = engine.delete("events", "user_id = 'u1'", dry_run=True)
-    assert dry.removed == {"events": 4, "events_quarantine": 0, "events_by_user": 4, "events_by_user_quarantine": 0}
+    assert dry.removed == {"events": 4, "events_quarantine": 0, "events_by_user": 4, "events_by_user_quarantine": 0,
+                           # u1's 4 taps are one row of the day, and one pair of type and user
+                           "events_by_day": 1, "events_by_day_quarantine": 0,
+                           "events_users_by_type": 1, "events_users_by_type_quarantine": 0}
     assert raw(engine, "events") == 9  # a dry run deletes nothing
     done = engine.delete("events", "user_id = 'u1'")
     assert done.removed == dry.removed
-    # Rollups without the user's column cannot express the condition: named, with what to do.
-    assert set(done.skipped) == {"plain_ids", "type_counts"}
-    assert done.skipped["plain_ids"].startswith("its columns cannot express the condition (no column user_id)")
-    assert (raw(engine, "events"), raw(engine, "events_by_user")) == (5, 5)
+    # Rollups without the user's column cannot express the condition: rebuilt from their sources.
+    assert (done.skipped, set(done.rebuilt)) == ({}, {"events_sessions_by_type", "plain_ids", "type_counts"})
+    assert done.rebuilt["plain_ids"] == ("its columns cannot express the condition (no column user_id): rebuilt "
+                                         "from 'events' once the rows are deleted")
+    assert dry.rebuilt["plain_ids"].endswith(": would be rebuilt from 'events' once the rows are deleted")
+    assert (raw(engine, "events"), raw(engine, "events_by_user"), raw(engine, "plain_ids")) == (5, 5, 5)
+    assert raw(engine, "plain_ids", "startsWith(event_id, 'u1')") == 0
+    counted = engine.store.run("SELECT countMerge(inserted) FROM evtrack.type_counts", "TSV")
+    assert int(counted.strip()) == 5  # u2's 3 and u3's 2
     assert raw(engine, "events", "user_id = 'u1'") == raw(engine, "events_by_user", "user_id = 'u1'") == 0
     assert json.loads(engine.query_pipe("user_activity", {"user_id": "u1"}))["rows"] == 0
     kept = json.loads(engine.query_pipe("user_activity", {"user_id": "u2"}))["data"]
     assert kept[0]["event_count"] == 3
+
+
+ROLLUPS = ("events_by_day", "events_sessions_by_type", "events_users_by_type")  # the rollups of event_stats
+# Deletions the rollups of event_stats can express (a user, a session, a type), and ones they cannot
+# (a time inside a day, a platform for the pairs, an event id): in turn, on one store, each checked
+# against the reference over the events that are left.
+DELETIONS = [
+    ("user_id = 'user_0042'", lambda r: r["user_id"] == "user_0042", {"events_sessions_by_type"}),
+    ("timestamp < '2023-03-15 10:20:00'", lambda r: r["timestamp"] < "2023-03-15 10:20:00", {*ROLLUPS}),
+    ("platform = 'mobile' AND event_type = 'click'", lambda r: r["platform"] == "mobile" and r["event_type"] == "click",
+     {"events_sessions_by_type", "events_users_by_type"}),
+    ("session_id IN ('sess_user_0120_5630', '')", lambda r: r["session_id"] in ("sess_user_0120_5630", ""),
+     {"events_users_by_type"}),
+    ("event_type = 'signup'", lambda r: r["event_type"] == "signup", set()),
+    ("endsWith(event_id, '7')", lambda r: r["event_id"].endswith("7"), {*ROLLUPS}),
+]
+STATS_PARAMS = [{}, {"platform": "web"}, {"event_type": "click"}, {"start_date": "2023-03-15 10:20:00"},
+                {"start_date": "2023-03-01 00:00:00", "end_date": "2023-04-30 23:59:59", "platform": "mobile"},
+                {"start_date": "2023-03-15 06:00:00", "end_date": "2023-06-02 05:59:59"}]
+
+
+def test_every_deletion_leaves_event_stats_exact_whether_its_rollups_express_it_or_are_rebuilt(tmp_path, project):
+    kept = reference.load(FIXTURE)
+    with Engine.open(tmp_path / "store") as engine:
+        engine.deploy(project)
+        engine.append("events", FIXTURE)
+        for condition, gone, rebuilt in DELETIONS:
+            assert any(map(gone, kept)), condition  # each deletion removes something
+            kept = [r for r in kept if not gone(r)]
+            done = engine.delete("events", condition)
+            assert (set(done.rebuilt), done.skipped) == (rebuilt, {}), condition
+            assert raw(engine, "events") == len(kept)
+            for params in STATS_PARAMS:
+                got = json.loads(engine.query_pipe("event_stats", params))["data"]
+                assert got == reference.event_stats(kept, **params), (condition, params)
+        user = json.loads(engine.query_pipe("user_activity", {"user_id": "user_abc"}))["data"]
+        assert user == reference.user_activity(kept, "user_abc")
 
 
 @pytest.mark.parametrize("condition, error", [
@@ -82,8 +128,10 @@ def test_a_condition_is_an_expression_over_the_datasources_own_columns(rollups, 
 def test_truncate_empties_a_datasource_and_with_cascade_what_is_materialized_from_it(rollups):
     assert rollups.truncate("events_by_user") == ["events_by_user"]
     assert (raw(rollups, "events"), raw(rollups, "events_by_user")) == (9, 0)
-    assert rollups.truncate("events", cascade=True) == ["events", "events_by_user", "plain_ids", "type_counts"]
-    assert [raw(rollups, t) for t in ("events", "events_by_user", "plain_ids", "type_counts")] == [0, 0, 0, 0]
+    emptied = ["events", "events_by_day", "events_by_user", "events_sessions_by_type", "events_users_by_type",
+               "plain_ids", "type_counts"]
+    assert rollups.truncate("events", cascade=True) == emptied
+    assert [raw(rollups, t) for t in emptied] == [0] * len(emptied)
 
 
 def test_a_datasource_a_pipe_uses_cannot_be_dropped(rollups):
@@ -101,12 +149,17 @@ def test_evtrack_delete_and_truncate_embedded(tmp_path):
     deleted = evtrack("--data", str(store), "delete", "events", "--where", "user_id = 'u2'", "--yes")
     assert deleted.returncode == 0, deleted.stderr
     assert deleted.stdout.splitlines() == ["deleted 3 rows from events", "deleted 0 rows from events_quarantine",
+                                           "deleted 1 rows from events_by_day",
+                                           "deleted 0 rows from events_by_day_quarantine",
                                            "deleted 3 rows from events_by_user",
                                            "deleted 0 rows from events_by_user_quarantine",
+                                           "deleted 1 rows from events_users_by_type",
+                                           "deleted 0 rows from events_users_by_type_quarantine",
                                            f"report kept in {store / 'deletions.jsonl'}"]
     [report] = [json.loads(line) for line in (store / "deletions.jsonl").read_text().splitlines()]
     assert (report["condition"], report["removed"]["events"], report["removed"]["events_by_user"]) == (
         "user_id = 'u2'", 3, 3)
+    assert list(report["rebuilt"]) == ["events_sessions_by_type"]  # it has no user column
     bad = evtrack("--data", str(store), "delete", "events", "--where", "nope = 1", "--yes")
     assert bad.returncode != 0 and "Invalid delete condition 'nope = 1'" in bad.stderr
     truncated = evtrack("--data", str(store), "truncate", "events", "--yes")
@@ -284,6 +337,15 @@ def test_engine_ttl_expires_raw_rows_and_the_rollups_keep_what_they_counted(tmp_
         assert [raw(engine, "short", "kind = 'old'"), raw(engine, "short", "kind = 'new'")] == [0, 1]
         counted = engine.store.run("SELECT kind, countMerge(rows) FROM evtrack.kinds GROUP BY kind ORDER BY kind", "TSV")
         assert counted.decode().split() == ["new", "1", "old", "1"]  # the rollup keeps the expired row's count
+        # A rebuild would lose the expired row's count: a condition the rollup cannot express leaves it as it is.
+        done = engine.delete("short", "ts > '2105-01-01 00:00:00'")
+        assert (done.removed["short"], done.rebuilt) == (0, {})
+        assert done.skipped["kinds"] == (
+            "its columns cannot express the condition (no column ts): it keeps those rows ('short' expires rows "
+            "with a TTL, which a rebuild would lose); rebuild it with `evtrack deploy --force` after changing its "
+            "pipe, or accept it")
+        counted = engine.store.run("SELECT kind, countMerge(rows) FROM evtrack.kinds GROUP BY kind ORDER BY kind", "TSV")
+        assert counted.decode().split() == ["new", "1", "old", "1"]
 
 
 def test_export_writes_a_datasource_or_a_pipe_result_to_a_file(tmp_path, store_dir, rows):

@@ -4,9 +4,12 @@ A condition is an expression over the datasource's own columns, as Tinybird take
 table (a subquery into one, a table function) and nothing but the expression (no comment, no
 statement or clause after it). It runs on the datasource, and, by default, on every datasource
 materialized from it whose columns hold it, so an erased user is gone from the raw events and from
-every rollup derived from them in one call; a datasource whose columns cannot express it (an
-aggregate without the user's column) is named, with what to do. Each table's deletion is a
-synchronous mutation; what it removed is counted first, in raw rows.
+every rollup derived from them in one call. A datasource whose columns cannot express it (an
+aggregate without the user's column, a daily rollup and a condition on the time) would keep what it
+derived from the deleted rows: it is rebuilt from its sources once they are deleted, unless a
+datasource it is fed from expires rows with a TTL (a rebuild would lose what they counted); then it
+is named, with what to do. Each table's deletion is a synchronous mutation; what it removed is
+counted first, in raw rows.
 
 Rows acknowledged but not yet inserted cannot come back after a deletion: a store replays its
 write-ahead log when it opens, before anything else, and the server drains its queue before it
@@ -51,6 +54,7 @@ class Deletion:
     condition: str
     removed: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # datasource -> why, and what to do
+    rebuilt: dict[str, str] = field(default_factory=dict)  # datasource -> why (on a dry run: would be)
     dry_run: bool = False
 
 
@@ -86,8 +90,10 @@ class Lifecycle:
         result = Deletion(datasource, text, dry_run=dry_run)
         reached = downstream({datasource}, self.snapshot.views) if cascade else {datasource}
         names = [datasource, *sorted(reached - {datasource})]
-        with _exclusive(self.locks, names), self.locks.deploy.shared():  # no insert lands meanwhile
-            targets = []
+        # A rebuild swaps tables and the catalog, as a deploy does: then the deletion runs alone.
+        alone = not dry_run and any(self._inexpressible(name, text) for name in names[1:])
+        with _exclusive(self.locks, names), (self.locks.deploy if alone else self.locks.deploy.shared()):
+            targets, inexpressible = [], {}
             for name in names:
                 for table in (name, quarantine_name(name)):
                     try:
@@ -97,20 +103,52 @@ class Lifecycle:
                         if table == name:
                             if name == datasource:
                                 raise BadRequest(f"Invalid delete condition '{text}': {exc.message}") from None
-                            result.skipped[name] = (
-                                f"its columns cannot express the condition ({_reason(exc.message)}): it keeps "
-                                f"those rows; rebuild it from '{datasource}' with `evtrack deploy --force` after "
-                                "changing its pipe, or accept it")
+                            inexpressible[name] = _reason(exc.message)
                         continue  # a quarantine whose text columns cannot take the condition
                     result.removed[table] = rows
                     if rows:
                         targets.append(table)
+            rebuild = self._plan_rebuilds(result, inexpressible, reached, can=alone or dry_run)
             if not dry_run:
                 for table in targets:
                     self.store.execute(f"ALTER TABLE `{self.database}`.`{table}` DELETE WHERE ({text}) "
                                        "SETTINGS mutations_sync = 2")
+                for name in rebuild:  # from sources the rows are gone from; each refills what it feeds
+                    self.views.rebuild(name)
                 self._record(result)
         return result
+
+    def _inexpressible(self, name: str, condition: str) -> bool:
+        """Whether the columns of ``name`` cannot express ``condition`` (as the deletion will find)."""
+        try:
+            self.store.run(f"SELECT 1 FROM `{self.database}`.`{name}` WHERE ({condition}) LIMIT 0", "TSV")
+        except QueryError:
+            return True
+        return False
+
+    def _plan_rebuilds(self, result: Deletion, inexpressible: dict[str, str], reached: set[str], can: bool) -> list[str]:
+        """Sort the datasources that cannot express the condition into ``result.rebuilt`` and
+        ``result.skipped``; the ones to rebuild, none of which is fed from another of them (a rebuild
+        refills what is fed from it)."""
+        views = self.snapshot.views
+        rebuild = []
+        for name in sorted(inexpressible):
+            upstream = {source for source in reached if name in downstream({source}, views)} - {name}
+            sources = sorted({s for v in views.values() if v["target"] == name for s in v["reads"]})
+            expiring = sorted(s for s in upstream if dict(self.snapshot.catalog.datasource(s).engine_settings)
+                              .get("engine_ttl"))
+            why = f"its columns cannot express the condition ({inexpressible[name]})"
+            if expiring or not can:
+                reason = (f"'{expiring[0]}' expires rows with a TTL, which a rebuild would lose" if expiring
+                          else "the deletion could not run alone to rebuild it")
+                result.skipped[name] = (f"{why}: it keeps those rows ({reason}); rebuild it with `evtrack deploy "
+                                        "--force` after changing its pipe, or accept it")
+                continue
+            done = "would be rebuilt" if result.dry_run else "rebuilt"
+            result.rebuilt[name] = f"{why}: {done} from {', '.join(repr(s) for s in sources)} once the rows are deleted"
+            rebuild.append(name)
+        return [name for name in rebuild if not any(name in downstream({other}, views) - {other}
+                                                    for other in rebuild if other != name)]
 
     def deletions(self) -> list[dict]:
         """Every deletion of the workspace, oldest first: when, what, and what each table lost."""
@@ -122,7 +160,8 @@ class Lifecycle:
     def _record(self, deletion: Deletion) -> None:
         """A report to keep (an erasure request's answer): appended, synced, never rewritten."""
         entry = {"at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "datasource": deletion.datasource,
-                 "condition": deletion.condition, "removed": deletion.removed, "skipped": deletion.skipped}
+                 "condition": deletion.condition, "removed": deletion.removed, "skipped": deletion.skipped,
+                 "rebuilt": deletion.rebuilt}
         with open(self.snapshot.folder / DELETIONS, "a", encoding="utf-8") as out:
             out.write(json.dumps(entry, sort_keys=True) + "\n")
             out.flush()
