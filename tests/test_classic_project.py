@@ -226,3 +226,42 @@ def test_deployment_directives_of_current_datafiles_are_read_past():
     assert parse_datasource("page_hits_raw", directed).columns == parse_datasource("page_hits_raw", plain).columns
     pipe = FILES["pipes/daily.pipe"]
     assert parse_pipe("daily", "DEPLOYMENT_METHOD alter\n\n" + pipe).nodes == parse_pipe("daily", pipe).nodes
+
+
+def test_classic_tb_push_force_checks_a_changed_endpoint_against_its_recorded_calls(classic_project, tmp_path):
+    """With its default checks, `tb push --force` of an endpoint replays the endpoint's recent calls
+    (from tinybird.pipe_stats_rt) against the new version: the same answers pass, others fail it (s1 had
+    3 hits; the CLI reports the relative difference, 1/3)."""
+    import time
+
+    import httpx
+
+    server = Served(tmp_path / "store")
+    try:
+        assert tb("auth", "--host", server.url, "--token", server.admin, cwd=classic_project).returncode == 0
+        assert tb("push", "--push-deps", cwd=classic_project).returncode == 0
+        assert tb("datasource", "append", "page_hits_raw", "datasources/fixtures/page_hits_raw.ndjson",
+                  cwd=classic_project).returncode == 0
+        called = httpx.get(f"{server.url}/v0/pipes/daily.json", params={"token": server.token("read"),
+                                                                         "date_from": "2024-01-11"})
+        assert called.status_code == 200
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the server writes the calls each second
+            kept = httpx.get(f"{server.url}/v0/sql", params={
+                "token": server.admin, "q": "SELECT count() AS n FROM tinybird.pipe_stats_rt FORMAT JSON"})
+            if kept.json()["data"] == [{"n": 1}]:
+                break
+            time.sleep(0.1)
+        daily = classic_project / "pipes" / "daily.pipe"
+        daily.write_text(daily.read_text().replace("ORDER BY date, session_id", "ORDER BY date ASC, session_id ASC"))
+        same = tb("push", "pipes/daily.pipe", "--force", cwd=classic_project)
+        assert same.returncode == 0, same.stdout + same.stderr
+        assert ("    new http://127.0.0.1:" in same.stdout
+                and "/v0/pipes/daily__checker.json?date_from=2024-01-11&pipe_checker=true ... ok" in same.stdout)
+        daily.write_text(daily.read_text().replace("countMerge(hits) AS hits", "countMerge(hits) + 1 AS hits"))
+        changed = tb("push", "pipes/daily.pipe", "--force", cwd=classic_project)
+        assert changed.returncode == 1
+        assert "** check error: 0.3333333333333333 not less than or equal to 0.01 : key hits. old value: 3, new value: 4" in (
+            changed.stdout), changed.stdout
+    finally:
+        assert server.stop() == 0

@@ -27,6 +27,7 @@ from pathlib import Path
 from ..errors import NotFound
 from ..project import Datasource, Pipe, parse_datasource, pipe_from_record, pipe_record
 from .ingest import quarantine_name
+from .service import service_tables
 
 __all__ = ["Catalog", "DATABASE", "SNAPSHOT", "Snapshot", "deployed_pipes", "read_snapshot", "table_map"]
 
@@ -71,9 +72,10 @@ class Catalog:
         """Every deployed datasource, parsed (a pipe call needs only their names: ``tables``)."""
         return {name: self.datasource(name) for name in self.datasource_names()}
 
-    def tables(self) -> dict[str, tuple[str, str]]:
-        """Every name SQL may use (datasources and their quarantines) and its table."""
-        return table_map(self._snapshot["datasources"], self.database)
+    def tables(self) -> dict:
+        """Every name SQL may use (datasources, their quarantines, the service datasources such as
+        ``tinybird.pipe_stats_rt``, by their database and name) and its table."""
+        return {**table_map(self._snapshot["datasources"], self.database), **service_tables(self.database)}
 
     # -- pipes ------------------------------------------------------------------------------
     def pipe_names(self) -> list[str]:

@@ -50,9 +50,9 @@ def read_only_sql(query: str, tables: dict[str, tuple[str, str] | str], readable
     for database, name, function in used_tables(query):
         if function and function not in _HARMLESS_FUNCTIONS:
             raise QueryError(f"[Error] The table function '{function}' is not allowed")
-        if name and (database or name not in tables):
-            full = f"{database}.{name}" if database else name
+        full = f"{database}.{name}" if database else name
+        if name and ((database, name) if database else name) not in tables:  # a service's, by its database
             raise QueryError(f"[Error] Resource '{full}' not found")
-        if name and readable is not None and not readable(name):
-            raise Forbidden(f"token needs scope DATASOURCES:READ:{name}")
+        if name and readable is not None and not readable(full):
+            raise Forbidden(f"token needs scope DATASOURCES:READ:{full}")
     return _replace(sql, tables), fmt

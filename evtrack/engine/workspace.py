@@ -25,6 +25,7 @@ from .lifecycle import Deletion, Lifecycle
 from .locks import Locks
 from .queries import FORMATS, Queries
 from .refill import Journal
+from . import service
 from .schema import Schema
 from .store import QueryLimits, Store
 from .tokens import TokenStore
@@ -55,6 +56,8 @@ class Workspace:
         self._queries = Queries(store, database, snapshot, lambda: self.read_limits)
         self._lifecycle = Lifecycle(store, database, snapshot, locks, schema, views, self._ingest)
         schema.remember_blocks()
+        store.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+        store.execute(service.ddl(database))  # tinybird.pipe_stats_rt, which the server fills
         self.replay_log()
 
     @property
@@ -190,6 +193,11 @@ class Workspace:
 
     def run_read(self, sql: str, fmt: str, tag: str | None = None) -> bytes:
         return self._queries.run_read(sql, fmt, tag)
+
+    def log_requests(self, rows: list[dict]) -> None:
+        """Append endpoint calls to this workspace's ``tinybird.pipe_stats_rt``."""
+        if rows:
+            self.store.execute(service.insert(self.database, rows))
 
     def datasource_stats(self, name: str) -> dict[str, int]:
         return self._queries.datasource_stats(name)

@@ -22,6 +22,7 @@ from .buffer import IngestBuffer
 from .calls import call
 from .cors import CORSMiddleware
 from .failures import EVENTS_PATH, HANDLERS
+from .pipestats import PipeStats
 from .views import (builds, copies, datasources, deployments, endpoints, events, imports, jobs, lifecycle, local,
                     pipes, sql, tokens, variables, web, workspace, workspaces)
 
@@ -107,6 +108,7 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
         with contextlib.suppress(EvtrackError):
             await call(lambda: engine.datasources)
         await buffer.start()
+        app.state.pipestats.start()
         if scheduler is not None:
             scheduler.start()
         try:
@@ -116,6 +118,7 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
                 await call(scheduler.stop)
             for each in list(app.state.buffers.values()):
                 await each.stop()  # a clean shutdown flushes what was acknowledged
+            await app.state.pipestats.stop()
 
     app = Starlette(lifespan=lifespan, routes=routes(), middleware=[Middleware(CORSMiddleware)],
                     exception_handlers=HANDLERS)
@@ -123,4 +126,5 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
     app.state.max_body = max_body
     app.state.buffer = buffer
     app.state.buffers = {engine.default.id: buffer}  # one per workspace, each writing its own log
+    app.state.pipestats = PipeStats()
     return app

@@ -1,14 +1,16 @@
 """Endpoints, ``GET|POST /v0/pipes/{name}.json|.csv|.ndjson|.parquet`` (and ``POST /v0/pipes/{name}``,
 as JSON): a pipe's result for the request's parameters, read off the event loop and cancelled if
-the client goes away."""
+the client goes away. Each call is kept in ``tinybird.pipe_stats_rt`` (see ``pipestats``)."""
 
 from __future__ import annotations
+
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ...engine import FORMATS
-from ...errors import BadRequest, InvalidToken, UnreadableParameters
+from ...errors import BadRequest, EvtrackError, InvalidToken, UnreadableParameters
 from ..auth import request_token, require_pipe_read, workspace_of
 from ..bodies import request_fields
 from ..calls import cancellable_read
@@ -39,14 +41,25 @@ async def read_json(request: Request) -> Response:
 
 
 async def _answer(request: Request, name: str, fmt: str) -> Response:
+    started = time.time()
     engine = workspace_of(request, jwt=True)
     if request_token(request, engine.tokens, jwt=True) is None:
         raise InvalidToken()
     engine.pipe(name)
-    token = require_pipe_read(request, engine.tokens, name, jwt=True)
-    params, payload = await request_fields(request)
-    if payload is not None:
-        raise UnreadableParameters()
-    params.update(token.fixed_params(name))  # a JWT's fixed_params win over the request's
-    body = await cancellable_read(request, engine.query_pipe, name, params, fmt, params.get("q"))
-    return Response(body, media_type=MEDIA_TYPES[fmt])
+    status, body, token_name, params = 500, b"", "", dict(request.query_params)
+    try:  # from here on, the call is kept in tinybird.pipe_stats_rt, whatever its end
+        token = require_pipe_read(request, engine.tokens, name, jwt=True)
+        token_name = token.name
+        params, payload = await request_fields(request)
+        if payload is not None:
+            raise UnreadableParameters()
+        params.update(token.fixed_params(name))  # a JWT's fixed_params win over the request's
+        body = await cancellable_read(request, engine.query_pipe, name, params, fmt, params.get("q"))
+        status = 200
+        return Response(body, media_type=MEDIA_TYPES[fmt])
+    except EvtrackError as exc:
+        status = exc.status
+        raise
+    finally:
+        request.app.state.pipestats.record(request, engine, name, params, started, status, token_name,
+                                           body if fmt == "json" else b"")
