@@ -36,12 +36,18 @@ def test_deploy_then_redeploy_is_a_no_op(deployed):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "unchanged  events.datasource",
+        "unchanged  events_by_day.datasource",
         "unchanged  events_by_user.datasource",
+        "unchanged  events_sessions_by_type.datasource",
+        "unchanged  events_users_by_type.datasource",
         "unchanged  event_stats.pipe",
         "unchanged  event_timeseries.pipe",
         "unchanged  get_events.pipe",
         "unchanged  user_activity.pipe",
-        "unchanged  events_by_user_mv.pipe",  # materialized pipes deploy last
+        "unchanged  events_by_day_mv.pipe",  # materialized pipes deploy last
+        "unchanged  events_by_user_mv.pipe",
+        "unchanged  events_sessions_by_type_mv.pipe",
+        "unchanged  events_users_by_type_mv.pipe",
     ]
 
 

@@ -42,8 +42,9 @@ def test_build_creates_then_reports_no_changes_then_deletes_what_is_absent(serve
     first = http.post("/v1/build", files=_parts(*FILES))
     assert first.status_code == 200
     assert first.json() == {"result": "success", "build": {
-        **NO_CHANGES, "new_datasource_names": ["events", "events_by_user"],
-        "new_pipe_names": ["event_stats", "event_timeseries", "get_events", "user_activity", "events_by_user_mv"],
+        **NO_CHANGES, "new_datasource_names": ["events", "events_by_day", "events_by_user", "events_sessions_by_type", "events_users_by_type"],
+        "new_pipe_names": ["event_stats", "event_timeseries", "get_events", "user_activity", "events_by_day_mv",
+                           "events_by_user_mv", "events_sessions_by_type_mv", "events_users_by_type_mv"],
         "feedback": []}}
     assert http.post("/v1/build", files=_parts(*FILES)).json() == {"result": "success",
                                                                    "build": {**NO_CHANGES, "feedback": []}}
@@ -95,7 +96,7 @@ def test_deploy_is_live_when_answered_and_deletes_a_datasource_only_when_allowed
     assert deployed["result"] == "success"
     first = deployed["deployment"]
     assert (first["status"], first["live"], first["errors"], first["new_datasource_names"]) == (
-        "data_ready", True, [], ["events", "events_by_user"])
+        "data_ready", True, [], ["events", "events_by_day", "events_by_user", "events_sessions_by_type", "events_users_by_type"])
     assert http.get(f"/v1/deployments/{first['id']}").json()["deployment"]["live"] is True
     assert http.post("/v1/deploy?auto_promote=true", files=_parts(*FILES)).json()["result"] == "no_changes"
 
