@@ -313,6 +313,7 @@ def test_dashboard_screenshot_from_the_fixture(page, server, rows):
     page.goto(f"{server.url}/?" + "&".join(f"{k}={v}" for k, v in july.items()) + "&granularity=day&lookup=user_abc")
     page.wait_for_selector("#user tr >> nth=1")
     page.wait_for_selector("#legend span")
+    page.wait_for_selector("#stats tr >> nth=1")  # each panel answers on its own
     stats = page.eval_on_selector_all("#stats tr", "rows => rows.slice(1).map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent)")
     assert stats == [f"{s['event_type']} {s['event_count']}" for s in reference.event_stats(rows, **july)]
     # a line for each type, up to the 8 most frequent
