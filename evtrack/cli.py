@@ -335,6 +335,8 @@ def delete(ctx: click.Context, datasource: str, condition: str, dry_run: bool, n
         click.echo(f"{verb} {rows} rows from {table}")
     for name, why in done.skipped.items():
         click.echo(f"kept {name}: {why}")
+    for name, why in done.rebuilt.items():
+        click.echo(f"{'would rebuild' if dry_run else 'rebuilt'} {name}: {why}")
     from .targets import Embedded
 
     target = _target(ctx)

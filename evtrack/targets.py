@@ -48,11 +48,12 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Removed:
-    """Rows a deletion removed (or, on a dry run, would remove) per table, and the datasources it left
-    alone with why."""
+    """Rows a deletion removed (or, on a dry run, would remove) per table, the datasources it left
+    alone with why, and those it rebuilt from their sources with why."""
 
     removed: dict
     skipped: dict
+    rebuilt: dict
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class Embedded:
 
     def delete(self, datasource: str, condition: str, dry_run: bool, cascade: bool) -> Removed:
         deletion = self.engine.delete(datasource, condition, cascade=cascade, dry_run=dry_run)
-        return Removed(deletion.removed, deletion.skipped)
+        return Removed(deletion.removed, deletion.skipped, deletion.rebuilt)
 
     def truncate(self, datasource: str, cascade: bool) -> None:
         self.engine.truncate(datasource, cascade)
@@ -212,7 +213,7 @@ class Remote:
         answer = self.client.delete_rows(datasource, condition, dry_run, cascade)
         # evtrack serve says what each table lost; Tinybird, the datasource's count.
         removed = answer.get("removed") or {datasource: answer.get("rows_to_be_deleted", answer.get("rows_affected", 0))}
-        return Removed(removed, answer.get("skipped", {}))
+        return Removed(removed, answer.get("skipped", {}), answer.get("rebuilt", {}))
 
     def truncate(self, datasource: str, cascade: bool) -> None:
         self.client.truncate(datasource, cascade)

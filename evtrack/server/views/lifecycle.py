@@ -47,9 +47,10 @@ async def delete_rows(request: Request) -> Response:
     deletion = await call(workspace.delete, name, condition, _flag(params, "cascade", True), dry_run)
     if dry_run:
         return JSONResponse({"rows_to_be_deleted": deletion.removed.get(name, 0), "removed": deletion.removed,
-                             "skipped": deletion.skipped})
+                             "skipped": deletion.skipped, "rebuilt": deletion.rebuilt})
     job = jobs.keep(request, "delete_data", "", name, created, delete_condition=deletion.condition,
-                    rows_affected=deletion.removed.get(name, 0), removed=deletion.removed, skipped=deletion.skipped)
+                    rows_affected=deletion.removed.get(name, 0), removed=deletion.removed, skipped=deletion.skipped,
+                    rebuilt=deletion.rebuilt)
     return JSONResponse(job)
 
 
