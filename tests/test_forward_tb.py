@@ -136,6 +136,12 @@ def test_forward_tb_builds_appends_reads_deploys_and_tests(tb_forward, forward_p
 
         data = json.loads(tb("endpoint", "data", "event_stats", "--platform", "mobile", "--format", "json"))
         assert data["data"] == [json.loads(MOBILE)]
+        for _ in range(30):  # the server writes the calls it keeps each second
+            logged = _cells(tb("logs", "--source", "tinybird.pipe_stats_rt").splitlines())[1:]
+            if logged:
+                break
+        assert [(row[1], row[2], row[3], row[4]) for row in logged] == [
+            ("tinybird.pipe_stats_rt", "GET", "event_stats", "200")]
         listed = tb("endpoint", "ls")
         port = server.url.rsplit(":", 1)[1].rstrip("/")
         assert f"url: http://localhost:{port}/v0/pipes/event_stats.json?token=" in listed  # the CLI's host
