@@ -100,15 +100,18 @@ def apply_project(workspace: Workspace, project: Project, destructive: bool, sta
     """Deploy ``project`` over the workspace (promoting the staged deployment ``staged``). Without
     ``destructive``, absent pipes still go (as on Tinybird) but an absent datasource is refused, with
     the option that allows it."""
-    _refuse_deletions(workspace, project, destructive)
-    return workspace.deploy(project, force=True, allow_destructive=bool(workspace.removals(project)), staged=staged)
+    removals = _refuse_deletions(workspace, project, destructive)
+    return workspace.deploy(project, force=True, allow_destructive=bool(removals), staged=staged)
 
 
-def _refuse_deletions(workspace: Workspace, project: Project, destructive: bool) -> None:
-    gone = [name for name in workspace.removals(project) if name.endswith(".datasource")]
+def _refuse_deletions(workspace: Workspace, project: Project, destructive: bool) -> list[str]:
+    """What deploying ``project`` would remove; a BadRequest if that takes a datasource without ``destructive``."""
+    removals = workspace.removals(project)
+    gone = [name for name in removals if name.endswith(".datasource")]
     if gone and not destructive:
         raise BadRequest(f"The deployment would delete {', '.join(gone)} and its data: deploy with "
                          "--allow-destructive-operations to delete it")
+    return removals
 
 
 async def _run(request: Request, destructive: bool) -> tuple[Workspace, dict, object]:
@@ -172,8 +175,8 @@ async def _plan(request: Request, destructive: bool, stage: bool) -> Response:
             plan = await call(_planned, workspace, project, destructive)
             if any(plan.values()):
                 await call(request.app.state.engine.check, project)  # its SQL, in a scratch database
-            if stage and any(plan.values()):
-                staged = await call(workspace.stage, files, _as_history(plan), destructive)
+                if stage:
+                    staged = await call(workspace.stage, files, _as_history(plan), destructive)
         except EvtrackError as exc:
             raise ProjectErrors(_blamed(exc.message, files)) from None
     except ProjectErrors as exc:
@@ -191,8 +194,7 @@ def _as_history(plan: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 def _planned(workspace: Workspace, project: Project, destructive: bool) -> dict[str, list[str]]:
-    _refuse_deletions(workspace, project, destructive)
-    removals = workspace.removals(project)
+    removals = _refuse_deletions(workspace, project, destructive)
     catalog = workspace.catalog
     deployed = {"datasource": catalog.datasources, "pipe": {name: catalog.pipe(name) for name in catalog.pipe_names()}}
     posted = {"datasource": project.datasources, "pipe": project.pipes}

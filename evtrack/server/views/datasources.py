@@ -15,12 +15,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from ... import scopes
 from ...engine import Engine
 from ...errors import BadRequest, MissingParameter, PayloadTooLarge
-from ...ndjson import as_ndjson
 from ...project import Datasource, datasource_text, parse_datasource
 from .. import shapes
 from ..auth import require, workspace_of
 from ..bodies import decode_body, request_fields
-from ..buffer import buffer_of
 from ..calls import call
 from . import imports
 
@@ -105,16 +103,8 @@ async def _append(request: Request, engine: Engine, name: str, payload, replace:
             await payload.close()
     else:
         data = payload or b""
-    encoding = request.headers.get("content-encoding", "")
-    if fmt in ("csv", "parquet"):  # ClickHouse reads the file, its rows become the ingest's NDJSON lines
-        result = await call(engine.append_rows, name, decode_body(data, encoding, limit), fmt)
-    elif replace:
-        payload = await call(lambda: as_ndjson(decode_body(data, encoding, limit)))
-        await (await buffer_of(request.app, engine)).drain()  # what was acknowledged goes in before
-        result = await call(engine.replace, name, payload, condition)
-    else:
-        payload = await call(lambda: as_ndjson(decode_body(data, encoding, limit)))
-        result = await call(engine.append, name, payload)
+    data = await call(decode_body, data, request.headers.get("content-encoding", ""), limit)
+    result = await imports.ingest(request, engine, name, data, fmt, replace, condition)
     return JSONResponse({
         "id": result.import_id, "job_id": result.import_id, "import_id": result.import_id, "status": "done",
         "datasource": await _described(engine, engine.datasource(name)), "quarantine_rows": result.quarantined_rows,

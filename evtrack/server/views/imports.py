@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ... import scopes
+from ...engine import AppendResult
 from ...errors import BadRequest
 from ...ndjson import as_ndjson
 from .. import shapes
@@ -19,7 +20,7 @@ from ..buffer import buffer_of
 from ..calls import call
 from . import jobs
 
-__all__ = ["append", "replace"]
+__all__ = ["append", "ingest", "replace"]
 
 FORMATS = ("ndjson", "csv", "parquet")
 REPLACE_TAKES_NDJSON = "A replace takes NDJSON: convert the file, or truncate and append it"
@@ -31,6 +32,20 @@ async def append(request: Request) -> Response:
 
 async def replace(request: Request) -> Response:
     return await _import(request, replace=True)
+
+
+async def ingest(request: Request, workspace, name: str, data: bytes, fmt: str, replace: bool = False,
+                 condition: str | None = None) -> AppendResult:
+    """A decoded body into ``name``: appended (NDJSON, or CSV and Parquet rows, which ClickHouse turns
+    into the ingest's NDJSON lines), or, with ``replace``, in place of its rows (where ``condition``
+    holds), once what the server acknowledged before is in. Both append routes end here."""
+    if replace:
+        payload = await call(as_ndjson, data)
+        await (await buffer_of(request.app, workspace)).drain()
+        return await call(workspace.replace, name, payload, condition)
+    if fmt in ("csv", "parquet"):
+        return await call(workspace.append_rows, name, data, fmt)
+    return await call(workspace.append, name, await call(as_ndjson, data))
 
 
 async def _import(request: Request, replace: bool) -> Response:
@@ -45,17 +60,9 @@ async def _import(request: Request, replace: bool) -> Response:
     workspace.datasource(name)
     created = shapes.timestamp()
     body = await read_body(request)
-    limit = request.app.state.max_body
-    data = await call(decode_body, body, request.headers.get("content-encoding", ""), limit)
-    if replace:
-        condition = request.query_params.get("replace_condition") or None
-        payload = await call(as_ndjson, data)
-        await (await buffer_of(request.app, workspace)).drain()  # what was acknowledged goes in before
-        result = await call(workspace.replace, name, payload, condition)
-    elif fmt == "ndjson":
-        result = await call(workspace.append, name, await call(as_ndjson, data))
-    else:  # ClickHouse reads the rows, which become the ingest's NDJSON lines
-        result = await call(workspace.append_rows, name, data, fmt)
+    data = await call(decode_body, body, request.headers.get("content-encoding", ""), request.app.state.max_body)
+    condition = request.query_params.get("replace_condition") or None
+    result = await ingest(request, workspace, name, data, fmt, replace, condition)
     job = jobs.remember(request, shapes.import_job(result.import_id, name, created, str(request.base_url),
                                                    result.successful_rows, result.quarantined_rows,
                                                    "replace" if replace else "append"))
