@@ -176,3 +176,16 @@ def test_a_deployment_whose_sql_fails_is_refused_when_checked_or_staged(served):
     listed = http.get("/v1/deployments").json()["deployments"]
     assert [(d["id"], d["live"]) for d in listed] == [(deployed["id"], True)]
     assert http.get("/v0/pipes/broken").status_code == 404
+
+
+def test_a_replace_needs_more_than_an_append_token(served):
+    """The tracker's token, published in web pages, may append but not replace what is stored."""
+    http, workspace = served
+    assert http.post("/v1/deploy?auto_promote=true", files=_parts(*FILES)).json()["result"] == "success"
+    tracker = {"Authorization": f"Bearer {workspace.tokens.get('tracker').token}",
+               "Content-Type": "application/x-ndjson"}
+    line = b'{"event_id":"r1","event_type":"click","timestamp":"2024-03-01 10:00:00"}\n'
+    assert http.post("/v1/datasources/events/append?format=ndjson", content=line, headers=tracker).status_code == 200
+    refused = http.post("/v1/datasources/events/replace?format=ndjson", content=b"", headers=tracker)
+    assert (refused.status_code, refused.json()["error"]) == (403, "token needs scope DATASOURCES:CREATE")
+    assert http.get("/v0/sql", params={"q": "SELECT count() AS n FROM events FORMAT JSON"}).json()["data"] == [{"n": 1}]

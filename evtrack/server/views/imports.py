@@ -51,7 +51,7 @@ async def ingest(request: Request, workspace, name: str, data: bytes, fmt: str, 
 async def _import(request: Request, replace: bool) -> Response:
     workspace = workspace_of(request)
     name = request.path_params["name"]
-    require(request, workspace.tokens, *scopes.may_append(name))
+    require(request, workspace.tokens, *((scopes.DATASOURCES_CREATE,) if replace else scopes.may_append(name)))
     fmt = request.query_params.get("format", "ndjson").lower()
     if fmt not in FORMATS:
         raise BadRequest(f"Format '{fmt}' is not supported: append NDJSON, CSV or Parquet")
