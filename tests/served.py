@@ -18,6 +18,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "TB_VERSION_WARNING": "0", "TB_CLI_TELEMETRY_OPTOUT": "1", **extra}
 
 
+def _read(marker: Path) -> dict:
+    """The server's marker, or {} while there is none (a starting server removes a killed one's)."""
+    try:
+        return json.loads(marker.read_text() or "{}")
+    except FileNotFoundError:
+        return {}
+
+
 class Served:
     def __init__(self, data: Path, *options: str):
         self.data = data
@@ -27,7 +35,7 @@ class Served:
         )
         deadline = time.monotonic() + 60  # a stale server.json of a killed server does not count
         marker = data / "server.json"
-        while not (marker.exists() and json.loads(marker.read_text() or "{}").get("pid") == self.process.pid):
+        while _read(marker).get("pid") != self.process.pid:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
                 _, err = self.process.communicate()
