@@ -200,6 +200,39 @@ def test_deploy_backfills_a_source_that_already_has_rows_and_redeploy_changes_no
         assert top_pages(engine) == expected_pages(rows)  # not backfilled twice
 
 
+def test_engine_settings_change_in_place_and_keep_the_rows(tmp_path):
+    """ENGINE_SETTINGS say how parts are kept, not what they hold: a deploy changes them with
+    ALTERs, without --force, and the rows stay; a setting taken out is reset to its default."""
+    rows = clicks(40)
+    settings = 'ENGINE_SETTINGS "min_age_to_force_merge_seconds=300, min_age_to_force_merge_on_partition_only=1"\n'
+    with Engine.open(tmp_path / "store") as engine:
+        engine.deploy_datasource(parse_datasource("clicks", CLICKS))
+        engine.append("clicks", ndjson(rows))
+
+        def table_settings() -> str:
+            return engine.store.run("SELECT engine_full FROM system.tables WHERE database = 'evtrack' AND name = 'clicks'",
+                                    "TSV").decode()
+
+        assert "min_age_to_force_merge_seconds" not in table_settings()
+        with_settings = parse_datasource("clicks", CLICKS + settings)
+        assert engine.default.plan_datasource(with_settings) == [
+            "MODIFY SETTING min_age_to_force_merge_seconds = 300, min_age_to_force_merge_on_partition_only = 1"]
+        assert engine.deploy_datasource(with_settings) == "changed"
+        assert "min_age_to_force_merge_seconds = 300" in table_settings()
+        assert "min_age_to_force_merge_on_partition_only = 1" in table_settings()
+        assert sql_rows(engine, "SELECT count() AS n FROM clicks") == [{"n": len(rows)}]
+        assert engine.deploy_datasource(parse_datasource("clicks", CLICKS + settings.replace("300", "60"))) == "changed"
+        assert "min_age_to_force_merge_seconds = 60" in table_settings()
+        back = parse_datasource("clicks", CLICKS)
+        assert engine.default.plan_datasource(back) == [
+            "RESET SETTING min_age_to_force_merge_seconds, min_age_to_force_merge_on_partition_only"]
+        assert engine.deploy_datasource(back) == "changed"
+        assert "min_age_to_force_merge" not in table_settings()
+        assert sql_rows(engine, "SELECT count() AS n FROM clicks") == [{"n": len(rows)}]
+        with pytest.raises(SchemaConflict, match="the engine would change"):  # a key is no setting
+            engine.deploy_datasource(parse_datasource("clicks", CLICKS.replace("ENGINE_SORTING_KEY ts", "ENGINE_SORTING_KEY page, ts")))
+
+
 def test_a_changed_materialized_pipe_needs_force_which_rebuilds_its_targets(mv_engine):
     engine, root = mv_engine
     rows = clicks(60)

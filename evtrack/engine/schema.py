@@ -3,7 +3,9 @@
 Each datasource is a table of the workspace's database, with ``<name>_quarantine`` beside it and
 its ingest table and views (``ingest``). A compatible change (a new column with a default, a
 changed default) is made in place with ALTERs; any other needs ``force``, which rebuilds the table
-keeping the data of the columns both schemas share.
+keeping the data of the columns both schemas share. A change of ``ENGINE_SETTINGS`` alone is made
+in place (``MODIFY SETTING``, ``RESET SETTING``), as the settings change how parts are kept, not
+what they hold.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import uuid
 
 from ..errors import SchemaConflict
-from ..project import Datasource
+from ..project import Datasource, split_columns
 from .ingest import DEDUP_WINDOW, imports_table, ingest_ddl, ingest_table, quarantine_ddl, quarantine_name
 
 __all__ = ["Schema", "plan"]
@@ -92,6 +94,8 @@ class Schema:
                     f"ALTER TABLE {quarantine} ADD COLUMN IF NOT EXISTS `{column.name}` Nullable(String) AFTER `{previous}`")
             else:
                 self.store.execute(f"ALTER TABLE {table} MODIFY COLUMN {ddl}")
+        for statement in _setting_changes(old, new):
+            self.store.execute(f"ALTER TABLE {table} {statement}")
 
     def _rebuild(self, old: Datasource, new: Datasource) -> None:
         """Rebuild a datasource on --force, copying the columns both schemas share."""
@@ -111,6 +115,7 @@ def plan(old: Datasource, new: Datasource) -> list[str]:
     if conflict:
         raise SchemaConflict(f"Datasource '{new.name}': {conflict}")
     operations = [f"{kind} COLUMN {ddl}" for kind, _, ddl, _ in _column_changes(old, new)]
+    operations += _setting_changes(old, new)
     if old.description != new.description:
         operations.append("CHANGE DESCRIPTION")
     return operations
@@ -140,6 +145,27 @@ def _incompatibility(old: Datasource, new: Datasource) -> str | None:
     for name, column in after.items():
         if name not in before and column.required:
             return f"new column '{name}' has no DEFAULT and is not Nullable"
-    if old.engine != new.engine:
+    if _engine_without_settings(old) != _engine_without_settings(new):
         return f"the engine would change from {old.engine} to {new.engine}"
     return None
+
+
+def _settings(ds: Datasource) -> dict[str, str]:
+    """The datasource's ENGINE_SETTINGS, by name."""
+    text = dict(ds.engine_settings).get("engine_settings", "")
+    pairs = (item.partition("=") for item in split_columns(text) if item.strip())
+    return {name.strip(): value.strip() for name, _, value in pairs}
+
+
+def _engine_without_settings(ds: Datasource) -> str:
+    text = dict(ds.engine_settings).get("engine_settings")
+    return ds.engine.removesuffix(f" SETTINGS {text}") if text else ds.engine
+
+
+def _setting_changes(old: Datasource, new: Datasource) -> list[str]:
+    """The ALTERs that take the table from ``old``'s ENGINE_SETTINGS to ``new``'s."""
+    before, after = _settings(old), _settings(new)
+    changed = [f"{name} = {value}" for name, value in after.items() if before.get(name) != value]
+    removed = [name for name in before if name not in after]
+    return ([f"MODIFY SETTING {', '.join(changed)}"] if changed else []) + \
+        ([f"RESET SETTING {', '.join(removed)}"] if removed else [])
