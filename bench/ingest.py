@@ -105,6 +105,35 @@ def evtrack_send(events: Path, store: Path) -> Run:
     return timed_process([sys.executable, "-m", "evtrack", "--data", str(store), "send", str(events), "--json"])
 
 
+SETTLE = """
+import sys, time
+from pathlib import Path
+from evtrack.engine import Engine
+# Merges still to come: those running, and each partition of more than one part in a table whose
+# ENGINE_SETTINGS merge it into one (min_age_to_force_merge_seconds) once its parts are that old.
+PENDING = ("SELECT (SELECT count() FROM system.merges) + (SELECT count() FROM ("
+           " SELECT table FROM system.parts WHERE database = 'evtrack' AND active"
+           " AND table IN (SELECT name FROM system.tables WHERE database = 'evtrack'"
+           "               AND engine_full LIKE '%min_age_to_force_merge_seconds%')"
+           " GROUP BY table, partition HAVING count() > 1))")
+started, quiet = time.monotonic(), 0
+with Engine.open(Path(sys.argv[1])) as engine:
+    while quiet < 6 and time.monotonic() - started < float(sys.argv[2]):
+        pending = int(engine.store.run(PENDING).decode())
+        quiet = 0 if pending else quiet + 1
+        time.sleep(0.5)
+    parts = engine.store.run("SELECT count() FROM system.parts WHERE database = 'evtrack' AND active").decode().strip()
+print(f"{time.monotonic() - started:.0f} s, {parts} active parts")
+"""
+
+
+def settle(store: Path, limit: float = 900) -> str:
+    """Open the store until no merge has run or been due for 3 s (at most ``limit`` seconds): the
+    merges the bulk insert sets off, then those of the datasources' ENGINE_SETTINGS, which merge a
+    partition into one part once its parts are old enough; how long, and the parts left."""
+    return timed_process([sys.executable, "-c", SETTLE, str(store), str(limit)]).output.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="evtrack ingest throughput against a plain chDB insert")
     parser.add_argument("-n", "--count", type=int, default=1_000_000)

@@ -4,15 +4,17 @@
     python bench/live.py -n 200000 --rate 2000 --seconds 20
 
 One `evtrack serve` on loopback over a store preloaded with N generated events (embedded send,
-not timed), then two phases of S seconds each:
+not timed) and, unless --no-settle, left to merge as a running store is (its merges done, those of
+the datasources' ENGINE_SETTINGS too, about 5 minutes), then two phases of S seconds each:
 
 1. idle: readers call four endpoints in turn (get_events first page, get_events for a type and a
    month, user_activity for a user, event_stats for a month): p50/p99 per call;
-2. streaming: the same readers while senders post R events/s in batches of 20 with wait=false,
-   as a tracker sends them, and one marker event a second (a unique event_type, stamped with the
-   current time) whose time from its 202 to its first appearance in get_events (asked for its type
-   since its time, as a live view asks) is its freshness: p50/p99/max, and of it, the time until
-   the read that found it began (by then it was stored) and that read's own time.
+2. streaming: the same readers while senders (in a process of their own, as trackers are) post R
+   events/s in batches of 20 with wait=false, as a tracker sends them, and one marker event a
+   second (a unique event_type, stamped with the current time) whose time from its 202 to its
+   first appearance in get_events (asked for its type since its time, as a live view asks) is its
+   freshness: p50/p99/max, and of it, the time until the read that found it began (by then it
+   was stored) and that read's own time.
 
 Then acknowledged against stored (raw rows), and the server's CPU seconds and peak RSS (VmHWM).
 A plot of freshness and read latency over time goes to --plot (bench/out/live.png) when matplotlib is
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -50,8 +53,10 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else (values[0] if values else float("nan"))
 
 
-def preload(data: Path, count: int) -> None:
-    from ingest import write_events
+def preload(data: Path, count: int, settled: bool) -> str:
+    """Deploy and send ``count`` generated events; with ``settled``, then open the store until its
+    merges are done (bench/ingest.py settle), as a store that has been running a while is."""
+    from ingest import settle, write_events
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "events.ndjson"
@@ -59,6 +64,7 @@ def preload(data: Path, count: int) -> None:
         for args in (["deploy"], ["send", str(path)]):
             subprocess.run([sys.executable, "-m", "evtrack", "--data", str(data), *args], cwd=ROOT, check=True,
                            stdout=subprocess.DEVNULL)
+    return settle(data) if settled else "no"
 
 
 def readers(url: str, token: str, stop: threading.Event, out: list, clients: int = 2) -> list[threading.Thread]:
@@ -79,10 +85,12 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="events/s while streaming")
     parser.add_argument("--seconds", type=int, default=60, help="length of each phase")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "out" / "live.png", help="where the plot goes")
+    parser.add_argument("--no-settle", action="store_true",
+                        help="serve the store right after the preload, while its merges run")
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="evtrack-live-"))
-    preload(data, args.n)
+    settled = preload(data, args.n, not args.no_settle)
     server = subprocess.Popen([sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0"],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -99,29 +107,54 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
+    print(f"preloaded store settled: {settled}")
     print_report(report, args)
 
 
 def run(url: str, tokens: dict, args) -> dict:
-    dashboard, tracker = tokens["dashboard"], tokens["tracker"]
     reads: list = []
     stop = threading.Event()
-    threads = readers(url, dashboard, stop, reads)
+    threads = readers(url, tokens["dashboard"], stop, reads)
+    # The trackers run in a process of their own, as they run on other machines: their threads
+    # would otherwise hold this process's interpreter lock while a reader's answer waits for it.
+    context = multiprocessing.get_context("spawn")
+    go, halt, results = context.Event(), context.Event(), context.Queue()
+    trackers = context.Process(target=stream, args=(url, tokens, args.rate, go, halt, results), daemon=True)
+    trackers.start()
     for thread in threads:
         thread.start()
     time.sleep(args.seconds)  # the idle phase: only reads
+    go.set()
     idle_end = time.monotonic()
-    acked, freshness = [0], []
+    time.sleep(args.seconds)
+    halt.set()
+    acked, freshness = results.get(timeout=120)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    trackers.join(timeout=60)
+    time.sleep(1)  # let the last flush land (250 ms interval) before counting
+    return {"reads": reads, "idle_end": idle_end, "freshness": freshness, "acked": acked}
+
+
+def stream(url: str, tokens: dict, rate: int, go, halt, results) -> None:
+    """From ``go`` to ``halt``: senders posting ``rate`` events/s in batches of 20 with wait=false,
+    and one marker a second; then (acknowledged events, freshness records) into ``results``.
+    time.monotonic() is the system's monotonic clock, so its times compare with the readers'."""
+    dashboard, tracker = tokens["dashboard"], tokens["tracker"]
+    acked, freshness, lock = [0], [], threading.Lock()
+    go.wait()
 
     def send(n: int, senders: int) -> None:
-        batch, interval = 20, 20 * senders / args.rate
+        batch, interval = 20, 20 * senders / rate
         with httpx.Client(base_url=url, timeout=30, params={"name": "events", "token": tracker}) as http:
             i, next_at = 0, time.monotonic()
-            while not stop.is_set():
+            while not halt.is_set():
                 body = "\n".join(json.dumps({"event_id": f"live-{n}-{i}-{j}", "event_type": "tap", "user_id": f"u{j}",
                                              "timestamp": "2023-06-15 12:00:00"}) for j in range(batch))
                 if http.post("/v0/events", content=body).status_code == 202:
-                    acked[0] += batch
+                    with lock:
+                        acked[0] += batch
                 i += 1
                 next_at += interval
                 time.sleep(max(0.0, next_at - time.monotonic()))
@@ -129,7 +162,7 @@ def run(url: str, tokens: dict, args) -> dict:
     def markers() -> None:
         with httpx.Client(base_url=url, timeout=30) as http:
             i = 0
-            while not stop.is_set():
+            while not halt.is_set():
                 kind = f"marker_{i}"
                 # Stamped now, as a live event is, and looked up as a live view asks: since its time.
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
@@ -138,8 +171,9 @@ def run(url: str, tokens: dict, args) -> dict:
                 sent = http.post("/v0/events", params={"name": "events", "token": tracker}, content=json.dumps(event))
                 acknowledged = time.perf_counter()
                 if sent.status_code == 202:
-                    acked[0] += 1
-                    while not stop.is_set():
+                    with lock:
+                        acked[0] += 1
+                    while not halt.is_set():
                         asked = time.perf_counter()
                         found = http.get("/v0/pipes/get_events.json", params=lookup)
                         if found.status_code == 200 and found.json()["rows"]:
@@ -152,16 +186,13 @@ def run(url: str, tokens: dict, args) -> dict:
                 time.sleep(max(0.0, 1 - (time.perf_counter() - acknowledged)))
 
     senders = 4
-    streaming = [threading.Thread(target=send, args=(n, senders), daemon=True) for n in range(senders)]
-    streaming.append(threading.Thread(target=markers, daemon=True))
-    for thread in streaming:
+    threads = [threading.Thread(target=send, args=(n, senders), daemon=True) for n in range(senders)]
+    threads.append(threading.Thread(target=markers, daemon=True))
+    for thread in threads:
         thread.start()
-    time.sleep(args.seconds)
-    stop.set()
-    for thread in threads + streaming:
+    for thread in threads:
         thread.join(timeout=60)
-    time.sleep(1)  # let the last flush land (250 ms interval) before counting
-    return {"reads": reads, "idle_end": idle_end, "freshness": freshness, "acked": acked[0]}
+    results.put((acked[0], freshness))
 
 
 def server_resources(pid: int) -> dict:

@@ -11,7 +11,9 @@ the worst case for rollups; see bench/events_gen.py) and each size, in one run:
    then each endpoint case is called through a server started as soon as the send has returned,
    while it merges the parts the bulk insert left (the "right after the send" column); then
    (unless --no-settle) the store is opened until its background merges have settled, as a store
-   that has been running a while has, and the calls of step 4 run on the settled store;
+   that has been running a while has (those the datasources' ENGINE_SETTINGS set off too: a
+   partition is merged into one part once it has had no new part for 5 minutes), and the calls of
+   step 4 run on the settled store;
    and a plain chDB insert (column types named) of the same events into two plain MergeTrees, one
    sorted by time and one by user (the same access paths, without evtrack);
 3. stored bytes per event of every datasource (the raw events and each access path or rollup),
@@ -47,7 +49,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import httpx  # noqa: E402
 from events_gen import EVENT_TYPES, PLATFORMS, Events, generate, write_ndjson  # noqa: E402
-from ingest import evtrack_send, plain_table, timed_process  # noqa: E402
+from ingest import evtrack_send, plain_table, settle  # noqa: E402
 from serve import Server  # noqa: E402
 
 COLUMNS = "event_id, event_type, user_id, session_id, timestamp, platform, app_version, device_type, os, country, properties"
@@ -213,35 +215,6 @@ class Result:
 def percentiles(times: list[float]) -> tuple[float, float]:
     ordered = sorted(times)
     return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))] * 1000
-
-
-SETTLE = """
-import sys, time
-from pathlib import Path
-from evtrack.engine import Engine
-# Merges still to come: those running, and each partition of more than one part in a table whose
-# ENGINE_SETTINGS merge it into one (min_age_to_force_merge_seconds) once its parts are that old.
-PENDING = ("SELECT (SELECT count() FROM system.merges) + (SELECT count() FROM ("
-           " SELECT table FROM system.parts WHERE database = 'evtrack' AND active"
-           " AND table IN (SELECT name FROM system.tables WHERE database = 'evtrack'"
-           "               AND engine_full LIKE '%min_age_to_force_merge_seconds%')"
-           " GROUP BY table, partition HAVING count() > 1))")
-started, quiet = time.monotonic(), 0
-with Engine.open(Path(sys.argv[1])) as engine:
-    while quiet < 6 and time.monotonic() - started < float(sys.argv[2]):
-        pending = int(engine.store.run(PENDING).decode())
-        quiet = 0 if pending else quiet + 1
-        time.sleep(0.5)
-    parts = engine.store.run("SELECT count() FROM system.parts WHERE database = 'evtrack' AND active").decode().strip()
-print(f"{time.monotonic() - started:.0f} s, {parts} active parts")
-"""
-
-
-def settle(store: Path, limit: float = 900) -> str:
-    """Open the store until no merge has run or been due for 3 s (at most ``limit`` seconds): the
-    merges the bulk insert sets off, then those of the datasources' ENGINE_SETTINGS, which merge a
-    partition into one part once its parts are old enough; how long, and the parts left."""
-    return timed_process([sys.executable, "-c", SETTLE, str(store), str(limit)]).output.strip()
 
 
 def run_size(shape: str, size: int, work: Path, calls: int, db, settled: bool = True) -> Result:
