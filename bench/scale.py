@@ -14,14 +14,16 @@ the worst case for rollups; see bench/events_gen.py) and each size, in one run:
    that has been running a while has (those the datasources' ENGINE_SETTINGS set off too: a
    partition is merged into one part once it has had no new part for 5 minutes), and the calls of
    step 4 run on the settled store;
-   and a plain chDB insert (column types named) of the same events into two plain MergeTrees, one
-   sorted by time and one by user (the same access paths, without evtrack);
+   and a plain chDB insert (column types named) of the same events into two tables with the engine
+   and keys of `events` and `events_by_user` (ReplacingMergeTrees sorted by time and by user: the
+   same access paths, without evtrack), merged as the settled store is (one part per partition)
+   when the store was settled;
 3. stored bytes per event of every datasource (the raw events and each access path or rollup),
    as `GET /v0/datasources` reports them;
 4. for each case of a parameter matrix (one heavy user, a typical user, the first page, filters,
    offset=100000, a day, a month, all time): p50 and p99 of --calls calls through `evtrack serve`
    (HTTP on loopback, the client's wall time), and of the fastest SQL written by hand for this
-   data over the plain MergeTrees (deduplicating by event_id; pages bounded by the newest
+   data over those two tables (deduplicating with FINAL, as the endpoints do; pages bounded by the newest
    2 x (limit + offset) rows, exact while resends are rare, as here; in chDB in this process),
    with their ratio;
 5. every answer, the endpoint's and the hand-written SQL's, compared with an independent
@@ -148,24 +150,24 @@ def _where(p: dict) -> str:
 
 
 def hand_sql(pipe: str, p: dict) -> str:
-    """Exact on this data over the plain tables with their resends: every event counted once by its event_id."""
+    """Exact on this data over the two tables with their resends: every event counted once (FINAL)."""
     w = _where(p)
     if pipe == "get_events":
-        page = f"LIMIT 1 BY event_id LIMIT {int(p.get('limit', 100))} OFFSET {int(p.get('offset', 0))}"
+        page = f"LIMIT {int(p.get('limit', 100))} OFFSET {int(p.get('offset', 0))}"
         if "user_id" in p:
-            return f"SELECT {COLUMNS} FROM plain_user {w} ORDER BY timestamp DESC, event_id {page}"
+            return f"SELECT {COLUMNS} FROM hand_user FINAL {w} ORDER BY timestamp DESC, event_id {page}"
         bound = 2 * (int(p.get("limit", 100)) + int(p.get("offset", 0)))
-        newest = f"SELECT min(timestamp) FROM (SELECT timestamp FROM plain_time {w} ORDER BY timestamp DESC LIMIT {bound})"
+        newest = f"SELECT min(timestamp) FROM (SELECT timestamp FROM hand_time {w} ORDER BY timestamp DESC LIMIT {bound})"
         w = (w + " AND " if w else "WHERE ") + f"timestamp >= ({newest})"
-        return f"SELECT {COLUMNS} FROM plain_time {w} ORDER BY timestamp DESC, event_id {page}"
+        return f"SELECT {COLUMNS} FROM hand_time FINAL {w} ORDER BY timestamp DESC, event_id {page}"
     if pipe == "user_activity":
-        return (f"SELECT user_id, uniqExact(event_id) AS event_count, uniqExactIf(session_id, session_id != '') AS session_count, "
+        return (f"SELECT user_id, count() AS event_count, uniqExactIf(session_id, session_id != '') AS session_count, "
                 f"min(timestamp) AS first_seen, max(timestamp) AS last_seen, arraySlice(arrayMap(x -> x.2, arraySort("
                 f"x -> (-toUnixTimestamp(x.1), x.2), arrayZip(maxMap([event_type], [timestamp]).2, "
-                f"maxMap([event_type], [timestamp]).1))), 1, 10) AS recent_event_types FROM plain_user {w} GROUP BY user_id")
-    return (f"SELECT event_type, uniqExact(event_id) AS event_count, uniqExactIf(user_id, user_id != '') AS unique_users, "
+                f"maxMap([event_type], [timestamp]).1))), 1, 10) AS recent_event_types FROM hand_user FINAL {w} GROUP BY user_id")
+    return (f"SELECT event_type, count() AS event_count, uniqExactIf(user_id, user_id != '') AS unique_users, "
             f"uniqExactIf(session_id, session_id != '') AS session_count, min(timestamp) AS first_seen, "
-            f"max(timestamp) AS last_seen FROM plain_time {w} GROUP BY event_type ORDER BY event_count DESC, event_type")
+            f"max(timestamp) AS last_seen FROM hand_time FINAL {w} GROUP BY event_type ORDER BY event_count DESC, event_type")
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -239,13 +241,17 @@ def run_size(shape: str, size: int, work: Path, calls: int, db, settled: bool = 
 
     columns, _, structure = plain_table()
     started = time.perf_counter()
-    for table, key in (("plain_time", "PARTITION BY toYYYYMM(timestamp) ORDER BY (timestamp, event_id)"),
-                       ("plain_user", "ORDER BY (user_id, timestamp, event_id)")):
+    tables = (("hand_time", "PARTITION BY toYYYYMM(timestamp) ORDER BY (timestamp, event_id, event_type, user_id)"),
+              ("hand_user", "ORDER BY (user_id, timestamp, event_id, event_type)"))
+    for table, key in tables:
         db.query(f"DROP TABLE IF EXISTS default.{table}")
-        db.query(f"CREATE TABLE default.{table} ({columns}) ENGINE = MergeTree {key}")
+        db.query(f"CREATE TABLE default.{table} ({columns}) ENGINE = ReplacingMergeTree {key}")
         db.query(f"INSERT INTO default.{table} SELECT * FROM file('{ndjson}', 'JSONEachRow', '{structure}') "
                  "SETTINGS date_time_input_format = 'best_effort'")
     result.plain_ingest_s = time.perf_counter() - started
+    if settled:  # the state the settled store is in: one part per partition, which FINAL reads as is
+        for table, _ in tables:
+            db.query(f"OPTIMIZE TABLE default.{table} FINAL")
 
     _call_cases(result, folder / "store", events, truth, calls, db, result.latency)
     shutil.rmtree(folder, ignore_errors=True)
@@ -287,7 +293,7 @@ def report(results: list[Result]) -> None:
     for r in results:
         print(f"\n{r.shape}, {r.size:,} events")
         print(f"  ingest: evtrack send {r.ingest_s:.1f} s ({r.size / r.ingest_s:,.0f} events/s, {r.ingest_peak_mb:,.0f} MB peak); "
-              f"plain inserts into the two plain MergeTrees {r.plain_ingest_s:.1f} s")
+              f"plain inserts into the two hand-written SQL's tables {r.plain_ingest_s:.1f} s")
         print(f"  merges settled before the calls: {r.settled}")
         stored = ", ".join(f"{name} {b:.1f}" for name, b in sorted(r.bytes_per_event.items()))
         print(f"  stored bytes per event: {stored}; total {sum(r.bytes_per_event.values()):.1f}")
