@@ -94,7 +94,7 @@ class Copies:
                 raise BadRequest(f"The pipe '{name}' is no longer a copy pipe")
             if pipe.copy.datasource != node.datasource:  # the locks taken are the old target's
                 raise BadRequest(f"The pipe '{name}' now copies into '{pipe.copy.datasource}': run it again")
-            sql = pipe_sql(pipe, params, catalog.tables(), node=pipe.copy, pipes=pipe_reader(pipe, catalog.pipes))
+            sql = pipe_sql(pipe, params, catalog.tables(), self.database, node=pipe.copy, pipes=pipe_reader(pipe, catalog.pipes))
             return self._write(pipe.copy.datasource, sql, mode, rebuilds)
 
     def _request(self, name: str, params: dict[str, str], mode: str | None) -> tuple[Node, dict[str, str], str]:

@@ -16,12 +16,14 @@ from pathlib import Path
 from ..errors import BadRequest, EvtrackError, QueryError, SchemaConflict
 from ..project import Datasource, Pipe, Project
 from .catalog import Snapshot, table_map
+from .gate import admit_datasource
 from .guard import check_parsable
 from .locks import Locks
 from .materialized import check_columns, output_columns
 from .pipes import pipe_reader, pipe_sql, render_node
 from .refill import now
 from .schema import Schema, plan
+from .service import service_tables
 from .tokens import TokenStore, datafile_scope
 from .views import Views
 
@@ -98,6 +100,11 @@ class Deployer:
             with self.locks.deploy:
                 entry = {"id": staged or self.history.next_id(), "started": now(), "status": "failed"}
                 result.id = entry["id"]
+                for ds in project.datasources.values():  # every expression through the gate, before any table
+                    try:
+                        admit_datasource(ds, self.database)
+                    except QueryError as exc:
+                        raise BadRequest(exc.message) from None
                 for ds in project.datasources.values():
                     getattr(result, self._deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
                 known = set(self.snapshot.catalog.datasources) | set(project.datasources)
@@ -270,6 +277,7 @@ class Deployer:
     # -- checks before a pipe is stored ------------------------------------------------------
     def _check(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
         self._check_parsable(pipe)
+        self._check_gate(pipe, datasources, every)
         self._check_pipe(pipe, datasources, every)
         if pipe.copy is not None:
             self._check_copy(pipe, datasources, every)
@@ -286,13 +294,26 @@ class Deployer:
             except QueryError as exc:
                 raise BadRequest(f"pipe '{pipe.name}', node '{node.name}': {exc.message}") from None
 
+    def _check_gate(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
+        """The pipe's last node, as it would run (its earlier nodes inlined), through the gate before
+        anything of it is stored or run, whatever its type: the endpoint, copy and view built from it
+        pass it again where they are built."""
+        try:
+            tables = {**table_map(datasources, self.database), **service_tables(self.database)}
+            pipe_sql(pipe, {}, tables, self.database, test_mode=True,
+                     node=pipe.nodes[-1], pipes=pipe_reader(pipe, every))
+        except QueryError as exc:
+            raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
+        except EvtrackError:
+            pass  # a template's own error is reported where the pipe is rendered
+
     def _check_pipe(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
         """An endpoint must render and name only datasources, other pipes and its own nodes, and their columns."""
         tables = table_map(datasources, self.database)
         if pipe.endpoint is None:
             return
         try:
-            sql = pipe_sql(pipe, {}, tables, test_mode=True, pipes=pipe_reader(pipe, every))
+            sql = pipe_sql(pipe, {}, tables, self.database, test_mode=True, pipes=pipe_reader(pipe, every))
             self.store.run(f"EXPLAIN {sql}")  # the plan: every name resolved, nothing read
         except QueryError as exc:
             raise BadRequest(f"pipe '{pipe.name}': {exc.message}") from None
@@ -304,7 +325,7 @@ class Deployer:
             raise BadRequest(f"pipe '{pipe.name}': the datasource '{node.datasource}' it copies into does not "
                              f"exist (add datasources/{node.datasource}.datasource)")
         try:
-            sql = pipe_sql(pipe, {}, table_map(datasources, self.database), test_mode=True, node=node,
+            sql = pipe_sql(pipe, {}, table_map(datasources, self.database), self.database, test_mode=True, node=node,
                            pipes=pipe_reader(pipe, every))
             produced = output_columns(self.store, sql)
         except QueryError as exc:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from ..errors import BadRequest, QueryError
 from .catalog import Snapshot
+from .gate import admit
 from .guard import check_parsable
 from .ingest import quarantine_name
 from .ingesting import Ingest
@@ -81,6 +82,10 @@ class Lifecycle:
         if others:
             raise BadRequest(f"Invalid delete condition '{text}': it may use only the columns of '{datasource}', "
                              f"not {', '.join(sorted(set(others)))}")
+        try:
+            admit(f"SELECT 1 FROM `{self.database}`.`{datasource}` WHERE ({text})", self.database)
+        except QueryError as exc:
+            raise BadRequest(f"Invalid delete condition '{text}': {exc.message}") from None
         return text
 
     def delete(self, datasource: str, condition: str, cascade: bool = True, dry_run: bool = False) -> Deletion:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 from ..errors import EvtrackError, NotFound, QueryError, TemplateError
 from ..project import Node, Pipe
+from .gate import admit
 from .guard import check_size
 
 __all__ = ["RESERVED_PARAMS", "render_node", "pipe_sql", "pipe_reader"]
@@ -53,9 +54,11 @@ def _template_message(node: Node, exc) -> str:
     return str(exc)
 
 
-def pipe_sql(pipe: Pipe, params: dict[str, str], tables: dict[str, tuple[str, str]], test_mode: bool = False,
-             node: Node | None = None, pipes: Callable[[str], Pipe | None] | None = None) -> str:
-    """The pipe's endpoint (or ``node``) as one query over real tables.
+def pipe_sql(pipe: Pipe, params: dict[str, str], tables: dict[str, tuple[str, str]], database: str,
+             test_mode: bool = False, node: Node | None = None,
+             pipes: Callable[[str], Pipe | None] | None = None) -> str:
+    """The pipe's endpoint (or ``node``) as one query over real tables, admitted by the gate for the
+    workspace whose tables live in ``database`` (a copy node with a copy's table functions).
 
     ``pipes(name)``, when given, finds another deployed pipe that a node reads by name, as Tinybird
     allows: it stands for that pipe's last node, rendered with the same parameters.
@@ -63,8 +66,9 @@ def pipe_sql(pipe: Pipe, params: dict[str, str], tables: dict[str, tuple[str, st
     target = node or pipe.endpoint
     if target is None:
         raise NotFound(f"The pipe '{pipe.name}' does not have an endpoint yet")
-    return _node_sql(pipe, target, {k: v for k, v in params.items() if k not in RESERVED_PARAMS},
-                     tables, test_mode, pipes, (pipe.name,))
+    sql = _node_sql(pipe, target, {k: v for k, v in params.items() if k not in RESERVED_PARAMS},
+                    tables, test_mode, pipes, (pipe.name,))
+    return admit(sql, database, copy=target is pipe.copy)
 
 
 def pipe_reader(pipe: Pipe, pipes: Mapping[str, Pipe]) -> Callable[[str], Pipe | None] | None:

@@ -34,14 +34,14 @@ class Queries:
         """The SQL a pipe call runs, over one catalog (the current one unless given)."""
         catalog = catalog or self.snapshot.catalog
         pipe = catalog.pipe(name)
-        sql = pipe_sql(pipe, params, catalog.tables(), pipes=pipe_reader(pipe, catalog.pipes))
+        sql = pipe_sql(pipe, params, catalog.tables(), self.database, pipes=pipe_reader(pipe, catalog.pipes))
         if not q:
             return sql
         if q.lstrip().startswith("%"):
             raise BadRequest("'q' parameter doesn't support templates")
         check_parsable(self.store, split_format(q)[0])
         # `q` reads `_`, the pipe's result, and nothing else: no way around the token's scope.
-        return read_only_sql(q, {"_": f"({sql})"})[0]
+        return read_only_sql(q, {"_": f"({sql})"}, self.database)[0]
 
     def query_pipe(self, name: str, params: dict[str, str], fmt: str = "json", q: str | None = None,
                    tag: str | None = None) -> bytes:
@@ -61,7 +61,7 @@ class Queries:
                 tables[name] = f"({self.pipe_query(name, {}, catalog=catalog)})"
         if pipeline:
             tables["_"] = f"({self.pipe_query(pipeline, {}, catalog=catalog)})"
-        sql, found = read_only_sql(query, tables, readable)
+        sql, found = read_only_sql(query, tables, self.database, readable, describe=True)
         return self.run_read(sql, found or fmt or "json", tag)
 
     def run_read(self, sql: str, fmt: str, tag: str | None = None) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from ..errors import BadRequest, Forbidden, QueryError
+from .gate import admit
 from .pipes import _replace
 
 __all__ = ["read_only_sql", "split_format", "used_tables"]
@@ -39,20 +40,22 @@ def used_tables(query: str) -> list[tuple[str, str, str]]:
         raise QueryError(f"[Error] {str(exc).strip()}") from None
 
 
-def read_only_sql(query: str, tables: dict[str, tuple[str, str] | str], readable=None) -> tuple[str, str | None]:
-    """The query rewritten onto the store's tables, and its FORMAT if it named one.
+def read_only_sql(query: str, tables: dict[str, tuple[str, str] | str], database: str, readable=None,
+                  describe: bool = False) -> tuple[str, str | None]:
+    """The query rewritten onto the store's tables and admitted by the gate for the workspace whose
+    tables live in ``database``, and its FORMAT if it named one.
 
     ``tables`` maps each name SQL may use to a table or a subquery (a pipe, or ``_``); any other
     table is refused. ``readable(name)``, when given, says whether the caller may read that name;
-    a refusal is Tinybird's 403.
+    a refusal is Tinybird's 403. ``describe``: a DESCRIBE may pass.
     """
     sql, fmt = split_format(query)
-    for database, name, function in used_tables(query):
+    for db, name, function in used_tables(query):
         if function and function not in _HARMLESS_FUNCTIONS:
             raise QueryError(f"[Error] The table function '{function}' is not allowed")
-        full = f"{database}.{name}" if database else name
-        if name and ((database, name) if database else name) not in tables:  # a service's, by its database
+        full = f"{db}.{name}" if db else name
+        if name and ((db, name) if db else name) not in tables:  # a service's, by its database
             raise QueryError(f"[Error] Resource '{full}' not found")
         if name and readable is not None and not readable(full):
             raise Forbidden(f"token needs scope DATASOURCES:READ:{full}")
-    return _replace(sql, tables), fmt
+    return admit(_replace(sql, tables), database, describe=describe), fmt

@@ -39,7 +39,7 @@ class Views:
         if node.datasource not in datasources:
             raise BadRequest(f"pipe '{pipe.name}': the datasource '{node.datasource}' it materializes into "
                              "does not exist (add datasources/{0}.datasource)".format(node.datasource))
-        sql = pipe_sql(pipe, {}, table_map(datasources, self.database), node=node, pipes=every.get)
+        sql = pipe_sql(pipe, {}, table_map(datasources, self.database), self.database, node=node, pipes=every.get)
         if old is not None and old["sql"] == sql and self.schema.exists(view_name(pipe.name)):
             return False
         if old is not None and not force:
@@ -107,7 +107,7 @@ class Views:
                 continue
             if set(view["reads"]) & set(refill.targets):
                 pipe = every.get(name)
-                cascade[view_name(name)] = (view["target"], pipe_sql(pipe, {}, tables, node=pipe.materialized,
+                cascade[view_name(name)] = (view["target"], pipe_sql(pipe, {}, tables, self.database, node=pipe.materialized,
                                                                     pipes=every.get))
             elif rebuild or name == changed:
                 entries.append((name, view["target"], view["sql"], view["columns"]))

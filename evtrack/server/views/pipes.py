@@ -103,7 +103,7 @@ async def analyze_node(request: Request) -> Response:
     pipe = engine.pipe(request.path_params["name"])
     node = find_node(pipe, request.path_params["node"])
     pipes = pipe_reader(pipe, {p.name: p for p in engine.pipes()})
-    sql = await call(pipe_sql, pipe, {}, engine.tables(), node=node, pipes=pipes)
+    sql = await call(pipe_sql, pipe, {}, engine.tables(), engine.database, node=node, pipes=pipes)
     produced = await call(output_columns, engine.store, sql)
     target = request.query_params.get("datasource")
     analysis: dict = {"pipe": {"name": pipe.name}, "sql": sql,
