@@ -64,9 +64,25 @@ def _target(ctx: click.Context) -> Target:
     if "target" not in root.obj:
         from .targets import open_target
 
-        settings = resolve(root.obj["data"], root.obj["host"], root.obj["token"])
+        settings = resolve(root.obj["data"], root.obj["host"], root.obj["token"], data_origin=_data_origin(root))
+        root.obj["settings"] = settings
         root.obj["target"] = root.with_resource(_closing(open_target(settings)))
     return root.obj["target"]
+
+
+def _data_origin(root: click.Context) -> str | None:
+    """Where --data's value came from: the flag, EVTRACK_DATA, or (None) its default."""
+    source = root.get_parameter_source("data")
+    if source == click.core.ParameterSource.COMMANDLINE:
+        return "--data"
+    return "EVTRACK_DATA" if source == click.core.ParameterSource.ENVIRONMENT else None
+
+
+def _where(ctx: click.Context) -> str:
+    """' on HOST' when the command goes to a host: said in prompts and output that change data."""
+    _target(ctx)
+    settings = ctx.find_root().obj["settings"]
+    return f" on {settings.host}" if settings.remote else ""
 
 
 class _closing:
@@ -328,11 +344,12 @@ def deployments(ctx: click.Context, as_json: bool) -> None:
 def delete(ctx: click.Context, datasource: str, condition: str, dry_run: bool, no_cascade: bool, yes: bool) -> None:
     """Delete the rows where CONDITION holds, from DATASOURCE and every datasource materialized from it."""
     if not dry_run and not yes:
-        click.confirm(f"Delete the rows of {datasource} where {condition}, and the rows derived from them?", abort=True)
+        click.confirm(f"Delete the rows of {datasource}{_where(ctx)} where {condition}, and the rows derived from them?",
+                      abort=True)
     done = _target(ctx).delete(datasource, condition, dry_run=dry_run, cascade=not no_cascade)
     verb = "would delete" if dry_run else "deleted"
     for table, rows in done.removed.items():
-        click.echo(f"{verb} {rows} rows from {table}")
+        click.echo(f"{verb} {rows} rows from {table}{_where(ctx)}")
     for name, why in done.skipped.items():
         click.echo(f"kept {name}: {why}")
     for name, why in done.rebuilt.items():
@@ -354,10 +371,10 @@ def delete(ctx: click.Context, datasource: str, condition: str, dry_run: bool, n
 def truncate(ctx: click.Context, datasource: str, cascade: bool, yes: bool) -> None:
     """Empty DATASOURCE (and its quarantine): every row goes."""
     if not yes:
-        click.confirm(f"Delete every row of {datasource}{' and of what is materialized from it' if cascade else ''}?",
-                      abort=True)
+        click.confirm(f"Delete every row of {datasource}{_where(ctx)}"
+                      f"{' and of what is materialized from it' if cascade else ''}?", abort=True)
     _target(ctx).truncate(datasource, cascade)
-    click.echo(f"truncated {datasource}")
+    click.echo(f"truncated {datasource}{_where(ctx)}")
 
 
 @cli.command()
@@ -444,7 +461,7 @@ def test_pipes(ctx: click.Context, pipe_names: tuple[str, ...], update: bool, lo
     cases = {path: pipetests.load_cases(path) for path in files}
     root = ctx.find_root().obj
     if root["host"]:
-        settings = resolve(root["data"], root["host"], root["token"])
+        settings = resolve(root["data"], root["host"], root["token"], data_origin=_data_origin(ctx.find_root()))
         caller = pipetests.host_caller(settings.host, settings.token.reveal())
     else:
         caller = pipetests.embedded_caller(project_dir)
@@ -505,9 +522,12 @@ class ByteSize(click.ParamType):
               type=ByteSize(), help="Largest result a query may return (Tinybird's response limit); 0: no limit.")
 @click.option("--memory-budget", envvar="EVTRACK_MEMORY_BUDGET", type=ByteSize(),
               help="Memory the whole engine may use, so queries fail before the machine runs out [default: 60% of RAM].")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="A Host name to answer to besides localhost, 127.0.0.1 and [::1] (repeatable; '*' for any): "
+                   "bound to loopback, every other name is refused, against DNS rebinding.")
 @click.pass_context
 def serve(ctx: click.Context, bind: str, port: int, max_execution_time: float, max_query_memory: int,
-          max_result_bytes: int, memory_budget: int | None) -> None:
+          max_result_bytes: int, memory_budget: int | None, allow_hosts: tuple[str, ...]) -> None:
     """Serve Tinybird's API (events, pipes, SQL, what `tb` needs) over the embedded store."""
     from .engine.store import QueryLimits
     from .server import running_server, serve as run_server
@@ -525,7 +545,7 @@ def serve(ctx: click.Context, bind: str, port: int, max_execution_time: float, m
         click.echo(f"admin token: `evtrack token ls --show-tokens`, or GET {url}/tokens from this machine")
         click.echo("Ctrl-C to stop")
 
-    run_server(engine, bind, port, on_ready=ready)
+    run_server(engine, bind, port, on_ready=ready, allow_hosts=allow_hosts)
 
 
 @cli.group()

@@ -1,10 +1,13 @@
-"""Where commands go, resolved once, in tinybird-cli's order.
+"""Where commands go, resolved once: what the command line says first.
 
-1. ``--host`` / ``--token``
-2. ``TB_HOST`` / ``TB_TOKEN``
-3. ``.tinyb`` in the working folder (JSON ``host`` and ``token``, as ``tb auth`` writes it)
-4. otherwise the embedded store (``--data``, ``EVTRACK_DATA``, ``./.evtrack``); when
-   ``evtrack serve`` is running on that store, commands go through it.
+1. a flag: ``--host`` (with ``--token``), or ``--data`` for the embedded store;
+2. an environment variable: ``TB_HOST`` (with ``TB_TOKEN``), or ``EVTRACK_DATA``;
+3. ``.tinyb`` in the working folder (JSON ``host`` and ``token``, as ``tb auth`` writes it);
+4. otherwise the embedded store in ``./.evtrack``.
+
+The first level that names a target decides, so ``--data`` means the embedded store even in a
+folder where ``tb auth`` left a ``.tinyb``. A level that names both a store and a host is refused,
+naming both. When ``evtrack serve`` is running on the store, commands go through it.
 """
 
 from __future__ import annotations
@@ -62,13 +65,21 @@ def _tinyb(folder: Path) -> dict:
     return found if isinstance(found, dict) else {}
 
 
-def resolve(data: Path, host: str | None = None, token: str | None = None, cwd: Path | None = None) -> Target:
+def resolve(data: Path, host: str | None = None, token: str | None = None, cwd: Path | None = None,
+            data_origin: str | None = None) -> Target:
+    """``data_origin``: where ``data`` was named (``--data`` or ``EVTRACK_DATA``), None for the default."""
     tinyb = _tinyb(Path(cwd or Path.cwd()))
-    for origin, (h, t) in (
-        ("--host", (host, token)),
-        ("TB_HOST", (os.environ.get("TB_HOST"), os.environ.get("TB_TOKEN"))),
-        (".tinyb", (tinyb.get("host"), tinyb.get("token"))),
+    for origin, (h, t), store in (
+        ("--host", (host, token), "--data"),
+        ("TB_HOST", (os.environ.get("TB_HOST"), os.environ.get("TB_TOKEN")), "EVTRACK_DATA"),
+        (".tinyb", (tinyb.get("host"), tinyb.get("token")), None),
     ):
+        named = store is not None and data_origin == store
+        if h and named:
+            raise BadRequest(f"both {store} ({data}) and {origin} ({h}) say where this command goes: "
+                             f"give one, {store} for the embedded store or {origin} for a host")
+        if named:
+            return Target(data=data, origin=store)
         if h:
             t = t or token or os.environ.get("TB_TOKEN") or tinyb.get("token")
             if not t:

@@ -90,6 +90,31 @@ class _Shared:
     users = 0
 
 
+def _private(path: Path) -> None:
+    """The store's folder, and all it holds, for its owner alone (0700 folders, 0600 files): it holds
+    users' events and tokens. A process that opens a store creates files only its owner can read from
+    then on (umask 077), the engine's included; a store made before this is made private once, when
+    it opens (its folder's mode says whether that was done)."""
+    os.umask(os.umask(0o077) | 0o077)
+    existed = path.exists()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if existed and path.stat().st_mode & 0o077:
+        for folder, dirs, files in os.walk(path):
+            for name in dirs:
+                _chmod(Path(folder) / name, 0o700)
+            for name in files:
+                _chmod(Path(folder) / name, 0o600)
+    _chmod(path, 0o700)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        if not path.is_symlink():
+            os.chmod(path, mode)
+    except OSError:
+        pass  # gone, or not ours: what is left is still behind the 0700 folder
+
+
 class Store:
     """An open chDB store on ``path``; use as a context manager or call ``close``."""
 
@@ -105,7 +130,7 @@ class Store:
             self._open = True
 
     def _start(self, budget: int) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        _private(self.path)
         target = str(self.path)
         if budget and not any(ch in target for ch in "?&#"):  # characters a connection string would misread
             target = f"file:{target}?max_server_memory_usage={int(budget)}"

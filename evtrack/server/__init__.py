@@ -23,14 +23,17 @@ MAX_URL = 16 * 1024
 MAX_HEADERS = 16 * 1024
 
 
-def serve(engine, host: str, port: int, on_ready=None) -> None:
-    """Serve ``engine`` (an ``evtrack.engine.Engine``) until Ctrl-C or SIGTERM."""
+def serve(engine, host: str, port: int, on_ready=None, allow_hosts=()) -> None:
+    """Serve ``engine`` (an ``evtrack.engine.Engine``) until Ctrl-C or SIGTERM. ``allow_hosts``: names
+    to answer to besides the loopback ones (``evtrack.server.hosts``)."""
     import uvicorn
 
     from ..engine.copies import CopyScheduler
     from .app import create_app  # the web stack is loaded only by the command that serves
 
-    app = create_app(engine, scheduler=CopyScheduler(engine))
+    from .hosts import HostPolicy
+
+    app = create_app(engine, scheduler=CopyScheduler(engine), hosts=HostPolicy.for_bind(host, allow_hosts))
     # Requests still running when a stop is asked get a few seconds; the reads among them are cancelled at once.
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5, http=_bounded_http_protocol())

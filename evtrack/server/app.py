@@ -21,6 +21,7 @@ from ..errors import EvtrackError
 from .buffer import IngestBuffer
 from .calls import call
 from .cors import CORSMiddleware
+from .hosts import HostMiddleware, HostPolicy
 from .failures import EVENTS_PATH, HANDLERS
 from .pipestats import PipeStats
 from .views import (builds, copies, datasources, deployments, endpoints, events, imports, jobs, lifecycle, local,
@@ -96,8 +97,10 @@ def routes() -> list[Route]:
 
 
 def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: IngestBuffer | None = None,
-               scheduler=None) -> Starlette:
-    """``scheduler`` (an ``evtrack.engine.copies.CopyScheduler``), when given, runs the scheduled copy pipes."""
+               scheduler=None, hosts: HostPolicy = HostPolicy()) -> Starlette:
+    """``scheduler`` (an ``evtrack.engine.copies.CopyScheduler``), when given, runs the scheduled copy pipes.
+    ``hosts``: the names it answers to (``evtrack.server.hosts``); by default, only the loopback-only
+    routes are checked."""
     buffer = buffer or IngestBuffer(engine)
 
     @contextlib.asynccontextmanager
@@ -120,7 +123,7 @@ def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: Inge
                 await each.stop()  # a clean shutdown flushes what was acknowledged
             await app.state.pipestats.stop()
 
-    app = Starlette(lifespan=lifespan, routes=routes(), middleware=[Middleware(CORSMiddleware)],
+    app = Starlette(lifespan=lifespan, routes=routes(), middleware=[Middleware(HostMiddleware, policy=hosts), Middleware(CORSMiddleware)],
                     exception_handlers=HANDLERS)
     app.state.engine = engine
     app.state.max_body = max_body
