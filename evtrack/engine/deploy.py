@@ -101,10 +101,7 @@ class Deployer:
                 entry = {"id": staged or self.history.next_id(), "started": now(), "status": "failed"}
                 result.id = entry["id"]
                 for ds in project.datasources.values():  # every expression through the gate, before any table
-                    try:
-                        admit_datasource(ds, self.database)
-                    except QueryError as exc:
-                        raise BadRequest(exc.message) from None
+                    self._check_datasource(ds)
                 for ds in project.datasources.values():
                     getattr(result, self._deploy_datasource(ds, force)).append(f"{ds.name}.datasource")
                 known = set(self.snapshot.catalog.datasources) | set(project.datasources)
@@ -226,7 +223,14 @@ class Deployer:
         with self.locks.deploy:
             return self._deploy_datasource(ds, force)
 
+    def _check_datasource(self, ds: Datasource) -> None:
+        try:
+            admit_datasource(ds, self.database)
+        except QueryError as exc:
+            raise BadRequest(exc.message) from None
+
     def _deploy_datasource(self, ds: Datasource, force: bool) -> str:
+        self._check_datasource(ds)
         outcome = self.schema.deploy(self.snapshot.catalog.datasources.get(ds.name), ds, force)
         if outcome != "unchanged":
             self.snapshot.set_datasource(ds)

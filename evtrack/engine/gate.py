@@ -30,7 +30,7 @@ import re
 from ..errors import QueryError
 from .guard import check_size
 
-__all__ = ["admit", "admit_datasource", "admit_expression"]
+__all__ = ["SYSTEM_TABLES", "admit", "admit_datasource", "admit_expression"]
 
 # Statements a text from outside may be.
 _SELECT = "SelectWithUnionQuery"
@@ -40,9 +40,13 @@ _CLIENT_SIDE = (("INTO", "OUTFILE"), ("FROM", "INFILE"))
 
 
 def _constants():
-    from tinybird.ch_utils.constants import COPY_ENABLED_TABLE_FUNCTIONS, ENABLED_SYSTEM_TABLES, ENABLED_TABLE_FUNCTIONS
+    from tinybird.ch_utils.constants import COPY_ENABLED_TABLE_FUNCTIONS, ENABLED_TABLE_FUNCTIONS
 
-    return frozenset(ENABLED_TABLE_FUNCTIONS), frozenset(COPY_ENABLED_TABLE_FUNCTIONS), frozenset(ENABLED_SYSTEM_TABLES)
+    return frozenset(ENABLED_TABLE_FUNCTIONS), frozenset(COPY_ENABLED_TABLE_FUNCTIONS), SYSTEM_TABLES
+
+
+# The system tables every query may read on Tinybird (tinybird-cli's ENABLED_SYSTEM_TABLES).
+SYSTEM_TABLES = frozenset({"functions", "numbers", "numbers_mt", "one"})
 
 
 def admit(sql: str, database: str, *, copy: bool = False, describe: bool = False) -> str:
