@@ -42,8 +42,13 @@ class Column:
     nullable: bool
 
     @property
+    def accepts_null(self) -> bool:
+        """Whether a null or missing value is stored as NULL: ``Nullable(T)``, ``LowCardinality(Nullable(T))``."""
+        return self.nullable or self.type.replace(" ", "").startswith("LowCardinality(Nullable(")
+
+    @property
     def required(self) -> bool:
-        return self.default is None and not self.nullable
+        return self.default is None and not self.accepts_null
 
     @property
     def sql_type(self) -> str:

@@ -17,19 +17,14 @@ import io
 from pathlib import Path
 
 from ..errors import BadRequest
-from ..project import Column, Datasource
-from .ingest import sql_string
+from ..project import Datasource
+from .ingest import jsonpath_keys, sql_string
 
 __all__ = ["file_format", "rows_source"]
 
 _SETTINGS = ("input_format_csv_allow_variable_number_of_columns = 1, input_format_skip_unknown_fields = 1, "
              "input_format_csv_empty_as_default = 1, output_format_json_named_tuples_as_objects = 1, "
              "output_format_json_quote_64bit_integers = 0")
-
-
-def _keys(column: Column) -> list[str]:
-    path = column.jsonpath or f"$.{column.name}"
-    return [k for k in path.removeprefix("$").split(".") if k]
 
 
 def _ident(name: str) -> str:
@@ -48,8 +43,8 @@ def _tree(ds: Datasource) -> dict:
     """The JSON object's shape: key → column name (a leaf) or a nested shape."""
     tree: dict = {}
     for column in ds.columns:
-        keys = _keys(column)
-        if any("[" in key for key in keys):
+        keys, each = jsonpath_keys(column)
+        if each is not None:
             raise BadRequest(f"Datasource '{ds.name}': column '{column.name}' reads {column.jsonpath}, which a CSV "
                              "row cannot hold: append NDJSON to it")
         node = tree

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 
+from ..errors import BadRequest
 from ..project import Column, Datasource
 
-__all__ = ["DEDUP_WINDOW", "MAX_LINE_BYTES", "SHOWN_BYTES", "exactly_once", "imports_table", "ingest_ddl",
+__all__ = ["jsonpath_keys", "DEDUP_WINDOW", "MAX_LINE_BYTES", "SHOWN_BYTES", "exactly_once", "imports_table", "ingest_ddl",
            "ingest_insert", "ingest_table", "quarantine_ddl", "quarantine_name", "sql_string"]
 
 _DATETIME64 = re.compile(r"DateTime64\((\d+)")
@@ -53,9 +54,37 @@ def quarantine_ddl(ds: Datasource, table: str) -> str:
     )
 
 
+_PATH_STEP = re.compile(r"""\.([^.\[]+)|\[\s*'([^']*)'\s*\]|\[\s*"([^"]*)"\s*\]|\[\s*(:)\s*\]""")
+
+
+def jsonpath_keys(column: Column) -> tuple[list[str], list[str] | None]:
+    """The keys of a column's jsonpath as Tinybird documents them (``$.a``, ``$.a.b``, ``$['a-b']``,
+    ``$.a[:]``, ``$.a[:].b``): the keys to the value, and, after ``[:]``, the keys read in each of the
+    array's elements (None without ``[:]``; ``[]`` for ``$.a[:]``, the array itself)."""
+    path = (column.jsonpath or f"$.{column.name}").strip().removeprefix("$")
+    keys: list[str] = []
+    each: list[str] | None = None
+    position = 0
+    while position < len(path):
+        step = _PATH_STEP.match(path, position)
+        if step is None:
+            raise BadRequest(f"column '{column.name}': the jsonpath '{column.jsonpath}' is not one Tinybird reads "
+                             "($.a, $.a.b, $['a-b'], $.a[:], $.a[:].b)")
+        position = step.end()
+        if step.group(4):
+            if each is not None:
+                raise BadRequest(f"column '{column.name}': the jsonpath '{column.jsonpath}' has more than one [:]")
+            each = []
+            continue
+        key = next(g for g in step.groups()[:3] if g is not None)
+        (keys if each is None else each).append(key)
+    return keys, each
+
+
 def _keys(column: Column) -> list[str]:
-    path = column.jsonpath or f"$.{column.name}"
-    return [k for k in path.removeprefix("$").split(".") if k]
+    """The keys of a column whose jsonpath reads one value (``[:]`` with nothing after it reads the array)."""
+    keys, each = jsonpath_keys(column)
+    return keys if not each else []
 
 
 def _base_type(type_: str) -> str:
@@ -64,14 +93,34 @@ def _base_type(type_: str) -> str:
     return type_
 
 
+_COMPOSITE = ("Array(", "Map(", "Tuple(", "Nested(")
+
+
+def _composite(type_: str) -> bool:
+    """A type that cannot be inside Nullable: read from its JSON text, as JSONEachRow reads it."""
+    return _base_type(type_).startswith(_COMPOSITE)
+
+
+def _enum(type_: str) -> str | None:
+    """The Enum type of an ``Enum8``/``Enum16`` column (Nullable or not), else None."""
+    base = _base_type(type_)
+    inner = base[len("Nullable("):-1] if base.startswith("Nullable(") else base
+    return inner if inner.startswith("Enum") else None
+
+
 def _converts(col: Column) -> bool:
     """Whether the column's text needs converting to its type (every JSON value has a String text)."""
-    return _base_type(col.type) != "String"
+    return _base_type(col.type) not in ("String", "Nullable(String)")
 
 
 def _convert(raw: str, type_: str) -> str:
-    """A Nullable expression: the raw text converted to ``type_``, NULL when it does not fit.
+    """A Nullable expression: the raw text converted to ``type_``, NULL when it does not fit. A
+    composite type is read from the value's JSON as a one-type Variant, NULL when it does not fit.
     (A date column's value comes from ``_date_value``.)"""
+    if _composite(type_):
+        return f"JSONExtract(ifNull({raw}, ''), {sql_string(f'Variant({_base_type(type_)})')})"
+    if _enum(type_):  # a cast would throw on a name the enum lacks: read it as JSONEachRow reads it
+        return f"JSONExtract(toJSONString(ifNull({raw}, '')), {sql_string(f'Variant({_enum(type_)})')})"
     return f"accurateCastOrNull({raw}, {sql_string(_base_type(type_))})"
 
 
@@ -110,12 +159,19 @@ def _out_of_range(i: int, type_: str) -> str:
             f"__w{i} > toDateTime64({sql_string(high)}, 0, 'UTC') OR match(__r{i}, '^\\s*0000'))) AS __o{i}")
 
 
+_ZONE = re.compile(r"DateTime(?:64)?\((?:\s*\d+\s*,)?\s*'([^']+)'\s*\)")
+
+
 def _date_value(i: int, type_: str) -> str:
-    base = _base_type(type_)
+    """A date column's value: its text read in the column's zone (UTC unless the type names one), as
+    ClickHouse reads a text into a zoned DateTime."""
+    base = _base_type(type_).removeprefix("Nullable(")
+    zone = sql_string(found.group(1)) if (found := _ZONE.search(base)) else "'UTC'"
     if match := _DATETIME64.match(base):
-        value = f"parseDateTime64BestEffortOrNull(__r{i}, {match.group(1)}, 'UTC')"
+        value = f"parseDateTime64BestEffortOrNull(__r{i}, {match.group(1)}, {zone})"
     elif base.startswith("DateTime"):
-        value = f"toDateTime(__w{i}, 'UTC')"
+        value = (f"toDateTime(__w{i}, 'UTC')" if zone == "'UTC'" else
+                 f"toDateTime(parseDateTime64BestEffortOrNull(__r{i}, 0, {zone}), {zone})")
     else:
         value = f"accurateCastOrNull(__w{i}, {sql_string(base)})"
     return f"if(__o{i}, NULL, {value}) AS __v{i}"
@@ -128,14 +184,20 @@ def _raw_texts(ds: Datasource) -> tuple[list[str], list[str]]:
     below); nested paths one by one. Returns (the level below, the texts).
     """
     flat = [i for i, c in enumerate(ds.columns) if len(_keys(c)) == 1]
-    fields = ", ".join(f"{sql_string(_keys(ds.columns[i])[0])[1:-1].join('``')} Nullable(String)" for i in flat)
+    top = list(dict.fromkeys(_keys(ds.columns[i])[0] for i in flat))  # two columns may read one key
+    fields = ", ".join(f"{sql_string(key)[1:-1].join('``')} Nullable(String)" for key in top)
     texts = []
     for i, column in enumerate(ds.columns):
+        keys, each = jsonpath_keys(column)
+        at = ", ".join(sql_string(k) for k in keys)
         if i in flat:
-            texts.append(f"tupleElement(__j, {flat.index(i) + 1})")
+            texts.append(f"tupleElement(__j, {top.index(keys[0]) + 1})")
+        elif each:  # $.a[:].b: the array of each element's b, as JSON text
+            inner = ", ".join(sql_string(k) for k in each)
+            texts.append(f"if(JSONType(line, {at}) = 'Array', concat('[', arrayStringConcat(arrayMap("
+                         f"x -> JSONExtractRaw(x, {inner}), JSONExtractArrayRaw(line, {at})), ','), ']'), NULL)")
         else:
-            keys = ", ".join(sql_string(k) for k in _keys(column))
-            texts.append(f"JSONExtract(line, {keys}, 'Nullable(String)')")
+            texts.append(f"JSONExtract(line, {at}, 'Nullable(String)')")
     return ([f"JSONExtract(line, 'Tuple({fields})') AS __j"] if flat else []), texts
 
 
@@ -166,10 +228,17 @@ def _value(i: int, col: Column) -> str:
     """The stored value: the converted text, else the default. A row whose text did not convert
     (or whose required column is missing) is quarantined, so its value here is never stored."""
     value = f"__v{i}" if _converts(col) else f"__r{i}"
+    if _composite(col.type):
+        present = f"variantElement(__v{i}, {sql_string(_base_type(col.type))})"
+    elif _enum(col.type):
+        element = f"variantElement(__v{i}, {sql_string(_enum(col.type))})"
+        present = element if col.accepts_null else f"assumeNotNull({element})"
+    else:
+        present = value if col.accepts_null else f"assumeNotNull({value})"
     if not col.default:
-        return value if col.nullable else f"assumeNotNull({value})"
+        return present
     # if() evaluates the default only for the rows that need it; ifNull() would for every row.
-    return f"if({value} IS NOT NULL, {value if col.nullable else f'assumeNotNull({value})'}, {col.default})"
+    return f"if({value} IS NOT NULL, {present}, {col.default})"
 
 
 def _staging_columns(ds: Datasource) -> list[str]:

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import StoreError
+from ..errors import BadRequest, EvtrackError, QueryError, StoreError
 from ..project import Datasource
 from .catalog import Snapshot
 from .csvrows import file_format, rows_source
 from .ingest import imports_table, ingest_insert, quarantine_name, sql_string
 from .locks import Locks
 from .wal import WriteAheadLog, import_id as wal_import_id
+
+log = logging.getLogger("evtrack.ingest")
 
 __all__ = ["AppendResult", "Ingest"]
 
@@ -108,7 +111,18 @@ class Ingest:
         return replayed
 
     def _ingest(self, ds: Datasource, source: str, import_id: str, once: str | None = None) -> None:
-        self.store.execute(ingest_insert(ds, self.database, source, import_id, once))
+        """The ingest statement. The engine refuses it for data it cannot read (a body that is not the
+        Parquet or gzip it says, say): a 400 saying so. Anything else is unexpected (a bad line is
+        quarantined, not refused): a 500 with a short id, the details in the log under that id."""
+        try:
+            self.store.execute(ingest_insert(ds, self.database, source, import_id, once))
+        except QueryError as exc:
+            if any(code.startswith(_UNREADABLE) for code in _CODES.findall(exc.message)):
+                raise BadRequest(exc.message) from None
+            ident = uuid.uuid4().hex[:8]
+            log.error("append %s to %s.%s failed: %s", ident, self.database, ds.name, exc.message)
+            raise EvtrackError(f"Internal error {ident}: the append to '{ds.name}' failed: "
+                               f"{exc.message.removeprefix('[Error] ')}", status=500) from None
 
     def _results(self, ds: Datasource, ids: list[str]) -> list[AppendResult]:
         """Each import's counts, from the imports audit table, and its first quarantine reasons."""
@@ -130,6 +144,10 @@ class Ingest:
             results.append(AppendResult(lines - quarantined, quarantined, import_id, reasons.get(import_id, [])))
         return results
 
+
+_CODES = re.compile(r"\(([A-Z][A-Z_]+)\)")
+# ClickHouse's codes for input it cannot read.
+_UNREADABLE = ("CANNOT_", "INCORRECT_", "UNKNOWN_FORMAT", "TOO_LARGE_STRING", "ATTEMPT_TO_READ_AFTER_EOF")
 
 _GLOB_CHARS = re.compile(r"[*?{}\[\]]")
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..errors import QueryError, QueryTimeout, StoreError
 
-__all__ = ["QueryLimits", "Store", "default_memory_budget", "param_text"]
+__all__ = ["QueryLimits", "Store", "default_memory_budget", "param_text", "public_text"]
 
 _SESSION_SETTINGS = (
     "SET session_timezone = 'UTC'",
@@ -259,9 +259,23 @@ def _connect(target: str):
 
 
 def _query_error(exc: Exception) -> QueryError:
-    text = _first_line(exc)
+    text = public_text(_first_line(exc))
     codes = _CODE.findall(text)
     return (QueryTimeout if codes and codes[-1] == "TIMEOUT_EXCEEDED" else QueryError)(f"[Error] {text}")
+
+
+# What a message of the engine may not show: the statement it ran (after "In scope", with internal
+# names and the server's paths), a workspace's database before a table's name, an upload's path.
+_SCOPE = re.compile(r":? In scope .*?(?=\. \([A-Z_]+\)$|$)", re.DOTALL)
+_DATABASE_PREFIX = re.compile(r"`?\b(?:w_[0-9a-f]{12}|evtrack|check_[0-9a-f]+)`?\.(?=`?[A-Za-z_])")
+_UPLOAD_PATH = re.compile(r"'/[^']*evtrack-(?:batch|rows|input)-[^']*'")
+
+
+def public_text(text: str) -> str:
+    """An engine message as a user may read it: what went wrong, in the names the user wrote."""
+    text = _SCOPE.sub("", text)
+    text = _UPLOAD_PATH.sub("'(the uploaded data)'", text)
+    return _DATABASE_PREFIX.sub("", text)
 
 
 def _import_chdb():
