@@ -298,3 +298,118 @@ def test_forward_tb_builds_tests_and_deploys_a_public_project(name, tb_forward, 
         assert listed == pipes
     finally:
         assert server.stop() == 0
+
+
+# -- a project written from scratch with arrays, maps and nullable low-cardinality strings ----------
+TYPED_FILES = {
+    "datasources/pageviews.datasource": """\
+DESCRIPTION >
+    Page views with tags, attributes and a country that may be null
+
+SCHEMA >
+    `timestamp` DateTime `json:$.timestamp`,
+    `session_id` String `json:$.session_id`,
+    `pathname` String `json:$.pathname`,
+    `tags` Array(String) `json:$.tags[:]`,
+    `attrs` Map(String, String) `json:$.attrs`,
+    `country` LowCardinality(Nullable(String)) `json:$.geo.country`,
+    `duration` UInt32 `json:$.duration`,
+    `items` Array(String) `json:$.items[:].name`
+
+ENGINE MergeTree
+ENGINE_SORTING_KEY timestamp
+""",
+    "datasources/daily.datasource": """\
+DESCRIPTION >
+    Views, sessions and the duration's 90th percentile per day and page
+
+SCHEMA >
+    `date` Date,
+    `pathname` String,
+    `views` AggregateFunction(count),
+    `sessions` AggregateFunction(uniq, String),
+    `p90` AggregateFunction(quantile(0.9), UInt32)
+
+ENGINE AggregatingMergeTree
+ENGINE_SORTING_KEY date, pathname
+""",
+    "pipes/daily_mv.pipe": """\
+DESCRIPTION >
+    Rolls page views up by day and page
+
+NODE daily
+SQL >
+    SELECT toDate(timestamp) AS date, pathname, countState() AS views, uniqState(session_id) AS sessions,
+        quantileState(0.9)(duration) AS p90
+    FROM pageviews
+    GROUP BY date, pathname
+
+TYPE MATERIALIZED
+DATASOURCE daily
+""",
+    "pipes/top_pages.pipe": """\
+DESCRIPTION >
+    Pages by views since a date, optionally only some pages
+
+TOKEN "reader" READ
+
+NODE endpoint
+SQL >
+    %
+    SELECT pathname, countMerge(views) AS views, uniqMerge(sessions) AS sessions
+    FROM daily
+    WHERE date >= {{ Date(start_date, '2024-01-01') }}
+    {% if defined(paths) %} AND pathname IN {{ Array(paths, 'String') }} {% end %}
+    GROUP BY pathname
+    ORDER BY views DESC, pathname
+
+TYPE ENDPOINT
+""",
+    "fixtures/pageviews.ndjson": """\
+{"timestamp":"2024-03-01 10:00:00","session_id":"s1","pathname":"home","tags":["a","b"],"attrs":{"ref":"google"},"geo":{"country":"ES"},"duration":10,"items":[{"name":"x"}]}
+{"timestamp":"2024-03-01 11:00:00","session_id":"s2","pathname":"home","tags":["a"],"attrs":{},"geo":{"country":null},"duration":20,"items":[]}
+{"timestamp":"2024-03-02 09:00:00","session_id":"s1","pathname":"docs","tags":[],"attrs":{"ref":"x"},"geo":{},"duration":30,"items":[{"name":"y"},{"name":"z"}]}
+{"timestamp":"2024-03-02 10:00:00","session_id":"s3","pathname":"docs","tags":["b"],"attrs":{},"geo":{"country":"US"},"duration":40,"items":[]}
+""",
+    # By hand over the four fixture lines: "home" has s1 and s2, "docs" s1 and s3 (a tie: by name, docs first);
+    # only "docs" on or after 03-02.
+    "tests/top_pages.yaml": """\
+- name: all_pages
+  description: Both pages, two views and two sessions each
+  parameters: ''
+  expected_result: |
+    {"pathname":"docs","views":2,"sessions":2}
+    {"pathname":"home","views":2,"sessions":2}
+- name: since_the_second
+  description: Only docs has views from 2024-03-02
+  parameters: start_date=2024-03-02
+  expected_result: |
+    {"pathname":"docs","views":2,"sessions":2}
+- name: some_pages
+  description: An Array parameter keeps the pages it names
+  parameters: paths=docs
+  expected_result: |
+    {"pathname":"docs","views":2,"sessions":2}
+""",
+}
+
+
+def test_forward_tb_builds_and_tests_a_project_with_arrays_maps_and_nullable_low_cardinality(tb_forward, tmp_path):
+    project = tmp_path / "typed"
+    for path, text in TYPED_FILES.items():
+        (project / path).parent.mkdir(parents=True, exist_ok=True)
+        (project / path).write_text(text)
+    server = Served(tmp_path / "store")
+    try:
+        tb = _runner(tb_forward, server, project, tmp_path)
+        built = tb("build").splitlines()
+        assert "✓ datasources/pageviews.datasource created" in built and "✓ pipes/top_pages.pipe created" in built
+        query = ("SELECT count() AS n, countIf(country IS NULL) AS no_country, sum(length(tags)) AS tags, "
+                 "sum(length(items)) AS items, countIf(attrs['ref'] != '') AS refs FROM pageviews FORMAT JSON")
+        answer = httpx.get(f"{server.url}/v0/sql", params={"q": query, "token": _forward_workspace(server)}).json()
+        assert answer["data"] == [{"n": 4, "no_country": 2, "tags": 4, "items": 3, "refs": 2}]
+        tested = tb("test", "run").splitlines()
+        for line in ("✓ all_pages passed", "✓ since_the_second passed", "✓ some_pages passed", "✓ 1/1 passed"):
+            assert line in tested, tested
+    finally:
+        assert server.stop() == 0
