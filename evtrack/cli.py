@@ -107,21 +107,36 @@ def _default_format() -> str:
               type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of the project (datasources/ and pipes/, or Forward's endpoints/, materializations/, ...).")
 @click.option("--allow-destructive", is_flag=True,
               help="Also drop the deployed pipes and datasources (with their data) the project no longer has; "
-                   "each is listed before anything runs.")
+                   "each is listed before anything runs. On a Forward workspace: let its datasources go too.")
+@click.option("--check", is_flag=True, help="Only validate the project against the target; change nothing.")
+@click.option("--stage", is_flag=True, help="Forward workspace: keep the deployment staged instead of promoting it.")
+@click.option("--promote", metavar="ID", help="Forward workspace: make the staged deployment ID live.")
+@click.option("--discard", metavar="ID", help="Forward workspace: discard the staged deployment ID.")
+@click.option("--forward", "kind", flag_value="forward",
+              help="Say the host's workspace is a Forward one (it is found out anyway; a wrong claim is an error).")
+@click.option("--classic", "kind", flag_value="classic", help="Say the host's workspace is a Classic one.")
 @click.pass_context
-def deploy(ctx: click.Context, force: bool, project_dir: Path, allow_destructive: bool) -> None:
-    """Create or update the datasources, then the pipes (on a host: through tinybird-cli's push)."""
-    if not project_files(project_dir):
-        raise click.UsageError(f"no .datasource or .pipe files found in {project_dir.resolve()}")
-    target = _target(ctx)
-    if not allow_destructive:
-        lines = target.deploy(project_dir, force)
+def deploy(ctx: click.Context, force: bool, project_dir: Path, allow_destructive: bool, check: bool, stage: bool,
+           promote: str | None, discard: str | None, kind: str | None) -> None:
+    """Create or update the datasources, then the pipes. On a host, a Forward workspace gets a deployment
+    of the whole project (promoted unless --stage), a Classic one tinybird-cli's push."""
+    from .targets import DeployOptions, Remote
+
+    if promote or discard:
+        target = _target(ctx)
+        if not isinstance(target, Remote):
+            raise click.UsageError("--promote and --discard move a Forward workspace's deployments: give --host")
+        lines = target.promote(promote) if promote else target.discard(discard)
     else:
-        embedded = _embedded(ctx)
-        drops = embedded.removals(project_dir)
-        for item in drops:
-            click.echo(f"will drop  {item}")
-        lines = embedded.deploy(project_dir, force, allow_destructive=True)
+        if not project_files(project_dir):
+            raise click.UsageError(f"no .datasource or .pipe files found in {project_dir.resolve()}")
+        target = _target(ctx)
+        options = DeployOptions(check=check, stage=stage, allow_destructive=allow_destructive, kind=kind,
+                                progress=lambda line: click.echo(line, err=True))
+        if allow_destructive and not isinstance(target, Remote) and not check:
+            for item in target.removals(project_dir):
+                click.echo(f"will drop  {item}")
+        lines = target.deploy(project_dir, force, options)
     for line in lines:
         click.echo(line)
 
@@ -316,9 +331,22 @@ def pipes(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Each deployment as a JSON object, one a line.")
 @click.pass_context
 def deployments(ctx: click.Context, as_json: bool) -> None:
-    """List the deployments of the embedded store, oldest first: id, when, status, what changed."""
+    """List the deployments, oldest first: id, when, status, what changed (on a host: its /v1/deployments)."""
     from .engine.deploy import History
+    from .targets import Remote
 
+    target = _target(ctx)
+    if isinstance(target, Remote):
+        listed = target.deployments()
+        if not listed:
+            click.echo("No deployments yet. Run `evtrack deploy`.")
+        for item in listed:
+            if as_json:
+                click.echo(json.dumps(item, sort_keys=True))
+                continue
+            click.echo(f"{item.get('id')}  {item.get('created_at', '')}  {item.get('status', '')}"
+                       + ("  live" if item.get("live") else ""))
+        return
     entries = History(_embedded(ctx).data).all()
     if not entries:
         click.echo("No deployments yet. Run `evtrack deploy`.")
@@ -522,12 +550,15 @@ class ByteSize(click.ParamType):
               type=ByteSize(), help="Largest result a query may return (Tinybird's response limit); 0: no limit.")
 @click.option("--memory-budget", envvar="EVTRACK_MEMORY_BUDGET", type=ByteSize(),
               help="Memory the whole engine may use, so queries fail before the machine runs out [default: 60% of RAM].")
+@click.option("--workspace-kind", type=click.Choice(["both", "forward", "classic"]), default="both", show_default=True,
+              help="How Tinybird's CLIs may change the default workspace: through deployments (forward), tb push "
+                   "(classic), or either (both). Workspaces made through POST /v1/workspaces are Forward.")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="A Host name to answer to besides localhost, 127.0.0.1 and [::1] (repeatable; '*' for any): "
                    "bound to loopback, every other name is refused, against DNS rebinding.")
 @click.pass_context
 def serve(ctx: click.Context, bind: str, port: int, max_execution_time: float, max_query_memory: int,
-          max_result_bytes: int, memory_budget: int | None, allow_hosts: tuple[str, ...]) -> None:
+          max_result_bytes: int, memory_budget: int | None, workspace_kind: str, allow_hosts: tuple[str, ...]) -> None:
     """Serve Tinybird's API (events, pipes, SQL, what `tb` needs) over the embedded store."""
     from .engine.store import QueryLimits
     from .server import running_server, serve as run_server
@@ -539,6 +570,7 @@ def serve(ctx: click.Context, bind: str, port: int, max_execution_time: float, m
     embedded.memory_budget = memory_budget
     engine = embedded.engine
     engine.read_limits = QueryLimits(max_execution_time, max_query_memory, max_result_bytes)
+    engine.default.kind = workspace_kind
 
     def ready(url: str) -> None:
         click.echo(f"evtrack serving {engine.store.path} at {url}")

@@ -74,13 +74,14 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    def _request(self, method: str, path: str, *, answered=lambda response: False, **kwargs) -> httpx.Response:
+        """``answered(response)``: whether an error status still carries the answer the caller reads."""
         headers = {**self._auth, **kwargs.pop("headers", {})}
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise EvtrackError(f"cannot reach {self.host}: {exc}", status=503) from None
-        if response.status_code >= 400:
+        if response.status_code >= 400 and not answered(response):
             raise RemoteError(response.status_code, _error_text(response), dict(response.headers))
         return response
 
@@ -141,6 +142,39 @@ class Client:
 
     def pipe(self, name: str) -> dict:
         return self._request("GET", f"/v0/pipes/{name}").json()
+
+    # -- workspaces and deployments (Tinybird Forward) -------------------------------------
+    def workspace(self, version: str = "v0") -> dict:
+        return self._request("GET", f"/{version}/workspace").json()
+
+    def deploy(self, files: dict[str, str], params: dict[str, str]) -> dict:
+        """``POST /v1/deploy`` with the project's datafiles (relative path -> text), as Forward's
+        ``tb deploy`` sends them. A failed deployment's answer (4xx, ``result: failed``) is returned."""
+        parts = [("context://", ("cli-version", b"1.0.0", "text/plain"))]
+        parts += [("data_project://", (path, text.encode(), "text/plain")) for path, text in sorted(files.items())]
+        return self._request("POST", f"/v1/deploy?{urlencode(params)}", files=parts,
+                             answered=lambda response: _is_result(response)).json()
+
+    def deployment(self, ident: str) -> dict:
+        return self._request("GET", f"/v1/deployments/{ident}").json()["deployment"]
+
+    def deployments(self) -> list[dict]:
+        return self._request("GET", "/v1/deployments").json()["deployments"]
+
+    def set_live(self, ident: str) -> dict:
+        return self._request("POST", f"/v1/deployments/{ident}/set-live").json().get("deployment", {})
+
+    def discard(self, ident: str) -> dict:
+        return self._request("DELETE", f"/v1/deployments/{ident}").json().get("deployment", {})
+
+
+def _is_result(response: httpx.Response) -> bool:
+    """A 4xx that is a deployment's verdict (``{"result": "failed", ...}``), not an error of the call."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return response.status_code < 500 and isinstance(body, dict) and "result" in body and "error" not in body
 
 
 def _is_loopback(host: str) -> bool:

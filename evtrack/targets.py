@@ -2,7 +2,8 @@
 
 - ``Embedded``: the chDB store in a folder, opened only when something must run.
 - ``Remote``: any Tinybird API (Tinybird Cloud or Local, or ``evtrack serve``) through ``Client``;
-  deploys go through tinybird-cli's own ``tb push``.
+  deploys go to a Forward workspace as a deployment (``evtrack.deployments``), to a Classic one
+  through tinybird-cli's own ``tb push``.
 
 Both are a ``Target``: they list and look up pipes, query them, run SQL and copy pipes, deploy a
 project, and say how a send reaches them (a ``Delivery``). A copy run answers a ``CopyResult``.
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 from .engine import FORMATS, AppendResult, Engine, deployed_pipes
 from .engine.ingest import MAX_LINE_BYTES
 from .engine.tokens import TokenStore
-from .errors import EvtrackError
+from .errors import BadRequest, EvtrackError
 from .project import Pipe, load_project, parse_pipe, pipe_text, project_files
 from .server import running_server
 from .settings import Secret
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 # The HTTP client (httpx) and the sender are imported where they are used, so a query on the embedded
 # store loads neither.
 
-__all__ = ["CopyResult", "Delivery", "Embedded", "Remote", "Removed", "Target", "open_target", "tb_push"]
+__all__ = ["CopyResult", "Delivery", "DeployOptions", "Embedded", "Remote", "Removed", "Target", "open_target", "tb_push"]
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,22 @@ class Target(Protocol):
 
     def delivery(self, datasource: str, options: SendOptions) -> Delivery: ...
 
-    def deploy(self, project_dir: Path, force: bool) -> list[str]:
-        """The project's datafiles deployed; one line per file."""
+    def deploy(self, project_dir: Path, force: bool, options: "DeployOptions") -> list[str]:
+        """The project's datafiles deployed; one line per file, then what became of the deployment."""
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """How a deploy runs: ``check`` validates only; ``stage`` keeps a Forward deployment staged;
+    ``allow_destructive`` lets datasources the project no longer has go; ``kind`` is what the user
+    says the workspace is (``forward``/``classic``), checked against what it is; ``progress``
+    hears each step of a deployment."""
+
+    check: bool = False
+    stage: bool = False
+    allow_destructive: bool = False
+    kind: str | None = None
+    progress: Callable[[str], None] = lambda line: None
 
 
 class Embedded:
@@ -151,8 +166,15 @@ class Embedded:
 
         return Delivery(deliver=deliver, max_line=None, whole_file=whole_file, concurrency=1)
 
-    def deploy(self, project_dir: Path, force: bool, allow_destructive: bool = False) -> list[str]:
-        result = self.engine.deploy(load_project(project_dir), force=force, allow_destructive=allow_destructive)
+    def deploy(self, project_dir: Path, force: bool, options: DeployOptions = DeployOptions()) -> list[str]:
+        if options.kind or options.stage:
+            flag = "--stage" if options.stage else f"--{options.kind}"
+            raise BadRequest(f"{flag} is for a Tinybird workspace: give --host (the embedded store deploys at once)")
+        project = load_project(project_dir)
+        if options.check:
+            self.engine.check(project)
+            return ["valid: the project deploys (checked in a scratch database; nothing changed)"]
+        result = self.engine.deploy(project, force=force, allow_destructive=options.allow_destructive)
         return [f"{label:<10} {name}" for label in ("created", "changed", "unchanged", "deleted")
                 for name in getattr(result, label)]
 
@@ -238,8 +260,50 @@ class Remote:
         concurrency = options.concurrency or (8 if self.client.loopback else 2)
         return Delivery(deliver=deliver, max_line=MAX_LINE_BYTES, whole_file=None, concurrency=concurrency)
 
-    def deploy(self, project_dir: Path, force: bool) -> list[str]:
-        return tb_push(project_dir, self.target.host, self.target.token.reveal(), force)
+    def deploy(self, project_dir: Path, force: bool, options: DeployOptions = DeployOptions()) -> list[str]:
+        """A Forward workspace gets a deployment of the whole project; a Classic one, tb push."""
+        from . import deployments
+
+        found = deployments.workspace_kind(self.client)
+        if options.kind and options.kind != found:
+            raise deployments.wrong_kind(self.target.host, found, options.kind)
+        if found == deployments.CLASSIC:
+            for flag, given in (("--check", options.check), ("--stage", options.stage),
+                                ("--allow-destructive", options.allow_destructive)):
+                if given:
+                    raise BadRequest(f"{flag} needs a Forward workspace: {self.target.host} is a Classic workspace, "
+                                     "which evtrack deploys with tb push (it never deletes)")
+            return tb_push(project_dir, self.target.host, self.target.token.reveal(), force)
+        outcome = deployments.deploy(self.client, project_dir, check=options.check, stage=options.stage,
+                                     allow_destructive=options.allow_destructive, progress=options.progress)
+        lines = outcome.lines()
+        if options.check:
+            return [*lines, "valid: the deployment would succeed (nothing changed)"]
+        if outcome.status == "unchanged":
+            return ["no changes: nothing deployed"]
+        if outcome.status == "staged":
+            return [*lines, f"deployment {outcome.id} staged on {self.target.host}: promote it with "
+                            f"`evtrack deploy --promote {outcome.id}`, or `--discard {outcome.id}`"]
+        return [*lines, f"deployment {outcome.id} live on {self.target.host}"]
+
+    def promote(self, ident: str) -> list[str]:
+        """Make a staged deployment live (as Forward's ``tb deployment promote``: set-live, then the
+        deployment it replaced is removed)."""
+        before = next((d["id"] for d in self.client.deployments() if d.get("live")), None)
+        self.client.set_live(ident)
+        if before and before != ident:
+            try:
+                self.client.discard(before)
+            except EvtrackError:
+                pass  # a host that removed it already
+        return [f"deployment {ident} live on {self.target.host}"]
+
+    def discard(self, ident: str) -> list[str]:
+        self.client.discard(ident)
+        return [f"deployment {ident} discarded on {self.target.host}"]
+
+    def deployments(self) -> list[dict]:
+        return self.client.deployments()
 
 
 def _receipt(result: AppendResult) -> Receipt:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -23,17 +24,19 @@ from evtrack.cli import cli
 from .conftest import ROOT
 from .served import Served, evtrack, tb
 
-SECRET = "secret_"
-SECRET_EVENTS = "\n".join(
-    json.dumps({"event_id": f"{SECRET}{i}", "event_type": "view", "user_id": f"{SECRET}user{i}",
-                "session_id": "s", "timestamp": "2023-07-01 00:00:00", "platform": "web"})
-    for i in range(5))
+SECRET, INTRUDERS = "secret_", "theirs_"  # the default workspace's events, and the intruder's own
 
 
-def corpus(watch: Path) -> dict[str, str]:
-    """Hostile texts by name: each spelling of a way out (files on the host, other databases)."""
+def secret_events(marker: str) -> str:
+    return "\n".join(json.dumps({"event_id": f"{marker}{i}", "event_type": "view", "user_id": f"{marker}user{i}",
+                                 "session_id": "s", "timestamp": "2023-07-01 00:00:00", "platform": "web"})
+                     for i in range(5))
+
+
+def corpus(watch: Path, other: str = "evtrack") -> dict[str, str]:
+    """Hostile texts by name: each spelling of a way out (files on the host, the database ``other``)."""
     w = str(watch)
-    return {
+    texts = {
         "outfile raw blob": f"SELECT 'pwned' INTO OUTFILE '{w}/a' TRUNCATE FORMAT RawBLOB",
         "outfile lower case": f"select 1 into outfile '{w}/b'",
         "outfile with comments": f"SELECT 1 /* x */ INTO -- y\n OUTFILE '{w}/c' AND STDOUT",
@@ -58,6 +61,7 @@ def corpus(watch: Path) -> dict[str, str]:
         "merge of another database": "SELECT * FROM merge('evtrack', '.*')",
         "remote": "SELECT * FROM remote('127.0.0.1', evtrack.events)",
     }
+    return {name: text.replace("evtrack", other) for name, text in texts.items()}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,7 @@ def setting(tmp_path_factory):
     try:
         assert evtrack("--host", server.url, "--token", server.admin, "deploy").returncode == 0
         sent = httpx.post(f"{server.url}/v0/events", params={"name": "events", "wait": "true", "token": server.admin},
-                          content=SECRET_EVENTS)
+                          content=secret_events(SECRET))
         assert sent.json() == {"successful_rows": 5, "quarantined_rows": 0}
         user = httpx.get(f"{server.url}/tokens").json()["user_token"]
         made = httpx.post(f"{server.url}/v1/workspaces", params={"name": "intruder", "token": user})
@@ -77,28 +81,38 @@ def setting(tmp_path_factory):
         intruder = made.json()["token"]
         deployed = evtrack("--host", server.url, "--token", intruder, "deploy")
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        sent = httpx.post(f"{server.url}/v0/events", params={"name": "events", "wait": "true", "token": intruder},
+                          content=secret_events(INTRUDERS))
+        assert sent.json() == {"successful_rows": 5, "quarantined_rows": 0}
         jwt = evtrack("--data", str(data), "token", "jwt", "--pipe", "get_events")
         assert jwt.returncode == 0, jwt.stderr
         tokens = {"other workspace's admin": intruder, "dashboard": server.token("dashboard"),
                   "tracker": server.token("tracker"), "jwt": jwt.stdout.strip()}
-        yield server, watch, tokens
+        registry = json.loads((data / "workspaces.json").read_text())["workspaces"]
+        intruder_db = next(entry["database"] for entry in registry if entry["name"] == "intruder")
+        yield server, watch, tokens, intruder_db
     finally:
         assert server.stop() == 0
 
 
-def assert_held(server, watch: Path, answer: httpx.Response, intruder: str) -> None:
+def assert_held(server, watch: Path, answer: httpx.Response, attacker: str, victim: str = SECRET,
+                sent: str = "") -> None:
+    """Refused with a 4xx and no insides (a workspace's database only where ``sent`` named it); no
+    file; none of the victim's rows in the answer or in the attacker's tables (which hold their own
+    5 events and nothing more); the server up."""
     assert 400 <= answer.status_code < 500, answer.text[:500]
-    assert SECRET not in answer.text
+    assert victim not in answer.text
+    assert not re.search(r"__import_id|evtrack-batch", answer.text), answer.text
+    assert all(name in sent for name in re.findall(r"w_[0-9a-f]{12}", answer.text)), answer.text
     assert list(watch.rglob("*")) == []
     assert server.process.poll() is None
-    # The intruder's own tables hold none of the secret rows either.
-    own = httpx.get(f"{server.url}/v0/sql", params={"token": intruder, "q": "SELECT count() AS n FROM events"})
-    assert own.json()["data"] == [{"n": 0}]
+    own = httpx.get(f"{server.url}/v0/sql", params={"token": attacker, "q": "SELECT event_id FROM events FORMAT JSON"})
+    assert len(own.json()["data"]) == 5 and victim not in own.text
 
 
 @pytest.mark.parametrize("case", sorted(corpus(Path("/w"))))
 def test_the_sql_api_and_q_refuse_every_way_out_with_every_token(setting, case):
-    server, watch, tokens = setting
+    server, watch, tokens, intruder_db = setting
     text = corpus(watch)[case]
     for name, token in tokens.items():
         sql = httpx.get(f"{server.url}/v0/sql", params={"q": text, "token": token}, timeout=30)
@@ -118,13 +132,16 @@ def _pipe(name: str, sql: str, kind: str) -> dict:
 
 @pytest.mark.parametrize("kind", ["endpoint", "materialized", "copy"])
 def test_no_pipe_node_can_reach_out_however_it_is_pushed(setting, kind):
-    """Pushed as `tb push` pushes a pipe (POST /v0/pipes) and as Forward builds a project (/v1/build)."""
-    server, watch, tokens = setting
+    """Pushed as `tb push` pushes a pipe (POST /v0/pipes: the default workspace, which takes Classic pushes,
+    against the intruder's database) and as Forward builds a project (/v1/build: the intruder's Forward
+    workspace, against the default one's)."""
+    server, watch, tokens, intruder_db = setting
     intruder = tokens["other workspace's admin"]
-    for i, (case, text) in enumerate(sorted(corpus(watch).items())):
-        pushed = httpx.post(f"{server.url}/v0/pipes", params={"token": intruder},
+    for i, (case, text) in enumerate(sorted(corpus(watch, intruder_db).items())):
+        pushed = httpx.post(f"{server.url}/v0/pipes", params={"token": server.admin},
                             json=_pipe(f"hostile_{kind}_{i}", text, kind), timeout=60)
-        assert_held(server, watch, pushed, intruder)
+        assert_held(server, watch, pushed, server.admin, INTRUDERS, sent=text)
+    for i, (case, text) in enumerate(sorted(corpus(watch).items())):
         datafile = f"NODE n\nSQL >\n    {text}\n" + ("TYPE ENDPOINT\n" if kind == "endpoint" else
                                                        "TYPE MATERIALIZED\nDATASOURCE events_by_day\n"
                                                        if kind == "materialized" else "TYPE COPY\nTARGET_DATASOURCE events\n")
@@ -132,45 +149,51 @@ def test_no_pipe_node_can_reach_out_however_it_is_pushed(setting, kind):
                            files=[("data_project://", (f"pipes/hostile_{i}.pipe", datafile))], timeout=60)
         assert built.json().get("result") != "success", (case, built.text)
         assert SECRET not in built.text and list(watch.rglob("*")) == []
-    listed = httpx.get(f"{server.url}/v0/pipes", params={"token": intruder}).json()["pipes"]
-    assert not [p["name"] for p in listed if p["name"].startswith("hostile")]
+    for token in (intruder, server.admin):
+        listed = httpx.get(f"{server.url}/v0/pipes", params={"token": token}).json()["pipes"]
+        assert not [p["name"] for p in listed if p["name"].startswith("hostile")]
 
 
 def test_the_unmodified_tb_push_cannot_store_a_pipe_that_reaches_out(setting, tmp_path):
-    server, watch, tokens = setting
-    intruder = tokens["other workspace's admin"]
-    texts = corpus(watch)
+    """Into the default workspace (Classic pushes), reading the intruder's database."""
+    server, watch, tokens, intruder_db = setting
+    texts = corpus(watch, intruder_db)
     for i, case in enumerate(("outfile raw blob", "other database", "system tables")):
         folder = tmp_path / str(i)
         (folder / "pipes").mkdir(parents=True)
         (folder / "pipes" / "exfil.pipe").write_text(f"NODE n\nSQL >\n    {texts[case]}\n\nTYPE ENDPOINT\n")
-        assert tb("auth", "--host", server.url, "--token", intruder, cwd=folder).returncode == 0
+        assert tb("auth", "--host", server.url, "--token", server.admin, cwd=folder).returncode == 0
         pushed = tb("push", "pipes/exfil.pipe", cwd=folder)
         assert pushed.returncode != 0, (case, pushed.stdout)
+        assert INTRUDERS not in pushed.stdout + pushed.stderr
         assert list(watch.rglob("*")) == []
-    answer = httpx.get(f"{server.url}/v0/pipes/exfil.json", params={"token": intruder})
+    answer = httpx.get(f"{server.url}/v0/pipes/exfil.json", params={"token": server.admin})
     assert answer.status_code == 404
 
 
 def test_delete_conditions_and_datafile_expressions_pass_the_gate(setting):
-    server, watch, tokens = setting
+    server, watch, tokens, intruder_db = setting
     intruder = tokens["other workspace's admin"]
     for condition in ("user_id IN (SELECT user_id FROM evtrack.events)", "length(file('/etc/hostname')) > 0"):
         answer = httpx.post(f"{server.url}/v0/datasources/events/delete", params={"token": intruder},
                             data={"delete_condition": condition})
         assert_held(server, watch, answer, intruder)
     for schema in ("`x` String `json:$.x` DEFAULT file('/etc/hostname')",
-                   "`x` String `json:$.x` DEFAULT (SELECT any(event_id) FROM evtrack.events)"):
-        answer = httpx.post(f"{server.url}/v0/datasources", params={"token": intruder, "name": "sneaky",
+                   f"`x` String `json:$.x` DEFAULT (SELECT any(event_id) FROM {intruder_db}.events)"):
+        # Pushed as tb push pushes a datasource, into the default workspace; built into the intruder's.
+        answer = httpx.post(f"{server.url}/v0/datasources", params={"token": server.admin, "name": "sneaky",
                                                                      "schema": schema, "format": "ndjson"})
-        assert_held(server, watch, answer, intruder)
+        assert_held(server, watch, answer, server.admin, INTRUDERS, sent=schema)
+        built = httpx.post(f"{server.url}/v1/build", params={"token": intruder}, files=[
+            ("data_project://", ("datasources/sneaky.datasource", f"SCHEMA >\n    {schema.replace(intruder_db, 'evtrack')}\n"))])
+        assert built.json().get("result") == "failed" and SECRET not in built.text
     # The default workspace still has its secret events: nothing above deleted them.
     mine = httpx.get(f"{server.url}/v0/sql", params={"token": server.admin, "q": "SELECT count() AS n FROM events"})
     assert mine.json()["data"] == [{"n": 5}]
 
 
 def test_refusals_name_what_is_not_allowed_in_tinybirds_words(setting):
-    server, watch, tokens = setting
+    server, watch, tokens, intruder_db = setting
     texts, intruder = corpus(watch), tokens["other workspace's admin"]
     expected = {
         "outfile raw blob": "[Error] INTO OUTFILE is not allowed",
@@ -187,7 +210,7 @@ def test_refusals_name_what_is_not_allowed_in_tinybirds_words(setting):
 
 # -- DNS rebinding: a loopback name, or one allowed ------------------------------------------------
 def test_tokens_answer_only_a_loopback_host(setting):
-    server, _, _ = setting
+    server, _, _, _ = setting
     port = server.url.rsplit(":", 1)[1]
     for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
         assert httpx.get(f"{server.url}/tokens", headers={"Host": host}).status_code == 200, host
@@ -199,7 +222,7 @@ def test_tokens_answer_only_a_loopback_host(setting):
 
 
 def test_bound_to_loopback_every_route_refuses_a_foreign_host(setting):
-    server, _, _ = setting
+    server, _, _, _ = setting
     for path in ("/", "/tracker.js", "/v0/pipes", "/v0/sql?q=SELECT+1"):
         answer = httpx.get(f"{server.url}{path}", params={"token": server.admin}, headers={"Host": "rebound.example"})
         assert answer.status_code == 403, path

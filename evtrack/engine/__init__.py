@@ -56,7 +56,7 @@ class Engine:
         self._others: dict[str, Workspace] = {}
         for entry in self._registry():
             self._others[entry["id"]] = Workspace(store, self._folder(entry["folder"]), entry["database"],
-                                                  entry["name"], owner=self)
+                                                  entry["name"], owner=self, kind=entry.get("kind", "forward"))
         self._drop_checks()  # of a process that stopped in the middle of one
 
     @classmethod
@@ -86,8 +86,9 @@ class Engine:
             raise NotFound(f"Workspace '{ref}' not found")
         return found
 
-    def create_workspace(self, name: str) -> Workspace:
-        """A new, empty workspace: its own database, folder, tokens (an admin token) and log."""
+    def create_workspace(self, name: str, kind: str = "forward") -> Workspace:
+        """A new, empty workspace: its own database, folder, tokens (an admin token) and log; Forward,
+        as Tinybird Local makes them, unless ``kind`` says otherwise."""
         if not _NAME.fullmatch(name or ""):
             raise BadRequest(f"Invalid workspace name '{name}': use letters, numbers and underscores, "
                              "starting with a letter (at most 100)")
@@ -97,10 +98,10 @@ class Engine:
             folder = uuid.uuid4().hex[:12]
             database = f"w_{folder}"
             self.store.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-            workspace = Workspace(self.store, self._folder(folder), database, name, owner=self)
+            workspace = Workspace(self.store, self._folder(folder), database, name, owner=self, kind=kind)
             self._others[workspace.id] = workspace
             self._save_registry(self._registry() + [{"id": workspace.id, "name": name, "folder": folder,
-                                                     "database": database, "created": _now()}])
+                                                     "database": database, "created": _now(), "kind": kind}])
             return workspace
 
     def delete_workspace(self, ref: str) -> Workspace:

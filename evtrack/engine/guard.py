@@ -51,7 +51,7 @@ def check_parsable(store, sql: str) -> None:
         store.run("SELECT length(formatQuerySingleLine({q:String}))", "Null", params={"q": param_text(sql)})
     except QueryError as exc:
         if any(limit in exc.message for limit in _LIMITS):
-            raise QueryError(exc.message.split(": In scope ")[0]) from None
+            raise QueryError(re.sub(r"\. \([A-Z_]+\)$", "", exc.message.split(": In scope ")[0])) from None
 
 
 _TEMPLATE_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import BadRequest
 from ..project import Datasource, Pipe, Project
 from .catalog import Catalog, Snapshot, deployed_pipes, read_snapshot
 from .copies import Copies
@@ -35,11 +36,20 @@ from .wal import WriteAheadLog
 __all__ = ["Workspace", "AppendResult", "DeployResult", "FORMATS", "deployed_pipes", "read_snapshot"]
 
 
+KINDS = ("both", "forward", "classic")
+
+
 class Workspace:
     """One workspace: its database in the store, its folder (snapshot, tokens, log, deployments)."""
 
-    def __init__(self, store: Store, folder: Path, database: str, name: str, owner=None):
+    def __init__(self, store: Store, folder: Path, database: str, name: str, owner=None, kind: str = "both"):
+        """``kind``: how Tinybird's CLIs may change it, as a Tinybird workspace of that kind would let
+        them (``KINDS``): ``forward`` through deployments, ``classic`` resource by resource (tb push),
+        ``both`` (the default workspace, unless ``evtrack serve`` is told otherwise) either way."""
+        if kind not in KINDS:
+            raise BadRequest(f"Unknown workspace kind '{kind}': use one of {', '.join(KINDS)}")
         self.store, self.folder, self.database, self.name = store, Path(folder), database, name
+        self.kind = kind
         self._owner = owner  # the Engine: its read limits apply to every workspace
         self._snapshot = snapshot = Snapshot(self.folder, database)
         locks = Locks(snapshot)

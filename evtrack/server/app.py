@@ -22,6 +22,7 @@ from .buffer import IngestBuffer
 from .calls import call
 from .cors import CORSMiddleware
 from .hosts import HostMiddleware, HostPolicy
+from .kinds import changes_deployment, classic_only, creates_datasource, forward_only
 from .failures import EVENTS_PATH, HANDLERS
 from .pipestats import PipeStats
 from .views import (builds, copies, datasources, deployments, endpoints, events, imports, jobs, lifecycle, local,
@@ -43,23 +44,23 @@ def routes() -> list[Route]:
         Route("/v0/sql_tables", sql.tables, methods=["POST"]),
 
         Route("/v0/workspace", workspace.describe, methods=["GET"]),
-        Route("/v1/workspace", workspace.describe, methods=["GET"]),
+        Route("/v1/workspace", forward_only(workspace.describe), methods=["GET"]),
         Route("/v0/datasources", datasources.list_all, methods=["GET"]),
-        Route("/v0/datasources", datasources.create_or_append, methods=["POST"]),
+        Route("/v0/datasources", classic_only(datasources.create_or_append, creates_datasource), methods=["POST"]),
         Route("/v0/datasources/{name}", datasources.describe, methods=["GET"]),
-        Route("/v0/datasources/{name}/alter", datasources.alter, methods=["POST"]),
+        Route("/v0/datasources/{name}/alter", classic_only(datasources.alter), methods=["POST"]),
         Route("/v0/datasources/{name}/delete", lifecycle.delete_rows, methods=["POST"]),
         Route("/v0/datasources/{name}/truncate", lifecycle.truncate, methods=["POST"]),
-        Route("/v0/datasources/{name}", lifecycle.drop, methods=["DELETE"]),
+        Route("/v0/datasources/{name}", classic_only(lifecycle.drop), methods=["DELETE"]),
         Route("/v0/pipes", pipes.list_all, methods=["GET"]),
-        Route("/v0/pipes", pipes.create, methods=["POST"]),
+        Route("/v0/pipes", classic_only(pipes.create), methods=["POST"]),
         Route("/v0/pipes/{name}.pipe", pipes.datafile, methods=["GET"]),
         Route("/v0/pipes/{name}", pipes.describe, methods=["GET"]),
         Route("/v0/pipes/{name}", endpoints.read_json, methods=["POST"]),
-        Route("/v0/pipes/{name}", pipes.delete, methods=["DELETE"]),
-        Route("/v0/pipes/{name}/nodes/{node}/endpoint", pipes.set_endpoint, methods=["POST"]),
+        Route("/v0/pipes/{name}", classic_only(pipes.delete), methods=["DELETE"]),
+        Route("/v0/pipes/{name}/nodes/{node}/endpoint", classic_only(pipes.set_endpoint), methods=["POST"]),
         Route("/v0/pipes/{name}/nodes/{node}/analysis", pipes.analyze_node, methods=["GET"]),
-        Route("/v0/pipes/{name}/nodes/{node}/copy", copies.set_up, methods=["PUT"]),
+        Route("/v0/pipes/{name}/nodes/{node}/copy", classic_only(copies.set_up), methods=["PUT"]),
         Route("/v0/pipes/{name}/copy", copies.run, methods=["POST"]),
         Route("/v0/jobs", jobs.list_all, methods=["GET"]),
         Route("/v0/jobs/{job_id}", jobs.get, methods=["GET"]),
@@ -75,12 +76,12 @@ def routes() -> list[Route]:
         Route("/v1/workspaces/{id}", workspaces.delete, methods=["DELETE"]),
         Route("/v1/deployments", deployments.list_all, methods=["GET"]),
         Route("/v1/deployments/{id}", deployments.one, methods=["GET"]),
-        Route("/v1/deployments/{id}", deployments.discard, methods=["DELETE"]),
-        Route("/v1/deployments/{id}/set-live", deployments.set_live, methods=["POST"]),
+        Route("/v1/deployments/{id}", forward_only(deployments.discard), methods=["DELETE"]),
+        Route("/v1/deployments/{id}/set-live", forward_only(deployments.set_live), methods=["POST"]),
 
         # Tinybird Local for Forward tb: builds, deploys, appends, secrets, version
-        Route("/v1/build", builds.build, methods=["POST"]),
-        Route("/v1/deploy", builds.deploy, methods=["POST"]),
+        Route("/v1/build", forward_only(builds.build), methods=["POST"]),
+        Route("/v1/deploy", forward_only(builds.deploy, changes_deployment), methods=["POST"]),
         Route("/v1/datasources/{name}/append", imports.append, methods=["POST"]),
         Route("/v1/datasources/{name}/replace", imports.replace, methods=["POST"]),
         Route("/v0/variables", variables.list_all, methods=["GET"]),

@@ -40,11 +40,12 @@ def error(message: str) -> dict:
     return {"error": message, "documentation": DOCS}
 
 
-def workspace(workspace_id: str, name: str = "evtrack") -> dict:
+def workspace(workspace_id: str, name: str = "evtrack", kind: str = "both") -> dict:
+    """``is_forward``: what Forward's ``tb`` reads to tell a Classic workspace (true only for a Forward one)."""
     return {
         "id": workspace_id, "name": name, "user_email": "evtrack@localhost",
         "user_id": workspace_id, "scope": "admin", "is_branch": False, "release": None,
-        "main": None, "releases": [], "plan": "dev",
+        "main": None, "releases": [], "plan": "dev", "is_forward": kind == "forward",
     }
 
 

@@ -15,4 +15,4 @@ __all__ = ["describe"]
 async def describe(request: Request) -> Response:
     engine = workspace_of(request)
     require(request, engine.tokens, scopes.ADMIN)
-    return JSONResponse(shapes.workspace(engine.id, engine.name))
+    return JSONResponse(shapes.workspace(engine.id, engine.name, engine.kind))
