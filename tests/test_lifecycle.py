@@ -284,7 +284,7 @@ def test_an_erasure_holds_across_kill_9_of_the_server(tmp_path):
         erased = evtrack("--host", server.url, "--token", server.admin, "delete", "events", "--where",
                          "user_id = 'u1'", "--yes")
         assert erased.returncode == 0, erased.stderr
-        assert erased.stdout.splitlines()[0] == "deleted 4 rows from events"
+        assert erased.stdout.splitlines()[0] == f"deleted 4 rows from events on {server.url}"
         server.process.send_signal(9)
         server.process.communicate(timeout=30)
     finally:

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadRequest, EvtrackError, QueryError, StoreError
+from ..errors import EvtrackError, QueryError, StoreError
 from ..project import Datasource
 from .catalog import Snapshot
 from .csvrows import file_format, rows_source
@@ -112,13 +112,17 @@ class Ingest:
 
     def _ingest(self, ds: Datasource, source: str, import_id: str, once: str | None = None) -> None:
         """The ingest statement. The engine refuses it for data it cannot read (a body that is not the
-        Parquet or gzip it says, say): a 400 saying so. Anything else is unexpected (a bad line is
-        quarantined, not refused): a 500 with a short id, the details in the log under that id."""
+        Parquet it says), a materialized view of the user's that fails, or its limits (memory, disk):
+        a QueryError in its words, without the statement. One it cannot analyse or run as written is
+        the ingest's own fault (a bad line is quarantined, never refused): a 500 with a short id, the
+        details in the log under that id."""
         try:
             self.store.execute(ingest_insert(ds, self.database, source, import_id, once))
         except QueryError as exc:
-            if any(code.startswith(_UNREADABLE) for code in _CODES.findall(exc.message)):
-                raise BadRequest(exc.message) from None
+            codes = _CODES.findall(exc.message)
+            views = [v for v in _VIEWS.findall(exc.message) if not v.endswith(_OWN_VIEWS)]
+            if views or not any(code in _STATEMENT_BROKEN for code in codes):
+                raise  # the data, a view of the user's, or the engine's limits: the engine's words
             ident = uuid.uuid4().hex[:8]
             log.error("append %s to %s.%s failed: %s", ident, self.database, ds.name, exc.message)
             raise EvtrackError(f"Internal error {ident}: the append to '{ds.name}' failed: "
@@ -146,8 +150,15 @@ class Ingest:
 
 
 _CODES = re.compile(r"\(([A-Z][A-Z_]+)\)")
-# ClickHouse's codes for input it cannot read.
-_UNREADABLE = ("CANNOT_", "INCORRECT_", "UNKNOWN_FORMAT", "TOO_LARGE_STRING", "ATTEMPT_TO_READ_AFTER_EOF")
+_VIEWS = re.compile(r"while pushing to view ([^\s:]+)")
+_OWN_VIEWS = ("__store", "__quarantine", "__count")  # the ingest's own views (ingest.ingest_ddl)
+# ClickHouse's codes for a statement it cannot analyse or run as written: the ingest's own fault.
+_STATEMENT_BROKEN = frozenset({
+    "ILLEGAL_TYPE_OF_ARGUMENT", "UNKNOWN_IDENTIFIER", "NO_COMMON_TYPE", "TYPE_MISMATCH", "SYNTAX_ERROR",
+    "UNKNOWN_TYPE", "UNKNOWN_FUNCTION", "DUPLICATE_COLUMN", "NUMBER_OF_ARGUMENTS_DOESNT_MATCH_FUNCTION",
+    "ILLEGAL_COLUMN", "LOGICAL_ERROR", "NOT_IMPLEMENTED", "BAD_ARGUMENTS", "UNKNOWN_ELEMENT_OF_ENUM",
+    "CANNOT_CONVERT_TYPE", "THERE_IS_NO_COLUMN", "NOT_FOUND_COLUMN_IN_BLOCK",
+})
 
 _GLOB_CHARS = re.compile(r"[*?{}\[\]]")
 

@@ -71,7 +71,13 @@ class HostMiddleware:
         self.app, self.policy = app, policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (self.policy.every_route or scope["path"] in LOOPBACK_ONLY):
+        # A loopback-only route answers other peers its own 404; from a loopback peer it needs a loopback name.
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        peer = (scope.get("client") or ("",))[0]
+        loopback_only = scope["path"] in LOOPBACK_ONLY and is_loopback_address(peer or "")
+        if self.policy.every_route or loopback_only:
             host = Headers(scope=scope).get("host", "")
             if not self.policy.admits(host):
                 await _refusal(host)(scope, receive, send)
