@@ -304,7 +304,7 @@ def query() -> None:
 @click.pass_context
 def sql(ctx: click.Context, query_text: str, fmt: str | None) -> None:
     """Run read-only SQL over the datasources (and their _quarantine tables)."""
-    from .engine.sqlapi import split_format
+    from .engine.sql.sqlapi import split_format
 
     named = split_format(query_text)[1]
     fmt = fmt or _default_format()
@@ -332,7 +332,7 @@ def pipes(ctx: click.Context) -> None:
 @click.pass_context
 def deployments(ctx: click.Context, as_json: bool) -> None:
     """List the deployments, oldest first: id, when, status, what changed (on a host: its /v1/deployments)."""
-    from .engine.deploy import History
+    from .engine.deploy.deployer import History
     from .targets import Remote
 
     target = _target(ctx)
@@ -386,7 +386,7 @@ def delete(ctx: click.Context, datasource: str, condition: str, dry_run: bool, n
 
     target = _target(ctx)
     if not dry_run and isinstance(target, Embedded):  # the embedded store keeps a report of each deletion
-        from .engine.lifecycle import DELETIONS
+        from .engine.change.lifecycle import DELETIONS
 
         click.echo(f"report kept in {target.data / DELETIONS}")
 

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .engine.ingest import SHOWN_BYTES
-from .engine.csvrows import file_format
+from .engine.ingest.statement import SHOWN_BYTES
+from .engine.ingest.csvrows import file_format
 from .errors import EvtrackError
 from .ndjson import read_head
 from .settings import MAX_BATCH_BYTES

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 from .engine import FORMATS, AppendResult, Engine, deployed_pipes
-from .engine.ingest import MAX_LINE_BYTES
+from .engine.ingest.statement import MAX_LINE_BYTES
 from .engine.tokens import TokenStore
 from .errors import BadRequest, EvtrackError
 from .project import Pipe, load_project, parse_pipe, pipe_text, project_files
@@ -226,7 +226,7 @@ class Remote:
         return CopyResult(rows=rows if done else None, job_id=job.get("id"), status=job.get("status"))
 
     def sql(self, query: str, fmt: str | None) -> bytes:
-        from .engine.sqlapi import split_format
+        from .engine.sql.sqlapi import split_format
 
         sql, named = split_format(query)
         return self.client.sql(f"{sql} FORMAT {named or FORMATS.get(fmt or 'json', 'JSON')}")

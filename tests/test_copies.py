@@ -21,7 +21,7 @@ from starlette.testclient import TestClient  # noqa: the suite's in-process clie
 
 from evtrack.cli import cli
 from evtrack.engine import Engine
-from evtrack.engine.copies import CopyScheduler
+from evtrack.engine.change.copies import CopyScheduler
 from evtrack.engine.store import Store
 from evtrack.errors import BadRequest, QueryError, TemplateError
 from evtrack.project import load_project

@@ -186,7 +186,7 @@ def test_a_replayed_segment_whose_insert_had_run_counts_nothing_twice(tmp_path, 
     """The crash came after the insert and before the segment was deleted: the replay undoes nothing
     and doubles nothing (two events stored once, one bad line quarantined once)."""
     from evtrack.engine import Engine
-    from evtrack.engine.wal import import_id
+    from evtrack.engine.ingest.wal import import_id
 
     payload = (EVENT % ("r1", 1, 1) + "\n" + NO_ID % (1, 2, 3) + "\n" + '{"event_type": "x", "timestamp": "never"}').encode()
     with Engine.open(tmp_path / "store") as engine:

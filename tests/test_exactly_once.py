@@ -149,7 +149,7 @@ def plain_rows(engine) -> tuple[int, int, int]:
 def test_a_replayed_segment_whose_insert_had_run_adds_no_row_anywhere(tmp_path):
     """The crash came after the flush's insert, before its segment was deleted."""
     from evtrack.engine import Engine
-    from evtrack.engine.wal import import_id
+    from evtrack.engine.ingest.wal import import_id
     from evtrack.project import load_project
 
     payload = "\n".join(EVENT % (f"r{i}", i % 3, i) for i in range(1000)).encode()
@@ -168,7 +168,7 @@ CUT_INSERT = """
 import sys
 from pathlib import Path
 from evtrack.engine import Engine
-from evtrack.engine.wal import import_id
+from evtrack.engine.ingest.wal import import_id
 
 engine = Engine.open(Path(sys.argv[1]))
 payload = Path(sys.argv[2]).read_bytes()

@@ -151,7 +151,7 @@ def test_unknown_datasource_is_not_found(fresh_engine):
 
 
 def test_a_line_over_the_size_limit_is_quarantined_not_crashed_on(fresh_engine):
-    from evtrack.engine.ingest import MAX_LINE_BYTES
+    from evtrack.engine.ingest.statement import MAX_LINE_BYTES
 
     huge = b'{"event_type": "a", "timestamp": "2023-01-01 00:00:00", "properties": "' + b"x" * MAX_LINE_BYTES + b'"}'
     result = fresh_engine.append("events", huge + b"\n" + b'{"event_type": "b", "timestamp": "2023-01-01 00:00:00"}\n')

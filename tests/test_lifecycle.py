@@ -258,7 +258,7 @@ def test_what_a_killed_replace_left_aside_is_dropped_when_the_store_opens(tmp_pa
 def test_an_erased_user_does_not_come_back_with_a_replayed_log_segment(tmp_path, project):
     """The crash came after the flush's insert and after the deletion, before the segment was dropped:
     the replay's blocks are ones the tables have seen, so nothing of the user is written again."""
-    from evtrack.engine.wal import import_id
+    from evtrack.engine.ingest.wal import import_id
 
     payload = body()
     with Engine.open(tmp_path / "store") as engine:

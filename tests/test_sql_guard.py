@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evtrack.engine.guard import MAX_QUERY_SIZE, SHORT
+from evtrack.engine.sql.guard import MAX_QUERY_SIZE, SHORT
 from evtrack.engine.tokens import TokenStore
 
 from .served import Served, evtrack

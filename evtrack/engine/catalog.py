@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import NotFound
 from ..project import Datasource, Pipe, parse_datasource, pipe_from_record, pipe_record
-from .ingest import quarantine_name
+from .ingest.statement import quarantine_name
 from .service import service_tables
 
 __all__ = ["Catalog", "DATABASE", "SNAPSHOT", "Snapshot", "deployed_pipes", "read_snapshot", "table_map"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 
 from .catalog import Snapshot
-from .materialized import downstream
+from .deploy.materialized import downstream
 from .rwlock import RWLock
 
 __all__ = ["Locks"]

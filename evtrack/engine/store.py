@@ -39,7 +39,7 @@ _SESSION_SETTINGS = (
     "SET session_timezone = 'UTC'",
     # Tinybird answers counts as JSON numbers, not quoted strings.
     "SET output_format_json_quote_64bit_integers = 0",
-    # Blocks are deduplicated only where an insert asks for it (evtrack.engine.ingest.exactly_once):
+    # Blocks are deduplicated only where an insert asks for it (evtrack.engine.ingest.statement.exactly_once):
     # a copy appended twice, say, appends twice.
     "SET insert_deduplicate = 0",
     # A materialized view's SELECT may return columns its target lacks: ClickHouse writes the

@@ -19,19 +19,19 @@ from pathlib import Path
 from ..errors import BadRequest
 from ..project import Datasource, Pipe, Project
 from .catalog import Catalog, Snapshot, deployed_pipes, read_snapshot
-from .copies import Copies
-from .deploy import Deployer, DeployResult, History
-from .ingesting import AppendResult, Ingest
-from .lifecycle import Deletion, Lifecycle
+from .change.copies import Copies
+from .deploy.deployer import Deployer, DeployResult, History
+from .ingest.appends import AppendResult, Ingest
+from .change.lifecycle import Deletion, Lifecycle
 from .locks import Locks
-from .queries import FORMATS, Queries
-from .refill import Journal
+from .sql.queries import FORMATS, Queries
+from .deploy.refill import Journal
 from . import service
-from .schema import Schema
+from .deploy.schema import Schema
 from .store import QueryLimits, Store
 from .tokens import TokenStore
-from .views import Views
-from .wal import WriteAheadLog
+from .deploy.views import Views
+from .ingest.wal import WriteAheadLog
 
 __all__ = ["Workspace", "AppendResult", "DeployResult", "FORMATS", "deployed_pipes", "read_snapshot"]
 

@@ -28,7 +28,7 @@ def serve(engine, host: str, port: int, on_ready=None, allow_hosts=()) -> None:
     to answer to besides the loopback ones (``evtrack.server.hosts``)."""
     import uvicorn
 
-    from ..engine.copies import CopyScheduler
+    from ..engine.change.copies import CopyScheduler
     from .app import create_app  # the web stack is loaded only by the command that serves
 
     from .hosts import HostPolicy

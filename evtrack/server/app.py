@@ -99,7 +99,7 @@ def routes() -> list[Route]:
 
 def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, buffer: IngestBuffer | None = None,
                scheduler=None, hosts: HostPolicy = HostPolicy()) -> Starlette:
-    """``scheduler`` (an ``evtrack.engine.copies.CopyScheduler``), when given, runs the scheduled copy pipes.
+    """``scheduler`` (an ``evtrack.engine.change.copies.CopyScheduler``), when given, runs the scheduled copy pipes.
     ``hosts``: the names it answers to (``evtrack.server.hosts``); by default, only the loopback-only
     routes are checked."""
     buffer = buffer or IngestBuffer(engine)

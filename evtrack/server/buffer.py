@@ -7,7 +7,7 @@ thousand single-event requests a second become a few inserts a second, not a tho
 
 - ``wait=true``: the answer comes after the flush that stored (or quarantined) the request's rows.
 - ``wait=false``: the answer comes when the rows are queued and written to the store's write-ahead
-  log (``evtrack.engine.wal``), synced to disk: an acknowledged row survives ``kill -9`` or an
+  log (``evtrack.engine.ingest.wal``), synced to disk: an acknowledged row survives ``kill -9`` or an
   out-of-memory kill, and is inserted when the store is next opened. Syncs are grouped: the
   requests that arrive while one ``fsync`` runs share the next. The queue is bounded
   (``max_pending_bytes``): past it, requests are refused with ``TooManyRequests`` (429) rather than queued
@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..engine import AppendResult, Engine
-from ..engine.wal import import_id
+from ..engine.ingest.wal import import_id
 from ..errors import TooManyRequests, Unavailable
 from .calls import call
 

@@ -11,7 +11,7 @@ import hashlib
 import uuid
 from datetime import datetime, timezone
 
-from ..engine.ingest import quarantine_name
+from ..engine.ingest.statement import quarantine_name
 from ..engine.tokens import Token
 from ..project import Datasource, Pipe
 from ..scopes import split

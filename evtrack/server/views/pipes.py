@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ... import scopes
-from ...engine.guard import check_template
-from ...engine.materialized import output_columns, written_columns
-from ...engine.pipes import pipe_reader, pipe_sql
+from ...engine.sql.guard import check_template
+from ...engine.deploy.materialized import output_columns, written_columns
+from ...engine.sql.pipes import pipe_reader, pipe_sql
 from ...errors import BadRequest, NotFound
 from ...project import Node, Pipe, parse_pipe, pipe_text
 from .. import shapes

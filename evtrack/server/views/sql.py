@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ... import scopes
-from ...engine.guard import check_parsable
+from ...engine.sql.guard import check_parsable
 from ...errors import BadRequest, InvalidToken, MissingScope
 from ..auth import request_token, require, require_pipe_read, workspace_of
 from ..bodies import read_body, request_fields
@@ -48,7 +48,7 @@ async def query(request: Request) -> Response:
 
 
 def _media_type(query: str) -> str:
-    from ...engine.sqlapi import split_format
+    from ...engine.sql.sqlapi import split_format
 
     fmt = (split_format(query)[1] or "JSON").lower()
     if fmt.startswith("json") and "each" not in fmt:

@@ -34,13 +34,13 @@ import time
 import uuid
 from typing import Callable
 
-from ..errors import BadRequest, EvtrackError, TemplateError
-from ..project import COPY_MODES, ON_DEMAND, Node, Pipe
-from .catalog import Snapshot
-from .locks import Locks
-from .materialized import backfill_sql, output_columns
-from .pipes import pipe_reader, pipe_sql
-from .views import Views
+from ...errors import BadRequest, EvtrackError, TemplateError
+from ...project import COPY_MODES, ON_DEMAND, Node, Pipe
+from ..catalog import Snapshot
+from ..locks import Locks
+from ..deploy.materialized import backfill_sql, output_columns
+from ..sql.pipes import pipe_reader, pipe_sql
+from ..deploy.views import Views
 
 __all__ = ["Copies", "staging_name", "leftover_staging", "CopyScheduler", "schedule_of"]
 
@@ -99,7 +99,7 @@ class Copies:
 
     def _request(self, name: str, params: dict[str, str], mode: str | None) -> tuple[Node, dict[str, str], str]:
         """The copy node of the pipe ``name``, the run's parameters and its mode, checked."""
-        from ..params import InvalidParam, validate_params
+        from ...params import InvalidParam, validate_params
 
         pipe = self.snapshot.catalog.pipe(name)
         node = pipe.copy

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 
-from ..errors import QueryError
-from .store import param_text
+from ...errors import QueryError
+from ..store import param_text
 
 __all__ = ["MAX_QUERY_SIZE", "SHORT", "check_size", "check_parsable", "check_template"]
 

@@ -8,14 +8,14 @@ and one that a killed process left is finished or undone before anything reads (
 
 from __future__ import annotations
 
-from ..errors import BadRequest, QueryError, SchemaConflict
-from ..project import Pipe
-from .catalog import Snapshot, table_map
+from ...errors import BadRequest, QueryError, SchemaConflict
+from ...project import Pipe
+from ..catalog import Snapshot, table_map
 from .materialized import downstream, output_columns, view_ddl, view_name, written_columns
-from .pipes import pipe_sql
+from ..sql.pipes import pipe_sql
 from .refill import Journal, Refill, build, now, promote, roll_back
 from .schema import Schema
-from .sqlapi import used_tables
+from ..sql.sqlapi import used_tables
 
 __all__ = ["Views"]
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 
-from ..errors import BadRequest, QueryError
-from ..project import Column, Pipe
-from .ingest import sql_string
+from ...errors import BadRequest, QueryError
+from ...project import Column, Pipe
+from ..ingest.statement import sql_string
 
 __all__ = ["view_name", "view_ddl", "backfill_sql", "check_columns", "written_columns", "output_columns",
            "downstream"]

@@ -16,12 +16,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EvtrackError, QueryError, StoreError
-from ..project import Datasource
-from .catalog import Snapshot
+from ...errors import EvtrackError, QueryError, StoreError
+from ...project import Datasource
+from ..catalog import Snapshot
 from .csvrows import file_format, rows_source
-from .ingest import imports_table, ingest_insert, quarantine_name, sql_string
-from .locks import Locks
+from .statement import imports_table, ingest_insert, quarantine_name, sql_string
+from ..locks import Locks
 from .wal import WriteAheadLog, import_id as wal_import_id
 
 log = logging.getLogger("evtrack.ingest")

@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 from collections.abc import Callable
 
-from ..errors import BadRequest, NotFound
-from .catalog import Catalog, Snapshot
+from ...errors import BadRequest, NotFound
+from ..catalog import Catalog, Snapshot
 from .guard import check_parsable
-from .ingest import sql_string
+from ..ingest.statement import sql_string
 from .pipes import pipe_reader, pipe_sql
 from .sqlapi import read_only_sql, split_format, used_tables
-from .store import QueryLimits
+from ..store import QueryLimits
 
 __all__ = ["FORMATS", "Queries"]
 

@@ -13,18 +13,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadRequest, EvtrackError, QueryError, SchemaConflict
-from ..project import Datasource, Pipe, Project
-from .catalog import Snapshot, table_map
-from .gate import admit_datasource
-from .guard import check_parsable
-from .locks import Locks
+from ...errors import BadRequest, EvtrackError, QueryError, SchemaConflict
+from ...project import Datasource, Pipe, Project
+from ..catalog import Snapshot, table_map
+from ..sql.gate import admit_datasource
+from ..sql.guard import check_parsable
+from ..locks import Locks
 from .materialized import check_columns, output_columns
-from .pipes import pipe_reader, pipe_sql, render_node
+from ..sql.pipes import pipe_reader, pipe_sql, render_node
 from .refill import now
 from .schema import Schema, plan
-from .service import service_tables
-from .tokens import TokenStore, datafile_scope
+from ..service import service_tables
+from ..tokens import TokenStore, datafile_scope
 from .views import Views
 
 __all__ = ["Deployer", "DeployResult", "History"]

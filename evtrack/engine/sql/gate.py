@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import QueryError
+from ...errors import QueryError
 from .guard import check_size
 
 __all__ = ["SYSTEM_TABLES", "admit", "admit_datasource", "admit_expression"]

@@ -7,7 +7,7 @@ the segment is deleted once that insert is committed. So a segment on disk at st
 acknowledged rows that may not have been written, and is replayed.
 
 Replaying cannot count a row twice, in any table. Each segment's rows go in as one idempotent
-insert per datasource (``evtrack.engine.ingest.exactly_once``), under an import id derived from
+insert per datasource (``evtrack.engine.ingest.statement.exactly_once``), under an import id derived from
 the segment's name (``wal-<segment>-<datasource>``), with the same bytes whether it is the
 server's flush, its retry after a failure, or a replay after a crash: every table the insert
 reaches, materialized targets included, skips the blocks it already has. So a segment whose

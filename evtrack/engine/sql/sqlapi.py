@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import BadRequest, Forbidden, QueryError
+from ...errors import BadRequest, Forbidden, QueryError
 from .gate import SYSTEM_TABLES, admit
 from .pipes import _replace
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import uuid
 
-from ..errors import SchemaConflict
-from ..project import Datasource, split_columns
-from .ingest import DEDUP_WINDOW, imports_table, ingest_ddl, ingest_table, quarantine_ddl, quarantine_name
+from ...errors import SchemaConflict
+from ...project import Datasource, split_columns
+from ..ingest.statement import DEDUP_WINDOW, imports_table, ingest_ddl, ingest_table, quarantine_ddl, quarantine_name
 
 __all__ = ["Schema", "plan"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 
-from ..errors import EvtrackError, NotFound, QueryError, TemplateError
-from ..project import Node, Pipe
+from ...errors import EvtrackError, NotFound, QueryError, TemplateError
+from ...project import Node, Pipe
 from .gate import admit
 from .guard import check_size
 

@@ -16,9 +16,9 @@ import gzip
 import io
 from pathlib import Path
 
-from ..errors import BadRequest
-from ..project import Datasource
-from .ingest import jsonpath_keys, sql_string
+from ...errors import BadRequest
+from ...project import Datasource
+from .statement import jsonpath_keys, sql_string
 
 __all__ = ["file_format", "rows_source"]
 

@@ -27,9 +27,9 @@ import time
 import uuid
 from pathlib import Path
 
-from ..errors import BadRequest, QueryError
-from .catalog import DATABASE
-from .ingest import sql_string
+from ...errors import BadRequest, QueryError
+from ..catalog import DATABASE
+from ..ingest.statement import sql_string
 from .materialized import backfill_sql
 
 __all__ = ["Journal", "Refill", "build", "now", "promote", "roll_back"]

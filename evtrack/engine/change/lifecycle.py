@@ -27,17 +27,17 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ..errors import BadRequest, QueryError
-from .catalog import Snapshot
-from .gate import admit
-from .guard import check_parsable
-from .ingest import quarantine_name
-from .ingesting import Ingest
-from .locks import Locks
-from .materialized import downstream
-from .schema import Schema
-from .sqlapi import used_tables
-from .views import Views
+from ...errors import BadRequest, QueryError
+from ..catalog import Snapshot
+from ..sql.gate import admit
+from ..sql.guard import check_parsable
+from ..ingest.statement import quarantine_name
+from ..ingest.appends import Ingest
+from ..locks import Locks
+from ..deploy.materialized import downstream
+from ..deploy.schema import Schema
+from ..sql.sqlapi import used_tables
+from ..deploy.views import Views
 
 __all__ = ["DELETIONS", "Lifecycle", "Deletion"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-from ..errors import BadRequest
-from ..project import Column, Datasource
+from ...errors import BadRequest
+from ...project import Column, Datasource
 
 __all__ = ["jsonpath_keys", "DEDUP_WINDOW", "MAX_LINE_BYTES", "SHOWN_BYTES", "exactly_once", "imports_table", "ingest_ddl",
            "ingest_insert", "ingest_table", "quarantine_ddl", "quarantine_name", "sql_string"]
