@@ -336,28 +336,22 @@ def deployments(ctx: click.Context, as_json: bool) -> None:
     from .targets import Remote
 
     target = _target(ctx)
-    if isinstance(target, Remote):
-        listed = target.deployments()
-        if not listed:
-            click.echo("No deployments yet. Run `evtrack deploy`.")
-        for item in listed:
-            if as_json:
-                click.echo(json.dumps(item, sort_keys=True))
-                continue
-            click.echo(f"{item.get('id')}  {item.get('created_at', '')}  {item.get('status', '')}"
-                       + ("  live" if item.get("live") else ""))
-        return
-    entries = History(_embedded(ctx).data).all()
+    remote = isinstance(target, Remote)
+    entries = target.deployments() if remote else History(_embedded(ctx).data).all()
     if not entries:
         click.echo("No deployments yet. Run `evtrack deploy`.")
     for entry in entries:
         if as_json:
             click.echo(json.dumps(entry, sort_keys=True))
-            continue
-        changes = [f"{kind} {', '.join(entry[kind])}" for kind in ("created", "changed", "deleted") if entry.get(kind)]
-        click.echo(f"{entry['id']}  {entry['started']} -> {entry['finished']}  {entry['status']}"
-                   + (f"  ({'; '.join(changes)})" if changes else "")
-                   + (f"  {entry['error']}" if entry.get("error") else ""))
+        elif remote:  # a host's /v1/deployments
+            click.echo(f"{entry.get('id')}  {entry.get('created_at', '')}  {entry.get('status', '')}"
+                       + ("  live" if entry.get("live") else ""))
+        else:
+            changes = [f"{kind} {', '.join(entry[kind])}" for kind in ("created", "changed", "deleted")
+                       if entry.get(kind)]
+            click.echo(f"{entry['id']}  {entry['started']} -> {entry['finished']}  {entry['status']}"
+                       + (f"  ({'; '.join(changes)})" if changes else "")
+                       + (f"  {entry['error']}" if entry.get("error") else ""))
 
 
 # -- forgetting data -------------------------------------------------------------------------

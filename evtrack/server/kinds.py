@@ -32,28 +32,23 @@ FORWARD_ONLY = ("This is a Tinybird Classic workspace, and this operation is onl
                 "workspaces.")
 
 
-def classic_only(view, when=lambda request: True):
-    """``view``, refused in a Forward workspace (when ``when(request)``: a route that also appends)."""
+def _refused_in(kind: str, message: str):
+    def wrap(view, when=lambda request: True):
+        """``view``, refused in a workspace of ``kind`` (when ``when(request)``: a route that also appends)."""
 
-    @functools.wraps(view)
-    async def checked(request: Request):
-        if when(request) and workspace_of(request).kind == "forward":
-            raise BadRequest(CLASSIC_ONLY)
-        return await view(request)
+        @functools.wraps(view)
+        async def checked(request: Request):
+            if when(request) and workspace_of(request).kind == kind:
+                raise BadRequest(message)
+            return await view(request)
 
-    return checked
+        return checked
+
+    return wrap
 
 
-def forward_only(view, when=lambda request: True):
-    """``view``, refused in a Classic workspace (when ``when(request)``)."""
-
-    @functools.wraps(view)
-    async def checked(request: Request):
-        if when(request) and workspace_of(request).kind == "classic":
-            raise BadRequest(FORWARD_ONLY)
-        return await view(request)
-
-    return checked
+classic_only = _refused_in("forward", CLASSIC_ONLY)
+forward_only = _refused_in("classic", FORWARD_ONLY)
 
 
 def creates_datasource(request: Request) -> bool:

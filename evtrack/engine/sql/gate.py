@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 
 from ...errors import QueryError
+from ...project import split_columns
 from .guard import check_size
 
 __all__ = ["SYSTEM_TABLES", "admit", "admit_datasource", "admit_expression"]
@@ -107,33 +108,15 @@ def admit_datasource(ds, database: str) -> None:
             admit_expression(found.group(1), database, f"{ds.name}.datasource, column {ddl.split()[0]}")
     for key, value in ds.engine_settings:
         if key == "engine_ttl":
-            for part in _top_level_parts(value):
+            for part in split_columns(value):
                 admit_expression(_TTL_ACTION.sub("", part), database, f"{ds.name}.datasource, ENGINE_TTL")
         elif key in _ENGINE_EXPRESSIONS:
             admit_expression(value, database, f"{ds.name}.datasource, {key.upper()}")
         elif key == "engine_settings":
-            for part in _top_level_parts(value):
+            for part in split_columns(value):
                 name = part.split("=", 1)[0].strip().strip("`\"").lower()
                 if name in _HOST_SETTINGS:
                     raise QueryError(f"{ds.name}.datasource, ENGINE_SETTINGS: the setting '{name}' is not allowed")
-
-
-def _top_level_parts(text: str) -> list[str]:
-    parts, depth, quote, start = [], 0, "", 0
-    for i, ch in enumerate(text):
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'`\"":
-            quote = ch
-        elif ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
 
 
 def _tables(sql: str, copy: bool) -> list[tuple[str, str, str]]:
