@@ -14,6 +14,7 @@ reads (``queries``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..errors import BadRequest
@@ -25,7 +26,7 @@ from .ingest.appends import AppendResult, Ingest
 from .change.lifecycle import Deletion, Lifecycle
 from .locks import Locks
 from .sql.queries import FORMATS, Queries
-from .deploy.refill import Journal
+from .journal import Changes, Journal
 from . import service
 from .deploy.schema import Schema
 from .store import QueryLimits, Store
@@ -36,6 +37,7 @@ from .ingest.wal import WriteAheadLog
 __all__ = ["Workspace", "AppendResult", "DeployResult", "FORMATS", "deployed_pipes", "read_snapshot"]
 
 
+log = logging.getLogger("evtrack.engine")
 KINDS = ("both", "forward", "classic")
 
 
@@ -55,20 +57,31 @@ class Workspace:
         locks = Locks(snapshot)
         schema = Schema(store, database)
         self.journal, self.history = Journal(self.folder), History(self.folder)
+        self.changes = Changes(self.folder)
         views = Views(store, database, snapshot, schema, self.journal)
-        self._copies = Copies(store, database, snapshot, locks, views)
-        self._copies.drop_interrupted()
+        self._copies = Copies(store, database, snapshot, locks, views, self.changes)
         self.tokens = TokenStore(self.folder)
         self._deploys = Deployer(store, database, snapshot, locks, schema, views, self.tokens, self.history)
-        self._deploys.recover()
         self.wal = WriteAheadLog(self.folder)
         self._ingest = Ingest(store, database, snapshot, locks, self.wal)
         self._queries = Queries(store, database, snapshot, lambda: self.read_limits)
-        self._lifecycle = Lifecycle(store, database, snapshot, locks, schema, views, self._ingest)
+        self._lifecycle = Lifecycle(store, database, snapshot, locks, schema, views, self._ingest, self.changes)
+        # What a killed process left half done, finished or undone before anything reads (``journal``):
+        # the refill first (a change may have been running one), then the change, then what copy runs
+        # left aside outside the journal; the write-ahead log's events go in last.
+        self._deploys.recover()
+        self._recover_change()
+        self._copies.drop_interrupted()
         schema.remember_blocks()
         store.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
         store.execute(service.ddl(database))  # tinybird.pipe_stats_rt, which the server fills
         self.replay_log()
+
+    def _recover_change(self) -> None:
+        record = self.changes.recover()  # a deletion says so in its report ("resumed")
+        if record is not None:
+            log.warning("workspace %s: the %s started %s was interrupted and %s", self.name, record["kind"],
+                        record["started"], record["outcome"])
 
     @property
     def id(self) -> str:

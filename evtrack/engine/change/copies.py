@@ -37,6 +37,8 @@ from typing import Callable
 from ...errors import BadRequest, EvtrackError, TemplateError
 from ...project import COPY_MODES, ON_DEMAND, Node, Pipe
 from ..catalog import Snapshot
+from ..journal import Changes
+from .lifecycle import mark
 from ..locks import Locks
 from ..deploy.materialized import backfill_sql, output_columns
 from ..sql.pipes import pipe_reader, pipe_sql
@@ -63,8 +65,9 @@ def leftover_staging(tables: list[str], datasources) -> list[str]:
 class Copies:
     """The copy runs of one workspace: one at a time per pipe, any number side by side."""
 
-    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, views: Views):
+    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, views: Views, changes: Changes):
         self.store, self.database, self.snapshot, self.locks, self.views = store, database, snapshot, locks, views
+        self.changes = changes  # a run in replace mode is a replace (``lifecycle``), journaled as one
         self._runs: dict[str, threading.Lock] = {}  # pipe -> held while it runs
 
     def drop_interrupted(self) -> None:
@@ -117,20 +120,29 @@ class Copies:
         return node, params, mode
 
     def _write(self, target: str, sql: str, mode: str, rebuilds: list[str]) -> int:
-        """Write the result of ``sql`` into a staging table, then append it to ``target`` or swap it in."""
+        """Write the result of ``sql`` into a staging table, then append it to ``target`` or, in
+        replace mode, swap it in as a journaled replace (the swap, then the rebuilds)."""
         db, staging = self.database, staging_name(target)
+        record = (self.changes.begin("replace", phase="building", live=target, staging=staging, rebuild=rebuilds)
+                  if mode == "replace" else None)
         self.store.execute(f"CREATE TABLE {db}.`{staging}` AS {db}.`{target}`")
         try:
             columns = [column for column, _ in output_columns(self.store, sql)]
             rows = self.store.execute(backfill_sql(staging, sql, columns, db))
-            if mode == "append":
+            if record is None:
                 self.store.execute(f"INSERT INTO {db}.`{target}` SELECT * FROM {db}.`{staging}`")
             else:
-                self.store.execute(f"EXCHANGE TABLES {db}.`{staging}` AND {db}.`{target}`")
-                for downstream in rebuilds:
-                    self.views.rebuild(downstream)
+                mark(self.store, db, staging, record["id"])
+        except BaseException:
+            if record is not None:
+                self.changes.abandon(record)
+            raise
         finally:
-            self.store.execute(f"DROP TABLE IF EXISTS {db}.`{staging}`")
+            if record is None:
+                self.store.execute(f"DROP TABLE IF EXISTS {db}.`{staging}`")
+        if record is not None:
+            self.changes.advance(record)
+            self.changes.finish(record)
         return rows
 
 

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 
 from ...errors import BadRequest, QueryError
 from ..catalog import Snapshot
+from ..journal import Changes
 from ..sql.gate import admit
 from ..sql.guard import check_parsable
-from ..ingest.statement import quarantine_name
+from ..ingest.statement import quarantine_name, sql_string
 from ..ingest.appends import Ingest
 from ..locks import Locks
 from ..deploy.materialized import downstream
@@ -61,9 +62,14 @@ class Deletion:
 
 class Lifecycle:
     def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, schema: Schema, views: Views,
-                 ingest: Ingest):
+                 ingest: Ingest, changes: Changes):
         self.store, self.database, self.snapshot, self.locks = store, database, snapshot, locks
-        self.schema, self.views, self.ingest = schema, views, ingest
+        self.schema, self.views, self.ingest, self.changes = schema, views, ingest, changes
+        # Each change says its steps to the one journal (``evtrack.engine.journal``), which runs them
+        # forward (or back, while building aside), now or when the store next opens after a kill.
+        changes.on("delete", self._delete_forward)
+        changes.on("truncate", self._truncate_forward)
+        changes.on("replace", self._replace_forward, self._replace_back)
 
     def check_condition(self, datasource: str, condition: str) -> str:
         """The condition as it will run; a BadRequest saying why it cannot."""
@@ -115,13 +121,21 @@ class Lifecycle:
                         targets.append(table)
             rebuild = self._plan_rebuilds(result, inexpressible, reached, can=alone or dry_run)
             if not dry_run:
-                for table in targets:
-                    self.store.execute(f"ALTER TABLE `{self.database}`.`{table}` DELETE WHERE ({text}) "
-                                       "SETTINGS mutations_sync = 2")
-                for name in rebuild:  # from sources the rows are gone from; each refills what it feeds
-                    self.views.rebuild(name)
-                self._record(result)
+                record = self.changes.begin("delete", datasource=datasource, condition=text, targets=targets,
+                                            rebuild=rebuild, removed=result.removed, skipped=result.skipped,
+                                            rebuilt=result.rebuilt)
+                self.changes.finish(record)
         return result
+
+    def _delete_forward(self, record: dict) -> None:
+        """A deletion's steps, each safe to run again: the rows go from every table, the rollups that
+        cannot express the condition are rebuilt from sources the rows are gone from, the report is kept."""
+        for table in record["targets"]:
+            self.store.execute(f"ALTER TABLE `{self.database}`.`{table}` DELETE WHERE ({record['condition']}) "
+                               "SETTINGS mutations_sync = 2")
+        for name in record["rebuild"]:  # each refills what it feeds
+            self.views.rebuild(name)
+        self._record(record)
 
     def _inexpressible(self, name: str, condition: str) -> bool:
         """Whether the columns of ``name`` cannot express ``condition`` (as the deletion will find)."""
@@ -162,11 +176,14 @@ class Lifecycle:
             return []
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    def _record(self, deletion: Deletion) -> None:
-        """A report to keep (an erasure request's answer): appended, synced, never rewritten."""
-        entry = {"at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "datasource": deletion.datasource,
-                 "condition": deletion.condition, "removed": deletion.removed, "skipped": deletion.skipped,
-                 "rebuilt": deletion.rebuilt}
+    def _record(self, record: dict) -> None:
+        """A report to keep (an erasure request's answer): appended, synced, never rewritten; once per
+        deletion, with ``resumed`` when a kill interrupted it and the next open finished it."""
+        if any(entry.get("id") == record["id"] for entry in self.deletions()[-3:]):
+            return  # written before the kill that left the journal
+        entry = {"at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "id": record["id"],
+                 **{key: record[key] for key in ("datasource", "condition", "removed", "skipped", "rebuilt")},
+                 **({"resumed": True} if record.get("resumed") else {})}
         with open(self.snapshot.folder / DELETIONS, "a", encoding="utf-8") as out:
             out.write(json.dumps(entry, sort_keys=True) + "\n")
             out.flush()
@@ -187,21 +204,44 @@ class Lifecycle:
         staging = dataclasses.replace(ds, name=f"{datasource}__replace_{uuid.uuid4().hex[:8]}")
         import_id = uuid.uuid4().hex
         table, aside = f"`{self.database}`.`{datasource}`", f"`{self.database}`.`{staging.name}`"
+        rebuild = sorted({v["target"] for v in self.snapshot.views.values() if datasource in v["reads"]})
         with self.locks.deploy:
-            self.schema.create(staging)
+            record = self.changes.begin("replace", phase="building", live=datasource, staging=staging.name,
+                                        import_id=import_id, rebuild=rebuild, quarantine=True)
             try:
+                self.schema.create(staging)
                 [result] = self.ingest.write(staging, [payload], [import_id])  # the append's one statement
                 if text is not None:
                     self.store.execute(f"ALTER TABLE {aside} DELETE WHERE NOT ({text}) SETTINGS mutations_sync = 2")
                     self.store.execute(f"INSERT INTO {aside} SELECT * FROM {table} WHERE NOT ({text})")
-                self.store.execute(f"INSERT INTO `{self.database}`.`{quarantine_name(datasource)}` "
-                                   f"SELECT * FROM `{self.database}`.`{quarantine_name(staging.name)}`")
-                self.store.execute(f"EXCHANGE TABLES {aside} AND {table}")
-            finally:
-                self.schema.drop(staging.name)  # the old rows, after the exchange
-            for target in sorted({v["target"] for v in self.snapshot.views.values() if datasource in v["reads"]}):
-                self.views.rebuild(target)
+                mark(self.store, self.database, staging.name, record["id"])
+            except BaseException:
+                self.changes.abandon(record)
+                raise
+            self.changes.advance(record)
+            self.changes.finish(record)
         return result.successful_rows, result.quarantined_rows, import_id
+
+    def _replace_forward(self, record: dict) -> None:
+        """A replace's steps once its new rows are complete aside, each safe to run again: the
+        quarantined lines join the live quarantine (once: by their import id), the tables are
+        exchanged (once: the live one then carries the change's mark), the old rows are dropped, and
+        the datasources materialized from it are rebuilt."""
+        db, live, staging = self.database, record["live"], record["staging"]
+        if record.get("quarantine"):
+            quarantine, aside = f"`{db}`.`{quarantine_name(live)}`", f"`{db}`.`{quarantine_name(staging)}`"
+            if self.schema.exists(quarantine_name(staging)):
+                self.store.execute(f"INSERT INTO {quarantine} SELECT * FROM {aside} WHERE (SELECT count() FROM "
+                                   f"{quarantine} WHERE c__import_id = {sql_string(record['import_id'])}) = 0")
+        swap_in(self.store, db, staging, live, record["id"])
+        self._replace_back(record)
+        for target in record["rebuild"]:
+            self.views.rebuild(target)
+
+    def _replace_back(self, record: dict) -> None:
+        """What a replace built aside (a copy's staging table, or a datasource's with its quarantine
+        and ingest path), dropped: after the exchange, the old rows."""
+        self.schema.drop(record["staging"])
 
     def truncate(self, datasource: str, cascade: bool = False) -> list[str]:
         """Empty ``datasource`` and its quarantine (and, with ``cascade``, every datasource
@@ -210,10 +250,27 @@ class Lifecycle:
         reached = downstream({datasource}, self.snapshot.views) if cascade else {datasource}
         names = [datasource, *sorted(reached - {datasource})]
         with _exclusive(self.locks, names), self.locks.deploy.shared():
-            for name in names:
-                for table in (name, quarantine_name(name)):
-                    self.store.execute(f"TRUNCATE TABLE IF EXISTS `{self.database}`.`{table}`")
+            record = self.changes.begin("truncate", tables=[t for name in names for t in (name, quarantine_name(name))])
+            self.changes.finish(record)
         return names
+
+    def _truncate_forward(self, record: dict) -> None:
+        for table in record["tables"]:
+            self.store.execute(f"TRUNCATE TABLE IF EXISTS `{self.database}`.`{table}`")
+
+
+def mark(store, database: str, staging: str, ident: str) -> None:
+    """Mark a complete staging table with the change it belongs to: EXCHANGE carries the mark into
+    the live name, so an exchange already done is recognised (``swap_in``)."""
+    store.execute(f"ALTER TABLE `{database}`.`{staging}` MODIFY COMMENT {sql_string(f'evtrack change {ident}')}")
+
+
+def swap_in(store, database: str, staging: str, live: str, ident: str) -> None:
+    """Exchange ``staging`` with ``live`` unless ``live`` carries the change's mark already."""
+    comment = store.run(f"SELECT comment FROM system.tables WHERE database = {sql_string(database)} "
+                        f"AND name = {sql_string(live)}", "TSVRaw").decode().strip()
+    if comment != f"evtrack change {ident}":
+        store.execute(f"EXCHANGE TABLES `{database}`.`{staging}` AND `{database}`.`{live}`")
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from ..sql.guard import check_parsable
 from ..locks import Locks
 from .materialized import check_columns, output_columns
 from ..sql.pipes import pipe_reader, pipe_sql, render_node
-from .refill import now
+from ..journal import now
 from .schema import Schema, plan
 from ..service import service_tables
 from ..tokens import TokenStore, datafile_scope

@@ -6,8 +6,8 @@ target that the next deploy of the same files called unchanged. So the targets a
 staging names (``<target>__deploy_<id>``), with the views between them recreated on the staging
 tables (``<view>__deploy_<id>``), and only then promoted: the staging tables are exchanged with
 the live ones (views follow a table's name, so the live views write into the new tables), the
-changed view is replaced, and the snapshot is written. The journal (``deployment.json``, synced)
-says which phase a refill is in:
+changed view is replaced, and the snapshot is written. The journal (``deployment.json``, synced;
+``evtrack.engine.journal``, whose rules every multi-step change follows) says which phase a refill is in:
 
 - ``building``: nothing live has changed. A crash here is rolled back when the store next opens:
   the staging tables and views are dropped, and the old deployment stands.
@@ -21,55 +21,15 @@ Every refill, and what became of it, is appended to the deployment history (``de
 
 from __future__ import annotations
 
-import json
-import os
-import time
 import uuid
-from pathlib import Path
 
 from ...errors import BadRequest, QueryError
 from ..catalog import DATABASE
+from ..journal import now
 from ..ingest.statement import sql_string
 from .materialized import backfill_sql
 
-__all__ = ["Journal", "Refill", "build", "now", "promote", "roll_back"]
-
-JOURNAL = "deployment.json"
-
-
-def _write_synced(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-class Journal:
-    """The refill under way, if any: one JSON document, replaced whole and synced at each phase."""
-
-    def __init__(self, store_path: Path):
-        self.path = Path(store_path) / JOURNAL
-
-    def write(self, record: dict) -> None:
-        _write_synced(self.path, json.dumps(record))
-
-    def read(self) -> dict | None:
-        return json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else None
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-
+__all__ = ["Refill", "build", "promote", "roll_back"]
 
 class Refill:
     """What one refill builds: ``targets`` (live name -> staging name), the staging views of the

@@ -13,7 +13,8 @@ from ...project import Pipe
 from ..catalog import Snapshot, table_map
 from .materialized import downstream, output_columns, view_ddl, view_name, written_columns
 from ..sql.pipes import pipe_sql
-from .refill import Journal, Refill, build, now, promote, roll_back
+from ..journal import Journal, now
+from .refill import Refill, build, promote, roll_back
 from .schema import Schema
 from ..sql.sqlapi import used_tables
 

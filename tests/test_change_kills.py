@@ -1,0 +1,144 @@
+"""Data changes that finish: a delete, a truncate with --cascade and a replace, each killed with
+kill -9 at random moments over a store of 1,000,000 events and its four rollups, leave every table
+consistent when the store next opens, with no command run (``evtrack.engine.journal``).
+
+After each reopen:
+- each rollup holds exactly the distinct rows its source defines, counted raw with EXCEPT both ways
+  (no FINAL, no key that deduplicates), by definitions written here from the rollups' datafiles;
+- a deletion reported is gone from every table that holds the user, and reported once; one not
+  reported never started, and every matching row is still there;
+- a replaced datasource holds its old rows or its new ones, whole.
+
+The moments are drawn from a seeded generator (the seed is in the test's name), between the
+command's start and the time it takes uninterrupted, measured first.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from evtrack.engine import Engine
+
+from .conftest import ROOT
+from .served import clean_env
+
+EVENTS = 1_000_000
+CONDITION = "user_id LIKE '%1'"
+KILLS = 2
+# The rollups of the project, as their pipes define them over `events` (distinct rows).
+ROLLUPS = {
+    "events_by_day": ("day, platform, event_type, user_id, session_id",
+                      "toDate(timestamp), platform, event_type, user_id, session_id"),
+    "events_by_user": ("user_id, event_id, timestamp", "user_id, event_id, timestamp"),
+    "events_sessions_by_type": ("event_type, session_id", "event_type, session_id"),
+    "events_users_by_type": ("event_type, user_id", "event_type, user_id"),
+}
+HOLDING_USERS = ("events", "events_by_day", "events_by_user", "events_users_by_type")
+
+
+def _generate(engine, path, count: int, prefix: str) -> None:
+    """``count`` events as NDJSON, written by the engine's own SQL (no Python loop over rows)."""
+    engine.store.execute(
+        f"SELECT '{prefix}' || toString(number) AS event_id, ['click', 'view', 'buy'][number % 3 + 1] AS event_type, "
+        f"'u' || toString(number % 50000) AS user_id, 's' || toString(intDiv(number, 20)) AS session_id, "
+        f"toString(toDateTime('2024-01-01 00:00:00', 'UTC') + number * 30) AS timestamp, "
+        f"if(number % 2, 'web', 'mobile') AS platform FROM numbers({count}) "
+        f"INTO OUTFILE '{path}' TRUNCATE FORMAT JSONEachRow")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, project):
+    """A store with the project and 1M events; the replace's 30,000 new events beside it."""
+    folder = tmp_path_factory.mktemp("kills")
+    store, replacement = folder / "base", folder / "replacement.ndjson"
+    with Engine.open(store) as engine:
+        engine.deploy(project)
+        _generate(engine, folder / "events.ndjson", EVENTS, "e")
+        _generate(engine, replacement, 30_000, "r")
+        assert engine.append("events", folder / "events.ndjson").successful_rows == EVENTS
+    return store, replacement
+
+
+def _command(kind: str, store, replacement) -> list[str]:
+    evtrack = [sys.executable, "-m", "evtrack", "--data", str(store)]
+    if kind == "delete":
+        return [*evtrack, "delete", "events", "--where", CONDITION, "--yes"]
+    if kind == "truncate":
+        return [*evtrack, "truncate", "events", "--cascade", "--yes"]
+    return [sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom evtrack.engine import Engine\n"
+            f"with Engine.open(Path({str(store)!r})) as engine:\n"
+            f"    engine.replace('events', Path({str(replacement)!r}).read_bytes())\n"]
+
+
+def _count(engine, sql: str) -> int:
+    return int(engine.store.run(sql, "TSV").strip())
+
+
+def _consistent(engine) -> dict[str, tuple[int, int]]:
+    """Per rollup: (rows it holds that its source does not define, rows its source defines that it lacks)."""
+    out = {}
+    for rollup, (columns, source) in ROLLUPS.items():
+        held = f"SELECT DISTINCT {columns} FROM evtrack.{rollup}"
+        defined = f"SELECT DISTINCT {source} FROM evtrack.events"
+        out[rollup] = (_count(engine, f"SELECT count() FROM ({held} EXCEPT {defined})"),
+                       _count(engine, f"SELECT count() FROM ({defined} EXCEPT {held})"))
+    return out
+
+
+def _run(kind: str, base, tmp_path, name: str, kill_after: float | None) -> tuple:
+    store = tmp_path / name
+    shutil.copytree(base[0], store, symlinks=True)  # the engine links its folders relatively
+    started = time.monotonic()
+    process = subprocess.Popen(_command(kind, store, base[1]), cwd=ROOT, env=clean_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if kill_after is None:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err
+    else:
+        try:
+            process.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    return store, time.monotonic() - started, process.returncode
+
+
+@pytest.mark.parametrize("kind, seed", [("delete", 1), ("truncate", 2), ("replace", 3)])
+def test_a_change_killed_at_random_moments_is_finished_or_undone_when_the_store_opens(base, tmp_path, kind, seed):
+    with Engine.open(base[0]) as engine:
+        matching = {table: _count(engine, f"SELECT count() FROM evtrack.{table} WHERE {CONDITION}")
+                    for table in HOLDING_USERS}
+        before = _count(engine, "SELECT count() FROM evtrack.events")
+    _, whole, _ = _run(kind, base, tmp_path, "whole", None)  # how long it takes, uninterrupted
+    rng = random.Random(seed)
+    for attempt in range(KILLS):
+        moment = rng.uniform(0.5, whole)
+        store, _, code = _run(kind, base, tmp_path, f"killed{attempt}", moment)
+        with Engine.open(store) as engine:  # the next open: recovery runs here, nothing else
+            context = f"{kind} killed after {moment:.2f} s of {whole:.2f} (exit {code})"
+            assert _consistent(engine) == {rollup: (0, 0) for rollup in ROLLUPS}, context
+            events = _count(engine, "SELECT count() FROM evtrack.events")
+            if kind == "delete":
+                reports = [r for r in engine.deletions() if r["condition"] == CONDITION]
+                left = {table: _count(engine, f"SELECT count() FROM evtrack.{table} WHERE {CONDITION}")
+                        for table in HOLDING_USERS}
+                if reports:
+                    assert len(reports) == 1 and left == dict.fromkeys(HOLDING_USERS, 0), (context, reports, left)
+                    assert reports[0]["removed"]["events"] == matching["events"], context
+                    if reports[0].get("resumed"):  # finished by this open: only a killed deletion is
+                        assert code == -signal.SIGKILL, context
+                else:
+                    assert left == matching, context
+            elif kind == "truncate":
+                assert events in (0, before), context
+            else:
+                assert events in (before, 30_000), context
+        assert not (store / "change.json").exists() and not (store / "deployment.json").exists(), context
