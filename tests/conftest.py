@@ -62,3 +62,16 @@ def rows():
 
 def data(body: bytes) -> list[dict]:
     return json.loads(body)["data"]
+
+
+# The files that take longest, first: the suite runs on two workers a file at a time (pytest-xdist,
+# --dist loadfile), and the short files then fill in while the long ones run, so both end together.
+LONGEST_FIRST = ("test_forward_tb.py", "test_security.py", "test_durability.py", "test_lifecycle.py",
+                 "test_exactly_once.py", "test_change_kills.py", "test_deploy_crash.py", "test_serve_limits.py",
+                 "test_classic_project.py", "test_remote_deploy.py", "test_formats.py", "test_sql_guard.py",
+                 "test_memory.py", "test_browser.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -9,8 +9,9 @@ After each reopen:
   reported never started, and every matching row is still there;
 - a replaced datasource holds its old rows or its new ones, whole.
 
-The moments are drawn from a seeded generator (the seed is in the test's name), between the
-command's start and the time it takes uninterrupted, measured first.
+The moments are drawn from a seeded generator (the seed is in the test's name), between half a
+second after the command's start and about the time it takes uninterrupted here (``LASTS``,
+measured on this machine: a slower one only moves the kills earlier in the change).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -33,6 +33,7 @@ from .served import clean_env
 EVENTS = 1_000_000
 CONDITION = "user_id LIKE '%1'"
 KILLS = 2
+LASTS = {"delete": 9.0, "truncate": 2.5, "replace": 7.0}  # seconds, uninterrupted, measured here
 # The rollups of the project, as their pipes define them over `events` (distinct rows).
 ROLLUPS = {
     "events_by_day": ("day, platform, event_type, user_id, session_id",
@@ -93,22 +94,18 @@ def _consistent(engine) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _run(kind: str, base, tmp_path, name: str, kill_after: float | None) -> tuple:
+def _run(kind: str, base, tmp_path, name: str, kill_after: float) -> tuple:
+    """The change run on a copy of the base store, killed after ``kill_after`` s unless done: (store, exit code)."""
     store = tmp_path / name
     shutil.copytree(base[0], store, symlinks=True)  # the engine links its folders relatively
-    started = time.monotonic()
     process = subprocess.Popen(_command(kind, store, base[1]), cwd=ROOT, env=clean_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if kill_after is None:
-        _, err = process.communicate(timeout=600)
-        assert process.returncode == 0, err
-    else:
-        try:
-            process.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
-    return store, time.monotonic() - started, process.returncode
+    try:
+        process.wait(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    return store, process.returncode
 
 
 @pytest.mark.parametrize("kind, seed", [("delete", 1), ("truncate", 2), ("replace", 3)])
@@ -117,11 +114,11 @@ def test_a_change_killed_at_random_moments_is_finished_or_undone_when_the_store_
         matching = {table: _count(engine, f"SELECT count() FROM evtrack.{table} WHERE {CONDITION}")
                     for table in HOLDING_USERS}
         before = _count(engine, "SELECT count() FROM evtrack.events")
-    _, whole, _ = _run(kind, base, tmp_path, "whole", None)  # how long it takes, uninterrupted
+    whole = LASTS[kind]
     rng = random.Random(seed)
     for attempt in range(KILLS):
         moment = rng.uniform(0.5, whole)
-        store, _, code = _run(kind, base, tmp_path, f"killed{attempt}", moment)
+        store, code = _run(kind, base, tmp_path, f"killed{attempt}", moment)
         with Engine.open(store) as engine:  # the next open: recovery runs here, nothing else
             context = f"{kind} killed after {moment:.2f} s of {whole:.2f} (exit {code})"
             assert _consistent(engine) == {rollup: (0, 0) for rollup in ROLLUPS}, context

@@ -411,5 +411,10 @@ def test_forward_tb_builds_and_tests_a_project_with_arrays_maps_and_nullable_low
         tested = tb("test", "run").splitlines()
         for line in ("✓ all_pages passed", "✓ since_the_second passed", "✓ some_pages passed", "✓ 1/1 passed"):
             assert line in tested, tested
+        (project / "pipes" / "top_pages.pipe").write_text(TYPED_FILES["pipes/top_pages.pipe"].replace(
+            "ORDER BY views DESC, pathname", "ORDER BY pathname DESC"))
+        assert "✓ Deployment promoted" in tb("deploy").splitlines()
+        pages = httpx.get(f"{server.url}/v0/pipes/top_pages.json", params={"token": _forward_workspace(server)})
+        assert [row["pathname"] for row in pages.json()["data"]] == ["home", "docs"]  # the deployed order
     finally:
         assert server.stop() == 0

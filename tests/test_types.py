@@ -171,13 +171,20 @@ def test_missing_without_default_is_quarantined_and_with_one_takes_it(fresh_engi
     assert result.errors == ["missing value on column 'tags' (required: Array(String) with no DEFAULT)"]
 
 
-@pytest.mark.parametrize("type_, wrong", WRONG, ids=[t for t, _ in WRONG])
-def test_a_wrong_value_is_quarantined_naming_the_column_the_value_and_the_type(fresh_engine, type_, wrong):
-    _deploy(fresh_engine, "wrong", _datafile([("v", type_, "$.v")]))
-    result = fresh_engine.append("wrong", json.dumps({"id": 1, "v": wrong}).encode())
-    assert (result.successful_rows, result.quarantined_rows) == (0, 1)
-    text = wrong if isinstance(wrong, str) else json.dumps(wrong, separators=(",", ":"))
-    assert result.errors == [f"value '{text}' on column 'v' is not {type_}"]
+def test_a_wrong_value_is_quarantined_naming_the_column_the_value_and_the_type(fresh_engine):
+    """One line per wrong value, every other column valid: each line quarantined with one reason."""
+    valid = dict(VALID)
+    columns = [(f"w{i}", type_, f"$.w{i}") for i, (type_, _) in enumerate(WRONG)]
+    _deploy(fresh_engine, "wrong", _datafile(columns))
+    lines = [json.dumps({"id": row, **{name: (wrong if i == row else valid[type_])
+                                       for i, (name, type_, _) in enumerate(columns)}})
+             for row, (_, wrong) in enumerate(WRONG)]
+    result = fresh_engine.append("wrong", "\n".join(lines).encode())
+    assert (result.successful_rows, result.quarantined_rows) == (0, len(WRONG))
+    got = json.loads(fresh_engine.sql("SELECT c__error FROM wrong_quarantine ORDER BY toUInt32(id) FORMAT JSON"))
+    expected = [[f"value '{wrong if isinstance(wrong, str) else json.dumps(wrong, separators=(',', ':'))}' "
+                 f"on column 'w{i}' is not {type_}"] for i, (type_, wrong) in enumerate(WRONG)]
+    assert [row["c__error"] for row in got["data"]] == expected
 
 
 def test_no_engine_insides_in_an_error(fresh_engine):
