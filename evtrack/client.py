@@ -68,8 +68,13 @@ class Client:
         # gzip saves bandwidth to a remote host; to this machine's loopback it only costs CPU on both ends.
         self.compress = not self.loopback if compress is None else compress
         self._http = http or httpx.Client(base_url=self.host, timeout=timeout)
+        self._timeout = timeout
         self._auth = {"Authorization": f"Bearer {token}"}
         self._sleep = sleep
+
+    def reopen(self) -> None:
+        """Connections of its own, for a forked child: the parent's sockets stay the parent's."""
+        self._http = httpx.Client(base_url=self.host, timeout=self._timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -142,6 +147,9 @@ class Client:
 
     def pipe(self, name: str) -> dict:
         return self._request("GET", f"/v0/pipes/{name}").json()
+
+    def datasource(self, name: str) -> dict:
+        return self._request("GET", f"/v0/datasources/{name}").json()
 
     # -- workspaces and deployments (Tinybird Forward) -------------------------------------
     def workspace(self, version: str = "v0") -> dict:

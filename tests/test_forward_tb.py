@@ -406,7 +406,8 @@ def test_forward_tb_builds_and_tests_a_project_with_arrays_maps_and_nullable_low
         assert "✓ datasources/pageviews.datasource created" in built and "✓ pipes/top_pages.pipe created" in built
         query = ("SELECT count() AS n, countIf(country IS NULL) AS no_country, sum(length(tags)) AS tags, "
                  "sum(length(items)) AS items, countIf(attrs['ref'] != '') AS refs FROM pageviews FORMAT JSON")
-        answer = httpx.get(f"{server.url}/v0/sql", params={"q": query, "token": _forward_workspace(server)}).json()
+        token = _forward_workspace(server)  # the one `tb build` made (`tb test run` makes more)
+        answer = httpx.get(f"{server.url}/v0/sql", params={"q": query, "token": token}).json()
         assert answer["data"] == [{"n": 4, "no_country": 2, "tags": 4, "items": 3, "refs": 2}]
         tested = tb("test", "run").splitlines()
         for line in ("✓ all_pages passed", "✓ since_the_second passed", "✓ some_pages passed", "✓ 1/1 passed"):
@@ -414,7 +415,7 @@ def test_forward_tb_builds_and_tests_a_project_with_arrays_maps_and_nullable_low
         (project / "pipes" / "top_pages.pipe").write_text(TYPED_FILES["pipes/top_pages.pipe"].replace(
             "ORDER BY views DESC, pathname", "ORDER BY pathname DESC"))
         assert "✓ Deployment promoted" in tb("deploy").splitlines()
-        pages = httpx.get(f"{server.url}/v0/pipes/top_pages.json", params={"token": _forward_workspace(server)})
+        pages = httpx.get(f"{server.url}/v0/pipes/top_pages.json", params={"token": token})
         assert [row["pathname"] for row in pages.json()["data"]] == ["home", "docs"]  # the deployed order
     finally:
         assert server.stop() == 0

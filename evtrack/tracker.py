@@ -1,0 +1,360 @@
+"""Track events from any Python app: ``Tracker``, a background sender that never blocks the app.
+
+    from evtrack import Tracker
+
+    tracker = Tracker()                       # the target the CLI would use: embedded, evtrack serve, Tinybird
+    tracker.track("page_view", user_id="user_abc", properties={"page": "home"})
+    tracker.flush()                           # before a serverless function returns
+    tracker.close()                           # also at exit, and on leaving `with Tracker() as t:`
+
+``track`` checks its fields against the datasource's columns (each field's column looked up once),
+builds the event's JSON line, puts it on a bounded queue and returns: the network is never on the
+app's thread, and never raises there. One thread batches the queue (by count, bytes and time, always
+under Tinybird's 10 MB request) and sends each batch the way ``evtrack send`` does: through the
+Events API with retries on 429, 5xx and lost connections (``Retry``), or, embedded, through the
+engine's one ingest statement. A batch the target refuses for good (another 4xx) goes to
+``on_error(lines, reason)``. A batch that cannot be delivered now stays at the head of the queue and
+is tried again later: while the target is down the queue fills, and then ``on_overflow`` decides
+(``drop_new``, ``drop_oldest`` or ``block``), each drop counted and warned about once.
+
+Every event has an ``event_id``, time-ordered (UUID version 7) unless given, so a batch sent again
+after an unanswered attempt counts once in the datasource. After ``os.fork()`` the child starts with
+an empty queue and a sender of its own; the parent keeps and sends what it had queued.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import EvtrackError
+
+__all__ = ["Tracker", "uuid7"]
+
+log = logging.getLogger("evtrack.tracker")
+OVERFLOW = ("drop_new", "drop_oldest", "block")
+MAX_REQUEST = 9_500_000  # under Tinybird's 10 MB per Events API request
+_LIVE: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
+
+
+def uuid7() -> str:
+    """A UUID version 7: the milliseconds since the epoch, then random bits; sorts by time."""
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+class Tracker:
+    def __init__(self, host: str | None = None, token: str | None = None, data: str | Path | None = None, *,
+                 datasource: str = "events", flush_at: int = 500, flush_bytes: int = 1_000_000,
+                 flush_interval: float = 1.0, max_queue_size: int = 10_000, on_overflow: str = "drop_new",
+                 on_error: Callable[[list[bytes], str], None] | None = None, close_timeout: float = 10.0,
+                 target=None):
+        """``target``: an open ``evtrack.targets`` target to send to, instead of the one the settings name."""
+        if on_overflow not in OVERFLOW:
+            raise ValueError(f"on_overflow must be one of {', '.join(OVERFLOW)}, not {on_overflow!r}")
+        self._owns_target = target is None  # closed with the tracker
+        if target is None:
+            from .settings import resolve
+            from .targets import open_target
+
+            target = open_target(resolve(Path(data or os.environ.get("EVTRACK_DATA") or ".evtrack"), host, token))
+        self.target, self.datasource = target, datasource
+        self.flush_at, self.flush_bytes = flush_at, min(flush_bytes, MAX_REQUEST)
+        self.flush_interval, self.max_queue_size = flush_interval, max_queue_size
+        self.on_overflow, self.on_error, self.close_timeout = on_overflow, on_error, close_timeout
+        self._columns = _columns(target, datasource)
+        self._kinds: dict[str, Callable[[object], bool]] = {}  # field -> its value check, made once
+        self.stats = {"queued": 0, "sent": 0, "retried": 0, "dropped": 0, "quarantined": 0, "failed": 0}
+        self._start()
+        _LIVE.add(self)
+
+    # -- the app's thread ------------------------------------------------------------------------
+    def track(self, event_type: str, *, user_id: str | None = None, session_id: str | None = None,
+              timestamp: dt.datetime | str | None = None, properties: dict | str | None = None,
+              event_id: str | None = None, **fields) -> str:
+        """Queue one event; its ``event_id``. Raises only for a field the datasource lacks or a value
+        its column cannot hold, naming the field."""
+        event = {"event_id": event_id or uuid7(), "event_type": event_type,
+                 "timestamp": _timestamp(timestamp)}
+        if user_id is not None:
+            event["user_id"] = user_id
+        if session_id is not None:
+            event["session_id"] = session_id
+        if properties is not None:
+            event["properties"] = properties if isinstance(properties, str) else json.dumps(properties)
+        event.update(fields)
+        for name, value in event.items():
+            check = self._kinds.get(name) or self._kind(name)
+            if not check(value):
+                raise TypeError(f"field '{name}': a {type(value).__name__} cannot go into the column "
+                                f"'{name}' {self._columns[name]}")
+        self._enqueue(json.dumps(event, separators=(",", ":"), default=_jsonable).encode())
+        return event["event_id"]
+
+    def flush(self, timeout: float | None = None) -> dict[str, int]:
+        """Send what is queued now, without waiting out the batching window; what was delivered of it
+        and what is left, when it is all sent or ``timeout`` seconds have passed."""
+        with self._lock:
+            target = self._enqueued
+            self._flush_asked = True
+            self._wake.notify_all()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._done < target and self._thread.is_alive():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._idle.wait(left if left is not None else 0.5)
+            return {"delivered": self.stats["sent"], "left": len(self._queue) + self._in_flight}
+
+    def close(self, timeout: float | None = None) -> dict[str, int]:
+        """Flush, then stop the sender (``timeout``: at most this long; the Tracker's ``close_timeout`` by default)."""
+        result = self.flush(self.close_timeout if timeout is None else timeout)
+        with self._lock:
+            self._closing = True
+            self._wake.notify_all()
+        self._thread.join(timeout=5.0)
+        _LIVE.discard(self)
+        if self._owns_target and not self._thread.is_alive():
+            self.target.close()
+        if result["left"]:
+            log.warning("evtrack Tracker closed with %d events not delivered", result["left"])
+        return result
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- checks, made once per field -------------------------------------------------------------
+    def _kind(self, name: str) -> Callable[[object], bool]:
+        if name not in self._columns:
+            raise TypeError(f"field '{name}': the datasource '{self.datasource}' has no such column "
+                            f"(it has {', '.join(sorted(self._columns))})")
+        self._kinds[name] = check = _accepts(self._columns[name])
+        return check
+
+    # -- the queue ---------------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._lock = threading.Lock()
+        self._wake, self._idle, self._room = (threading.Condition(self._lock) for _ in range(3))
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._bytes = self._enqueued = self._done = self._in_flight = 0
+        self._flush_asked = self._closing = self._warned = False
+        self._thread = threading.Thread(target=self._run, name="evtrack-tracker", daemon=True)
+        self._thread.start()
+
+    def _enqueue(self, line: bytes) -> None:
+        with self._lock:
+            if len(self._queue) >= self.max_queue_size:
+                if self.on_overflow == "block":
+                    while len(self._queue) >= self.max_queue_size and self._thread.is_alive():
+                        self._room.wait(0.5)
+                elif self.on_overflow == "drop_oldest":
+                    self._bytes -= len(self._queue.popleft())
+                    self._dropped()
+                else:
+                    self._dropped()
+                    return
+            self._queue.append(line)
+            self._bytes += len(line)
+            self._enqueued += 1
+            self.stats["queued"] += 1
+            if len(self._queue) >= self.flush_at or self._bytes >= self.flush_bytes:
+                self._wake.notify()
+
+    def _dropped(self) -> None:
+        """Counted, warned about once, and done with: the ids of dropped events count as delivered."""
+        self.stats["dropped"] += 1
+        self._done += 1
+        if not self._warned:
+            self._warned = True
+            log.warning("evtrack Tracker queue full (%d events): dropping events (%s); see tracker.stats",
+                        self.max_queue_size, self.on_overflow)
+
+    # -- the sender's thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        delivery, backoff = None, 0.0
+        while True:
+            with self._lock:
+                if self._closing and backoff:  # closed while the target refused: what is left stays unsent
+                    self._idle.notify_all()
+                    return
+                ready = lambda: (self._closing or self._flush_asked or len(self._queue) >= self.flush_at  # noqa: E731
+                                 or self._bytes >= self.flush_bytes)
+                if not ready():
+                    self._wake.wait_for(ready, timeout=self.flush_interval)
+                if not self._queue:
+                    self._flush_asked = False
+                    self._idle.notify_all()
+                    if self._closing:
+                        return
+                    continue
+                batch = self._take()
+            if backoff:
+                time.sleep(backoff)
+            try:
+                delivery = delivery or self.target.delivery(self.datasource, _options())
+                receipt = delivery.deliver(b"\n".join(batch))
+            except EvtrackError as exc:
+                if exc.status < 500 and exc.status != 429:  # refused for good: the app hears it
+                    self._finished(batch, failed=True)
+                    self._report(batch, exc.message)
+                    continue
+                backoff = min(max(backoff * 2, 0.2), 5.0)
+                self._put_back(batch)
+                continue
+            except Exception as exc:  # anything else: kept, and tried again
+                log.warning("evtrack Tracker could not send %d events: %s", len(batch), exc)
+                backoff = min(max(backoff * 2, 0.2), 5.0)
+                self._put_back(batch)
+                continue
+            backoff = 0.0
+            self.stats["retried"] += receipt.retries
+            self.stats["quarantined"] += receipt.quarantined
+            self._finished(batch)
+            if receipt.quarantined:
+                self._report(batch, "; ".join(receipt.reasons) or f"{receipt.quarantined} lines quarantined")
+
+    def _take(self) -> list[bytes]:
+        batch, size = [], 0
+        while self._queue and len(batch) < self.flush_at:
+            line = self._queue[0]
+            if batch and size + len(line) + 1 > self.flush_bytes:
+                break
+            batch.append(self._queue.popleft())
+            size += len(line) + 1
+        self._bytes -= size - len(batch)
+        self._in_flight = len(batch)
+        self._room.notify_all()
+        return batch
+
+    def _put_back(self, batch: list[bytes]) -> None:
+        with self._lock:
+            self._queue.extendleft(reversed(batch))
+            self._bytes += sum(map(len, batch))
+            self._in_flight = 0
+
+    def _finished(self, batch: list[bytes], failed: bool = False) -> None:
+        with self._lock:
+            self._in_flight = 0
+            self._done += len(batch)
+            self.stats["failed" if failed else "sent"] += len(batch)
+            self._idle.notify_all()
+
+    def _report(self, batch: list[bytes], reason: str) -> None:
+        if self.on_error is None:
+            log.warning("evtrack Tracker: %d events: %s", len(batch), reason)
+            return
+        try:
+            self.on_error(batch, reason)
+        except Exception:
+            log.exception("evtrack Tracker: on_error raised")
+
+    def _after_fork(self) -> None:
+        """In a forked child: a queue, a sender and connections of its own (the parent sends what it
+        had queued)."""
+        client = getattr(self.target, "client", None)
+        if client is not None:
+            client.reopen()
+        self._start()
+        for name in self.stats:
+            self.stats[name] = 0
+
+
+def _options():
+    from .sender import SendOptions
+
+    return SendOptions()
+
+
+def _columns(target, datasource: str) -> dict[str, str]:
+    """The datasource's columns and their types, from the target (the store, or the host's API)."""
+    engine = getattr(target, "engine", None)
+    if engine is not None:
+        return {c.name: c.sql_type for c in engine.datasource(datasource).columns}
+    described = target.client.datasource(datasource)
+    return {c["name"]: (f"Nullable({c['type']})" if c.get("nullable") and not c["type"].startswith("Nullable(")
+                        else c["type"]) for c in described.get("columns", [])}
+
+
+def _accepts(type_: str) -> Callable[[object], bool]:
+    """A check of a Python value against a column type, made once per field."""
+    nullable = type_.startswith("Nullable(") or type_.replace(" ", "").startswith("LowCardinality(Nullable(")
+    base = type_
+    for wrapper in ("LowCardinality(", "Nullable("):
+        if base.startswith(wrapper):
+            base = base[len(wrapper):-1]
+    if base.startswith(("Int", "UInt")):
+        kinds: tuple = (int,)
+    elif base.startswith(("Float", "Decimal")):
+        kinds = (int, float)
+    elif base in ("Bool", "Boolean"):
+        kinds = (bool,)
+    elif base.startswith(("Array(", "Tuple(")):
+        kinds = (list, tuple)
+    elif base.startswith("Map("):
+        kinds = (dict,)
+    elif base.startswith(("Date", "DateTime")):
+        kinds = (str, dt.datetime, dt.date)
+    elif base.startswith("JSON"):
+        kinds = (dict, str)
+    else:  # String, FixedString, UUID, Enum, IPv4, IPv6
+        kinds = (str,)
+    rejects_bool = bool not in kinds
+
+    def check(value) -> bool:
+        if value is None:
+            return nullable
+        return isinstance(value, kinds) and not (rejects_bool and isinstance(value, bool))
+
+    return check
+
+
+def _timestamp(value) -> str:
+    if value is None:
+        value = dt.datetime.now(dt.timezone.utc)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return value
+
+
+def _jsonable(value):
+    if isinstance(value, dt.datetime):
+        return _timestamp(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"a {type(value).__name__} is not JSON")
+
+
+def _close_all() -> None:
+    for tracker in list(_LIVE):
+        try:
+            tracker.close()
+        except Exception:
+            log.exception("evtrack Tracker: closing at exit failed")
+
+
+def _reset_after_fork() -> None:
+    for tracker in list(_LIVE):
+        tracker._after_fork()
+
+
+atexit.register(_close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
