@@ -95,19 +95,24 @@ def setting(tmp_path_factory):
         assert server.stop() == 0
 
 
-def assert_held(server, watch: Path, answer: httpx.Response, attacker: str, victim: str = SECRET,
-                sent: str = "") -> None:
+def assert_held(server, watch: Path, answer: httpx.Response, victim: str = SECRET, sent: str = "") -> None:
     """Refused with a 4xx and no insides (a workspace's database only where ``sent`` named it); no
-    file; none of the victim's rows in the answer or in the attacker's tables (which hold their own
-    5 events and nothing more); the server up."""
+    file; none of the victim's rows in the answer; the server up."""
     assert 400 <= answer.status_code < 500, answer.text[:500]
     assert victim not in answer.text
     assert not re.search(r"__import_id|evtrack-batch", answer.text), answer.text
     assert all(name in sent for name in re.findall(r"w_[0-9a-f]{12}", answer.text)), answer.text
     assert list(watch.rglob("*")) == []
     assert server.process.poll() is None
-    own = httpx.get(f"{server.url}/v0/sql", params={"token": attacker, "q": "SELECT event_id FROM events FORMAT JSON"})
-    assert len(own.json()["data"]) == 5 and victim not in own.text
+
+
+def assert_own_rows_only(server, attacker: str, victim: str = SECRET) -> None:
+    """The attacker's tables hold their own 5 events and none of the victim's: nothing was copied in."""
+    for table in ("events", "events_by_user", "events_by_day"):
+        own = httpx.get(f"{server.url}/v0/sql", params={"token": attacker, "q": f"SELECT * FROM {table} FORMAT JSON"})
+        assert own.status_code == 200 and victim not in own.text, (table, own.text[:300])
+    events = httpx.get(f"{server.url}/v0/sql", params={"token": attacker, "q": "SELECT event_id FROM events FORMAT JSON"})
+    assert len(events.json()["data"]) == 5
 
 
 @pytest.mark.parametrize("case", sorted(corpus(Path("/w"))))
@@ -116,9 +121,10 @@ def test_the_sql_api_and_q_refuse_every_way_out_with_every_token(setting, case):
     text = corpus(watch)[case]
     for name, token in tokens.items():
         sql = httpx.get(f"{server.url}/v0/sql", params={"q": text, "token": token}, timeout=30)
-        assert_held(server, watch, sql, tokens["other workspace's admin"])
+        assert_held(server, watch, sql)
         q = httpx.get(f"{server.url}/v0/pipes/get_events.json", params={"q": text, "token": token}, timeout=30)
-        assert_held(server, watch, q, tokens["other workspace's admin"])
+        assert_held(server, watch, q)
+    assert_own_rows_only(server, tokens["other workspace's admin"])
 
 
 def _pipe(name: str, sql: str, kind: str) -> dict:
@@ -140,7 +146,7 @@ def test_no_pipe_node_can_reach_out_however_it_is_pushed(setting, kind):
     for i, (case, text) in enumerate(sorted(corpus(watch, intruder_db).items())):
         pushed = httpx.post(f"{server.url}/v0/pipes", params={"token": server.admin},
                             json=_pipe(f"hostile_{kind}_{i}", text, kind), timeout=60)
-        assert_held(server, watch, pushed, server.admin, INTRUDERS, sent=text)
+        assert_held(server, watch, pushed, INTRUDERS, sent=text)
     for i, (case, text) in enumerate(sorted(corpus(watch).items())):
         datafile = f"NODE n\nSQL >\n    {text}\n" + ("TYPE ENDPOINT\n" if kind == "endpoint" else
                                                        "TYPE MATERIALIZED\nDATASOURCE events_by_day\n"
@@ -152,6 +158,8 @@ def test_no_pipe_node_can_reach_out_however_it_is_pushed(setting, kind):
     for token in (intruder, server.admin):
         listed = httpx.get(f"{server.url}/v0/pipes", params={"token": token}).json()["pipes"]
         assert not [p["name"] for p in listed if p["name"].startswith("hostile")]
+    assert_own_rows_only(server, server.admin, INTRUDERS)
+    assert_own_rows_only(server, intruder, SECRET)
 
 
 def test_the_unmodified_tb_push_cannot_store_a_pipe_that_reaches_out(setting, tmp_path):
@@ -177,16 +185,18 @@ def test_delete_conditions_and_datafile_expressions_pass_the_gate(setting):
     for condition in ("user_id IN (SELECT user_id FROM evtrack.events)", "length(file('/etc/hostname')) > 0"):
         answer = httpx.post(f"{server.url}/v0/datasources/events/delete", params={"token": intruder},
                             data={"delete_condition": condition})
-        assert_held(server, watch, answer, intruder)
+        assert_held(server, watch, answer)
     for schema in ("`x` String `json:$.x` DEFAULT file('/etc/hostname')",
                    f"`x` String `json:$.x` DEFAULT (SELECT any(event_id) FROM {intruder_db}.events)"):
         # Pushed as tb push pushes a datasource, into the default workspace; built into the intruder's.
         answer = httpx.post(f"{server.url}/v0/datasources", params={"token": server.admin, "name": "sneaky",
                                                                      "schema": schema, "format": "ndjson"})
-        assert_held(server, watch, answer, server.admin, INTRUDERS, sent=schema)
+        assert_held(server, watch, answer, INTRUDERS, sent=schema)
         built = httpx.post(f"{server.url}/v1/build", params={"token": intruder}, files=[
             ("data_project://", ("datasources/sneaky.datasource", f"SCHEMA >\n    {schema.replace(intruder_db, 'evtrack')}\n"))])
         assert built.json().get("result") == "failed" and SECRET not in built.text
+    assert_own_rows_only(server, intruder, SECRET)
+    assert_own_rows_only(server, server.admin, INTRUDERS)
     # The default workspace still has its secret events: nothing above deleted them.
     mine = httpx.get(f"{server.url}/v0/sql", params={"token": server.admin, "q": "SELECT count() AS n FROM events"})
     assert mine.json()["data"] == [{"n": 5}]

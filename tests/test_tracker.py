@@ -36,14 +36,27 @@ def _counts(url: str, token: str, prefix: str) -> tuple[int, int]:
     return row["raw"], row["ids"]
 
 
-@pytest.fixture
-def server(tmp_path):
+def _serve(data):
     port = _free_port()
-    data = tmp_path / "store"
     served = Served(data, "--port", str(port))
     assert evtrack("--host", served.url, "--token", served.admin, "deploy").returncode == 0
-    yield served, data, port
-    served.stop()
+    return served, data, port
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A server of its own, for the test that kills it."""
+    served = _serve(tmp_path / "store")
+    yield served
+    served[0].stop()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One server for the tests that only track into it (each its own users)."""
+    served = _serve(tmp_path_factory.mktemp("tracked") / "store")
+    yield served
+    served[0].stop()
 
 
 def test_threads_track_through_a_kill_9_and_restart_of_the_server_and_lose_nothing(server):
@@ -82,8 +95,8 @@ def test_threads_track_through_a_kill_9_and_restart_of_the_server_and_lose_nothi
         restarted.stop()
 
 
-def test_a_forked_child_sends_its_own_events_and_not_its_parents(server):
-    served, _, _ = server
+def test_a_forked_child_sends_its_own_events_and_not_its_parents(shared):
+    served, _, _ = shared
     tracker = Tracker(host=served.url, token=served.admin, flush_interval=60)  # nothing sent before the fork
     for i in range(50):
         tracker.track("tap", user_id=f"f_parent_{i}")
@@ -104,8 +117,8 @@ def test_a_forked_child_sends_its_own_events_and_not_its_parents(server):
     assert _counts(served.url, served.admin, "f_child_") == (100, 100)
 
 
-def test_a_field_the_datasource_lacks_or_a_wrong_value_raises_at_the_call(server):
-    served, _, _ = server
+def test_a_field_the_datasource_lacks_or_a_wrong_value_raises_at_the_call(shared):
+    served, _, _ = shared
     with Tracker(host=served.url, token=served.admin) as tracker:
         with pytest.raises(TypeError, match="field 'colour': the datasource 'events' has no such column"):
             tracker.track("tap", user_id="u", colour="red")
