@@ -16,6 +16,7 @@ from ... import scopes
 from ...engine.sql.guard import check_template
 from ...engine.deploy.materialized import output_columns, written_columns
 from ...engine.sql.pipes import pipe_reader, pipe_sql
+from ...engine.store import public_text
 from ...errors import BadRequest, NotFound
 from ...project import Node, Pipe, parse_pipe, pipe_text
 from .. import shapes
@@ -106,7 +107,8 @@ async def analyze_node(request: Request) -> Response:
     sql = await call(pipe_sql, pipe, {}, engine.tables(), engine.database, node=node, pipes=pipes)
     produced = await call(output_columns, engine.store, sql)
     target = request.query_params.get("datasource")
-    analysis: dict = {"pipe": {"name": pipe.name}, "sql": sql,
+    # The node's SQL as it reads, in the names the user wrote: never the workspace's database.
+    analysis: dict = {"pipe": {"name": pipe.name}, "sql": public_text(sql),
                       "columns": [{"name": name, "type": type_} for name, type_ in produced]}
     if target and target != "None":
         await call(written_columns, engine.store, pipe, produced, engine.datasource(target).columns, node, target)
