@@ -165,9 +165,9 @@ class Tracker:
                         self._room.wait(0.5)
                 elif self.on_overflow == "drop_oldest":
                     self._bytes -= len(self._queue.popleft())
-                    self._dropped()
+                    self._dropped(queued=True)
                 else:
-                    self._dropped()
+                    self._dropped(queued=False)
                     return
             self._queue.append(line)
             self._bytes += len(line)
@@ -176,10 +176,10 @@ class Tracker:
             if len(self._queue) >= self.flush_at or self._bytes >= self.flush_bytes:
                 self._wake.notify()
 
-    def _dropped(self) -> None:
-        """Counted, warned about once, and done with: the ids of dropped events count as delivered."""
+    def _dropped(self, queued: bool) -> None:
+        """Counted and warned about once; one that was queued is done with, for ``flush``."""
         self.stats["dropped"] += 1
-        self._done += 1
+        self._done += queued
         if not self._warned:
             self._warned = True
             log.warning("evtrack Tracker queue full (%d events): dropping events (%s); see tracker.stats",
@@ -276,9 +276,12 @@ class Tracker:
 
 
 def _options():
+    """As ``evtrack send`` sends, but acknowledged once accepted (202: in Tinybird's queue, or in
+    ``evtrack serve``'s write-ahead log) rather than once inserted: a batch does not wait for the
+    server's next flush, so one thread keeps up with an app."""
     from .sender import SendOptions
 
-    return SendOptions()
+    return SendOptions(wait=False)
 
 
 def _columns(target, datasource: str) -> dict[str, str]:
