@@ -28,12 +28,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _counts(url: str, token: str, prefix: str) -> tuple[int, int]:
-    """(raw rows, distinct event ids) of the events whose id starts with ``prefix``."""
+def _counts(url: str, token: str, prefix: str, expected: int | None = None) -> tuple[int, int]:
+    """(raw rows, distinct event ids) of the events whose user starts with ``prefix``; with ``expected``,
+    once that many ids are stored (the tracker's batches are acknowledged when the server has them in
+    its log, and inserted at its next flush) or 30 s have passed."""
     q = (f"SELECT count() AS raw, uniqExact(event_id) AS ids FROM events WHERE startsWith(user_id, '{prefix}') "
          "FORMAT JSON")
-    row = httpx.get(f"{url}/v0/sql", params={"q": q, "token": token}, timeout=30).json()["data"][0]
-    return row["raw"], row["ids"]
+    deadline = time.monotonic() + 30
+    while True:
+        row = httpx.get(f"{url}/v0/sql", params={"q": q, "token": token}, timeout=30).json()["data"][0]
+        if expected is None or row["ids"] >= expected or time.monotonic() > deadline:
+            return row["raw"], row["ids"]
+        time.sleep(0.1)
 
 
 def _serve(data):
@@ -84,7 +90,7 @@ def test_threads_track_through_a_kill_9_and_restart_of_the_server_and_lose_nothi
             worker.join()
         result = tracker.close(timeout=120)
         assert result["left"] == 0 and tracker.stats["dropped"] == 0, (result, tracker.stats)
-        raw, ids = _counts(restarted.url, restarted.admin, "t")
+        raw, ids = _counts(restarted.url, restarted.admin, "t", threads * each)
         assert ids == threads * each, (raw, ids)
         assert raw >= ids  # a batch resent after the kill may stand twice until merges: read as once
         as_read = httpx.get(f"{restarted.url}/v0/sql", params={
@@ -113,8 +119,8 @@ def test_a_forked_child_sends_its_own_events_and_not_its_parents(shared):
     assert tracker.close(timeout=60)["left"] == 0
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert _counts(served.url, served.admin, "f_parent_") == (100, 100)
-    assert _counts(served.url, served.admin, "f_child_") == (100, 100)
+    assert _counts(served.url, served.admin, "f_parent_", 100) == (100, 100)
+    assert _counts(served.url, served.admin, "f_child_", 100) == (100, 100)
 
 
 def test_a_field_the_datasource_lacks_or_a_wrong_value_raises_at_the_call(shared):
@@ -125,7 +131,7 @@ def test_a_field_the_datasource_lacks_or_a_wrong_value_raises_at_the_call(shared
         with pytest.raises(TypeError, match="field 'platform': a int cannot go into the column 'platform'"):
             tracker.track("tap", user_id="u", platform=3)
         assert tracker.track("tap", user_id="ok", platform="web", event_id="given-id") == "given-id"
-    assert _counts(served.url, served.admin, "ok") == (1, 1)
+    assert _counts(served.url, served.admin, "ok", 1) == (1, 1)
 
 
 def test_a_full_queue_drops_by_its_policy_and_counts_it(tmp_path):
