@@ -203,5 +203,13 @@ class ClientGone(EvtrackError):
 class Unavailable(EvtrackError):
     status = 503
 
-    def __init__(self):
-        super().__init__("Service temporarily unavailable, no data ingested, please retry again")
+    def __init__(self, reason: str | None = None):
+        """Tinybird's text, then (evtrack's) why, when it is known."""
+        super().__init__("Service temporarily unavailable, no data ingested, please retry again"
+                         + (f" ({reason})" if reason else ""))
+
+
+class StoreFull(EvtrackError):
+    """The store's disk is full: the append was refused whole, nothing of it stored."""
+
+    status = 507

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,20 +30,26 @@ def _read(marker: Path) -> dict:
 class Served:
     def __init__(self, data: Path, *options: str):
         self.data = data
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0", *options],
-            cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
+        # Its log goes to a file: a pipe nobody reads until the end fills, and then blocks the server.
+        handle, self.log = tempfile.mkstemp(prefix="evtrack-serve-", suffix=".log")
+        with os.fdopen(handle, "w") as log:  # the server holds its own copy
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0", *options],
+                cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=log, text=True,
+            )
         deadline = time.monotonic() + 60  # a stale server.json of a killed server does not count
         marker = data / "server.json"
         while _read(marker).get("pid") != self.process.pid:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
-                _, err = self.process.communicate()
-                raise RuntimeError(f"evtrack serve did not start: {err}")
+                self.process.communicate()
+                raise RuntimeError(f"evtrack serve did not start: {self.stderr()}")
             time.sleep(0.05)
         self.url = json.loads(marker.read_text())["url"]
         self.admin = json.loads((data / "tokens.json").read_text())["tokens"][0]["token"]
+
+    def stderr(self) -> str:
+        return Path(self.log).read_text(errors="replace")
 
     def token(self, name: str) -> str:
         tokens = json.loads((self.data / "tokens.json").read_text())["tokens"]

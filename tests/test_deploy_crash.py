@@ -41,11 +41,11 @@ def deploy(store, project) -> subprocess.Popen:
 
 
 def kill_at(process: subprocess.Popen, journal, phase: str) -> str:
-    """kill -9 the deploy once its journal says ``phase``; the phase it was killed in."""
+    """kill -9 the deploy once its refill's record in the journal's folder says ``phase``; the phase it was killed in."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            seen = json.loads(journal.read_text())["phase"]
+            seen = next((json.loads(path.read_text())["phase"] for path in journal.glob("*-refill-*.json")), None)
         except (FileNotFoundError, ValueError, KeyError):
             seen = None
         if seen == phase:
@@ -79,10 +79,10 @@ def test_kill_9_during_deploy_force_never_leaves_a_broken_target(tmp_path):
             f"toDateTime('2023-05-01 00:00:00') + number FROM numbers({ROWS})")
     deployed = "lower"
     kills = []
-    for version, phase in [("upper", "building"), ("lower", "promoting"), ("upper", "building"),
-                           ("lower", "promoting")]:
+    for version, phase in [("upper", "building"), ("lower", "applying"), ("upper", "building"),
+                           ("lower", "applying")]:
         set_version(project, version)
-        kills.append(kill_at(deploy(store, project), store / "deployment.json", phase))
+        kills.append(kill_at(deploy(store, project), store / "changes", phase))
         # Opening the store finishes or undoes what the kill left: the old deployment or the new one, whole.
         whole = {"source": ROWS, "target": ROWS, "missing": 0, "staging": 0}
         assert whole in (target_matches_source(store, deployed), target_matches_source(store, version))
@@ -91,7 +91,7 @@ def test_kill_9_during_deploy_force_never_leaves_a_broken_target(tmp_path):
         assert again.returncode == 0, out + err
         deployed = version
         assert target_matches_source(store, deployed) == {"source": ROWS, "target": ROWS, "missing": 0, "staging": 0}
-    assert kills.count("building") >= 1 and kills.count("promoting") + kills.count("finished") >= 1
+    assert kills.count("building") >= 1 and kills.count("applying") + kills.count("finished") >= 1
     with Engine.open(store) as engine:
         statuses = [entry["status"] for entry in engine.history.all()]
     assert any(status.startswith("rolled back") for status in statuses)

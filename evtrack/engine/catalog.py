@@ -141,10 +141,10 @@ class Snapshot:
         self.draft.setdefault("parsed_pipes", {})[pipe.name] = pipe_record(pipe)
 
     def drop_datasource(self, name: str) -> None:
-        del self.draft["datasources"][name]
+        self.draft["datasources"].pop(name, None)
 
     def drop_pipe(self, name: str) -> None:
-        del self.draft["pipes"][name]
+        self.draft["pipes"].pop(name, None)
         self.draft.get("parsed_pipes", {}).pop(name, None)
 
     def publish(self, *parsed: Datasource | Pipe) -> None:

@@ -34,17 +34,19 @@ class Locks:
         return downstream({datasource}, self._snapshot.views)
 
     @contextlib.contextmanager
-    def ingesting(self, datasource: str):
+    def ingesting(self, datasource: str, alone: bool = False):
         """Hold, shared, the deploy lock and the lock of every datasource an insert into
         ``datasource`` writes: a replace copy into one of them holds its lock alone, so the insert
         waits for the exchange rather than landing in the table it throws away. Ingests of other
-        datasources, and reads, go on beside the copy."""
+        datasources, and reads, go on beside the copy. ``alone``: hold the datasources' locks alone,
+        as an insert does, so that what it wrote is known by block numbers (``ingest.atomic``)."""
         with self.deploy.shared():
             wanted = self.reached(datasource)
         while True:
             held = contextlib.ExitStack()
             for name in sorted(wanted):  # one order for every ingest, so no two wait on each other
-                held.enter_context(self.datasource(name).shared())
+                lock = self.datasource(name)
+                held.enter_context(lock if alone else lock.shared())
             held.enter_context(self.deploy.shared())  # no deploy adds a view until the insert is done
             reached = self.reached(datasource)
             if reached <= wanted:

@@ -26,7 +26,7 @@ from .ingest.appends import AppendResult, Ingest
 from .change.lifecycle import Deletion, Lifecycle
 from .locks import Locks
 from .sql.queries import FORMATS, Queries
-from .journal import Changes, Journal
+from .journal import Changes
 from . import service
 from .deploy.schema import Schema
 from .store import QueryLimits, Store
@@ -55,33 +55,26 @@ class Workspace:
         self._owner = owner  # the Engine: its read limits apply to every workspace
         self._snapshot = snapshot = Snapshot(self.folder, database)
         locks = Locks(snapshot)
-        schema = Schema(store, database)
-        self.journal, self.history = Journal(self.folder), History(self.folder)
-        self.changes = Changes(self.folder)
-        views = Views(store, database, snapshot, schema, self.journal)
-        self._copies = Copies(store, database, snapshot, locks, views, self.changes)
+        self.changes = changes = Changes(self.folder)  # the one journal: every change registers its kind
+        self.history = History(self.folder)
+        schema = Schema(store, database, snapshot, changes)
+        views = Views(store, database, snapshot, schema, changes)
         self.tokens = TokenStore(self.folder)
-        self._deploys = Deployer(store, database, snapshot, locks, schema, views, self.tokens, self.history)
+        self._deploys = Deployer(store, database, snapshot, locks, schema, views, self.tokens, self.history, changes)
         self.wal = WriteAheadLog(self.folder)
-        self._ingest = Ingest(store, database, snapshot, locks, self.wal)
+        self._ingest = Ingest(store, database, snapshot, locks, self.wal, changes)
+        self._copies = Copies(store, database, snapshot, locks, views, changes, self._ingest)
         self._queries = Queries(store, database, snapshot, lambda: self.read_limits)
         self._lifecycle = Lifecycle(store, database, snapshot, locks, schema, views, self._ingest, self.changes)
-        # What a killed process left half done, finished or undone before anything reads (``journal``):
-        # the refill first (a change may have been running one), then the change, then what copy runs
+        # What a killed process left half done, finished or undone before anything reads (``journal``,
+        # the newest change first: one a change started is settled before it), then what copy runs
         # left aside outside the journal; the write-ahead log's events go in last.
-        self._deploys.recover()
-        self._recover_change()
+        self._deploys.recovered(changes.recover())
         self._copies.drop_interrupted()
         schema.remember_blocks()
         store.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
         store.execute(service.ddl(database))  # tinybird.pipe_stats_rt, which the server fills
         self.replay_log()
-
-    def _recover_change(self) -> None:
-        record = self.changes.recover()  # a deletion says so in its report ("resumed")
-        if record is not None:
-            log.warning("workspace %s: the %s started %s was interrupted and %s", self.name, record["kind"],
-                        record["started"], record["outcome"])
 
     @property
     def id(self) -> str:

@@ -18,13 +18,14 @@ thousand single-event requests a second become a few inserts a second, not a tho
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 from dataclasses import dataclass, field
 
 from ..engine import AppendResult, Engine
 from ..engine.ingest.wal import import_id
-from ..errors import TooManyRequests, Unavailable
+from ..errors import StoreFull, TooManyRequests, Unavailable
 from .calls import call
 
 __all__ = ["IngestBuffer", "buffer_of", "count_lines"]
@@ -146,7 +147,13 @@ class IngestBuffer:
         done = asyncio.get_running_loop().create_future() if wait else None
         # The log record and the queue entry are made in one step of the event loop, so that the
         # segment a flush takes (see flush) holds exactly the acknowledged rows of its queue.
-        fd = self.engine.wal.write(datasource, payload) if done is None else None
+        try:
+            fd = self.engine.wal.write(datasource, payload) if done is None else None
+        except OSError as exc:  # not logged, so not acknowledged: refused whole, queued nowhere
+            log.error("the write-ahead log refused %d bytes for %s: %s", len(payload), datasource, exc)
+            raise Unavailable("the write-ahead log could not be written: "
+                              + ("no space left on the store's disk. Free space, then send it again"
+                                 if exc.errno == errno.ENOSPC else exc.strerror)) from None
         self._queues.setdefault(datasource, []).append(_Queued(payload, done))
         self._pending_bytes += len(payload)
         if self._wake is not None:
@@ -218,6 +225,11 @@ class IngestBuffer:
             ident = import_id(entry.segment, entry.datasource)
             try:
                 await call(self.engine.append_many, entry.datasource, [entry.payload], [ident], True, False)
+            except StoreFull as exc:  # expected until space comes back: one line each time, no traceback
+                log.error("flush of %d acknowledged bytes to %s refused, kept for the next: %s", len(entry.payload),
+                          entry.datasource, exc.message)
+                ok = False
+                continue
             except Exception:
                 log.exception("flush of %d acknowledged bytes to %s failed; kept for the next", len(entry.payload),
                               entry.datasource)
@@ -240,11 +252,15 @@ class IngestBuffer:
             return True
         try:
             results = await call(self.engine.append_many, datasource, [item.payload for item in waiting])
-        except Exception:
-            log.exception("flush of %d waiting requests to %s failed", len(waiting), datasource)
+        except Exception as exc:
+            if isinstance(exc, StoreFull):
+                log.error("flush of %d waiting requests to %s refused: %s", len(waiting), datasource, exc.message)
+            else:
+                log.exception("flush of %d waiting requests to %s failed", len(waiting), datasource)
+            reason = exc.message if isinstance(exc, StoreFull) else None
             for item in waiting:
                 if not item.done.done():
-                    item.done.set_exception(Unavailable())
+                    item.done.set_exception(Unavailable(reason))
             return False
         finally:
             self._pending_bytes -= sum(len(item.payload) for item in waiting)

@@ -8,7 +8,8 @@ Tinybird does for scheduled runs), writes the whole result into a staging table 
 target (``CREATE TABLE ... AS target``), counts it, and only then touches the target:
 
 - ``COPY_MODE append`` (the default): ``INSERT INTO target SELECT * FROM staging``. The insert goes
-  to the target's table, so materialized pipes that read the target fire, as every insert does.
+  to the target's table, so materialized pipes that read the target fire, as every insert does;
+  like every append, it is kept whole or taken back whole (``ingest.atomic``).
 - ``COPY_MODE replace``: ``EXCHANGE TABLES staging AND target``. Readers see the old rows until
   the new ones are all written, never an empty target. Materialized pipes that read the target
   are then rebuilt from it (their targets emptied and backfilled), as the swapped-in rows went
@@ -18,7 +19,7 @@ A run that fails (a template error, a query error, a ``throwIf``) leaves the tar
 only the staging table, dropped at the end, saw anything. A process killed mid-run leaves its
 staging table behind; ``Copies.drop_interrupted`` drops those when the store opens.
 
-A replace run holds its target's ingest lock alone (see ``Locks.ingesting``): an insert reaching
+A run holds its target's ingest lock alone (see ``Locks.ingesting``): an insert reaching
 the target while it runs would land in the table the exchange throws away, so it waits instead.
 
 ``CopyScheduler`` runs the copies with a ``COPY_SCHEDULE`` cron expression in a background thread
@@ -37,8 +38,8 @@ from typing import Callable
 from ...errors import BadRequest, EvtrackError, TemplateError
 from ...project import COPY_MODES, ON_DEMAND, Node, Pipe
 from ..catalog import Snapshot
-from ..journal import Changes
-from .lifecycle import mark
+from ..ingest.appends import Ingest
+from ..journal import BUILDING, Changes, mark
 from ..locks import Locks
 from ..deploy.materialized import backfill_sql, output_columns
 from ..sql.pipes import pipe_reader, pipe_sql
@@ -65,9 +66,11 @@ def leftover_staging(tables: list[str], datasources) -> list[str]:
 class Copies:
     """The copy runs of one workspace: one at a time per pipe, any number side by side."""
 
-    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, views: Views, changes: Changes):
+    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, views: Views, changes: Changes,
+                 ingest: Ingest):
         self.store, self.database, self.snapshot, self.locks, self.views = store, database, snapshot, locks, views
         self.changes = changes  # a run in replace mode is a replace (``lifecycle``), journaled as one
+        self.atomic = ingest.atomic  # a run in append mode is an append: whole, or not at all
         self._runs: dict[str, threading.Lock] = {}  # pipe -> held while it runs
 
     def drop_interrupted(self) -> None:
@@ -88,7 +91,8 @@ class Copies:
         # A replace holds its target's ingest lock alone for the whole run, so that no insert lands in
         # the table the exchange throws away; an append is one more ingest.
         locks = self.locks
-        writing = locks.datasource(node.datasource) if mode == "replace" else locks.ingesting(node.datasource)
+        writing = (locks.datasource(node.datasource) if mode == "replace"
+                   else locks.ingesting(node.datasource, alone=True))
         # Replacing a target that materialized pipes read rebuilds their targets too: alone, as a deploy.
         with run, writing, (locks.deploy if mode == "replace" and rebuilds else locks.deploy.shared()):
             catalog = self.snapshot.catalog  # as deployed now: a deploy may have come in between
@@ -123,14 +127,15 @@ class Copies:
         """Write the result of ``sql`` into a staging table, then append it to ``target`` or, in
         replace mode, swap it in as a journaled replace (the swap, then the rebuilds)."""
         db, staging = self.database, staging_name(target)
-        record = (self.changes.begin("replace", phase="building", live=target, staging=staging, rebuild=rebuilds)
+        record = (self.changes.begin("replace", BUILDING, live=target, staging=staging, rebuild=rebuilds)
                   if mode == "replace" else None)
         self.store.execute(f"CREATE TABLE {db}.`{staging}` AS {db}.`{target}`")
         try:
             columns = [column for column, _ in output_columns(self.store, sql)]
             rows = self.store.execute(backfill_sql(staging, sql, columns, db))
             if record is None:
-                self.store.execute(f"INSERT INTO {db}.`{target}` SELECT * FROM {db}.`{staging}`")
+                with self.atomic.writing(self.atomic.tables(target)):
+                    self.store.execute(f"INSERT INTO {db}.`{target}` SELECT * FROM {db}.`{staging}`")
             else:
                 mark(self.store, db, staging, record["id"])
         except BaseException:

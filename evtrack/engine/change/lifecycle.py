@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from ...errors import BadRequest, QueryError
 from ..catalog import Snapshot
-from ..journal import Changes
+from ..journal import BUILDING, Changes, mark, swap_in
 from ..sql.gate import admit
 from ..sql.guard import check_parsable
 from ..ingest.statement import quarantine_name, sql_string
@@ -206,7 +206,7 @@ class Lifecycle:
         table, aside = f"`{self.database}`.`{datasource}`", f"`{self.database}`.`{staging.name}`"
         rebuild = sorted({v["target"] for v in self.snapshot.views.values() if datasource in v["reads"]})
         with self.locks.deploy:
-            record = self.changes.begin("replace", phase="building", live=datasource, staging=staging.name,
+            record = self.changes.begin("replace", BUILDING, live=datasource, staging=staging.name,
                                         import_id=import_id, rebuild=rebuild, quarantine=True)
             try:
                 self.schema.create(staging)
@@ -257,20 +257,6 @@ class Lifecycle:
     def _truncate_forward(self, record: dict) -> None:
         for table in record["tables"]:
             self.store.execute(f"TRUNCATE TABLE IF EXISTS `{self.database}`.`{table}`")
-
-
-def mark(store, database: str, staging: str, ident: str) -> None:
-    """Mark a complete staging table with the change it belongs to: EXCHANGE carries the mark into
-    the live name, so an exchange already done is recognised (``swap_in``)."""
-    store.execute(f"ALTER TABLE `{database}`.`{staging}` MODIFY COMMENT {sql_string(f'evtrack change {ident}')}")
-
-
-def swap_in(store, database: str, staging: str, live: str, ident: str) -> None:
-    """Exchange ``staging`` with ``live`` unless ``live`` carries the change's mark already."""
-    comment = store.run(f"SELECT comment FROM system.tables WHERE database = {sql_string(database)} "
-                        f"AND name = {sql_string(live)}", "TSVRaw").decode().strip()
-    if comment != f"evtrack change {ident}":
-        store.execute(f"EXCHANGE TABLES `{database}`.`{staging}` AND `{database}`.`{live}`")
 
 
 @contextlib.contextmanager

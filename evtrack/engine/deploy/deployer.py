@@ -21,7 +21,7 @@ from ..sql.guard import check_parsable
 from ..locks import Locks
 from .materialized import check_columns, output_columns
 from ..sql.pipes import pipe_reader, pipe_sql, render_node
-from ..journal import now
+from ..journal import APPLYING, BUILDING, Changes, now
 from .schema import Schema, plan
 from ..service import service_tables
 from ..tokens import TokenStore, datafile_scope
@@ -76,6 +76,10 @@ class History:
         return str(max((int(line["id"]) for line in self._lines() if line["id"].isdigit()), default=0) + 1)
 
 
+_RECOVERED = {APPLYING: "promoted when the store opened again, after the process stopped in its promotion",
+              BUILDING: "rolled back when the store opened again: the process stopped while building"}
+
+
 def _names(pipe: Pipe, datasource: str) -> bool:
     """Whether ``pipe`` reads ``datasource`` (a word of its SQL) or writes into it (materialized, copy)."""
     targets = {node.datasource for node in (pipe.materialized, pipe.copy) if node is not None}
@@ -84,9 +88,11 @@ def _names(pipe: Pipe, datasource: str) -> bool:
 
 class Deployer:
     def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, schema: Schema, views: Views,
-                 tokens: TokenStore, history: History):
+                 tokens: TokenStore, history: History, changes: Changes):
         self.store, self.database, self.snapshot, self.locks = store, database, snapshot, locks
         self.schema, self.views, self.tokens, self.history = schema, views, tokens, history
+        self.changes = changes
+        changes.on("drop", self._drop_forward)
 
     def deploy(self, project: Project, force: bool = False, allow_destructive: bool = False,
                staged: str | None = None) -> DeployResult:
@@ -192,31 +198,40 @@ class Deployer:
                                      "delete them first")
             if dry_run:
                 return
-            self.schema.drop(name)
-            self.snapshot.drop_datasource(name)
-            self.snapshot.publish()
+            self._drop(datasources=[name])
 
     def _remove(self, project: Project, result: DeployResult) -> None:
-        for item in self.removals(project):
-            name, kind = item.rsplit(".", 1)
-            if kind == "pipe":
-                self.views.drop(name)
-                self.snapshot.drop_pipe(name)
-            else:
-                self.schema.drop(name)
-                self.snapshot.drop_datasource(name)
-            self.snapshot.publish()
-            result.deleted.append(item)
+        items = self.removals(project)
+        if items:
+            self._drop(pipes=[i.rsplit(".", 1)[0] for i in items if i.endswith(".pipe")],
+                       datasources=[i.rsplit(".", 1)[0] for i in items if i.endswith(".datasource")])
+            result.deleted.extend(items)
+
+    def _drop(self, pipes: list[str] = (), datasources: list[str] = ()) -> None:
+        """Drop pipes (their views), then datasources (their tables), with the snapshot: one journaled change."""
+        self.changes.finish(self.changes.begin("drop", pipes=list(pipes), datasources=list(datasources)))
+
+    def _drop_forward(self, record: dict) -> None:
+        """A drop's steps, each safe to run again (every statement IF EXISTS, the snapshot's entries popped)."""
+        for name in record["pipes"]:
+            self.views.drop(name)
+            self.snapshot.drop_pipe(name)
+        for name in record["datasources"]:
+            self.schema.drop(name)
+            self.snapshot.drop_datasource(name)
+        self.snapshot.publish()
 
     def deployments(self) -> list[dict]:
         """Every deployment of the store, oldest first: id, started, finished (UTC), status, what changed."""
         return self.history.all()
 
-    def recover(self) -> None:
-        """Finish or undo the refill a killed process left (see ``views``), and say so in the history."""
-        entry = self.views.recover()
-        if entry is not None:
-            self.history.add(entry)
+    def recovered(self, records: list[dict]) -> None:
+        """Say in the history what became of the refills a killed process left (``journal``)."""
+        for record in records:
+            if record["kind"] == "refill":
+                self.history.add({"id": record.get("refill", record["id"]), "started": record["started"],
+                                  "finished": now(), "status": _RECOVERED[record["phase"]],
+                                  "targets": sorted(record["targets"])})
 
     def deploy_datasource(self, ds: Datasource, force: bool = False) -> str:
         """Create or update one datasource; 'created', 'changed' or 'unchanged'."""
@@ -266,9 +281,7 @@ class Deployer:
     def drop_pipe(self, name: str) -> None:
         with self.locks.deploy:
             self.snapshot.catalog.pipe(name)
-            self.views.drop(name)
-            self.snapshot.drop_pipe(name)
-            self.snapshot.publish()
+            self._drop(pipes=[name])
 
     def _deployed_pipes(self) -> dict[str, Pipe]:
         catalog = self.snapshot.catalog

@@ -6,12 +6,12 @@ target that the next deploy of the same files called unchanged. So the targets a
 staging names (``<target>__deploy_<id>``), with the views between them recreated on the staging
 tables (``<view>__deploy_<id>``), and only then promoted: the staging tables are exchanged with
 the live ones (views follow a table's name, so the live views write into the new tables), the
-changed view is replaced, and the snapshot is written. The journal (``deployment.json``, synced;
-``evtrack.engine.journal``, whose rules every multi-step change follows) says which phase a refill is in:
+changed view is replaced, and the snapshot is written. The journal (``evtrack.engine.journal``, whose
+rules every multi-step change follows; the kind ``refill``) says which phase a refill is in:
 
 - ``building``: nothing live has changed. A crash here is rolled back when the store next opens:
   the staging tables and views are dropped, and the old deployment stands.
-- ``promoting``: the journal holds all the promotion needs (the view's DDL, the snapshot after),
+- ``applying`` (the promotion): the journal holds all the promotion needs (the view's DDL, the snapshot after),
   and each step can run again. A crash here is rolled forward when the store next opens. Each
   staging table carries the refill's id as its comment, and EXCHANGE moves a comment with its
   table, so an exchange already done is recognised and not undone by doing it twice.
@@ -25,8 +25,7 @@ import uuid
 
 from ...errors import BadRequest, QueryError
 from ..catalog import DATABASE
-from ..journal import now
-from ..ingest.statement import sql_string
+from ..journal import mark, swap_in
 from .materialized import backfill_sql
 
 __all__ = ["Refill", "build", "promote", "roll_back"]
@@ -43,8 +42,9 @@ class Refill:
     def staging_view(self, view: str) -> str:
         return f"{view}__deploy_{self.id}"
 
-    def record(self, cascade: list[str]) -> dict:
-        return {"id": self.id, "phase": "building", "started": now(), "database": self.database, "targets": self.targets,
+    def fields(self, cascade: list[str]) -> dict:
+        """What the journal's record of this refill holds (``Changes.begin``)."""
+        return {"refill": self.id, "database": self.database, "targets": self.targets,
                 "cascade": [self.staging_view(name) for name in cascade]}
 
 
@@ -57,10 +57,10 @@ def build(store, refill: Refill, cascade: dict[str, tuple[str, str]],
     """Fill the staging tables. ``cascade``: view -> (target, its SQL over the staging tables);
     ``entries``: (pipe, target, SQL over live sources, columns) for each view that writes into
     the targets from outside them."""
-    db, marker = refill.database, sql_string(f"evtrack deploy {refill.id}")
+    db = refill.database
     for live, staging in refill.targets.items():
         store.execute(f"CREATE TABLE {_table(db, staging)} AS {_table(db, live)}")
-        store.execute(f"ALTER TABLE {_table(db, staging)} MODIFY COMMENT {marker}")
+        mark(store, db, staging, refill.id)
         if refill.keep:  # before the cascade exists: each staging table gets its own rows once
             store.execute(f"INSERT INTO {_table(db, staging)} SELECT * FROM {_table(db, live)}")
     for view, (target, sql) in cascade.items():
@@ -78,12 +78,8 @@ def promote(store, record: dict) -> None:
     db = record.get("database", DATABASE)
     for view in record["cascade"]:
         store.execute(f"DROP VIEW IF EXISTS {_table(db, view)}")
-    marker = f"evtrack deploy {record['id']}"
     for live, staging in record["targets"].items():
-        comment = store.run(f"SELECT comment FROM system.tables WHERE database = {sql_string(db)} "
-                            f"AND name = {sql_string(live)}", "TSVRaw").decode().strip()
-        if comment != marker:
-            store.execute(f"EXCHANGE TABLES {_table(db, staging)} AND {_table(db, live)}")
+        swap_in(store, db, staging, live, record.get("refill", record["id"]))
     for view, ddl in record.get("views", {}).items():
         store.execute(f"DROP VIEW IF EXISTS {_table(db, view)}")
         store.execute(ddl)

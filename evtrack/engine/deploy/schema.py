@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 
 from ...errors import SchemaConflict
+from ..journal import BUILDING, Changes, mark, swap_in
 from ...project import Datasource, split_columns
 from ..ingest.statement import DEDUP_WINDOW, imports_table, ingest_ddl, ingest_table, quarantine_ddl, quarantine_name
 
@@ -20,8 +21,9 @@ __all__ = ["Schema", "plan"]
 
 
 class Schema:
-    def __init__(self, store, database: str):
-        self.store, self.database = store, database
+    def __init__(self, store, database: str, snapshot, changes: Changes):
+        self.store, self.database, self.snapshot, self.changes = store, database, snapshot, changes
+        changes.on("rebuild", self._rebuild_forward, lambda record: self._drop_staging(record["staging"]))
 
     def deploy(self, old: Datasource | None, ds: Datasource, force: bool) -> str:
         """Create or update the tables of ``ds`` (``old``: as deployed); 'created', 'changed' or 'unchanged'."""
@@ -98,15 +100,37 @@ class Schema:
             self.store.execute(f"ALTER TABLE {table} {statement}")
 
     def _rebuild(self, old: Datasource, new: Datasource) -> None:
-        """Rebuild a datasource on --force, copying the columns both schemas share."""
-        suffix = uuid.uuid4().hex[:8]
-        table, staging = f"{self.database}.`{new.name}`", f"{self.database}.`{new.name}__rebuild_{suffix}`"
-        self._create(new, f"{new.name}__rebuild_{suffix}")
-        common = [c.name for c in new.columns if c.name in {o.name for o in old.columns}]
-        names = ", ".join(f"`{c}`" for c in common)
-        self.store.execute(f"INSERT INTO {staging} ({names}) SELECT {names} FROM {table}")
-        self.store.execute(f"EXCHANGE TABLES {staging} AND {table}")
-        self.store.execute(f"DROP TABLE {staging}")
+        """Rebuild a datasource on --force, copying the columns both schemas share: aside, then
+        swapped in with its ingest path and its datafile, as one journaled change."""
+        name = f"{new.name}__rebuild_{uuid.uuid4().hex[:8]}"
+        table, staging = f"{self.database}.`{new.name}`", f"{self.database}.`{name}`"
+        record = self.changes.begin("rebuild", BUILDING, live=new.name, staging=name, source=new.source,
+                                    ingest=ingest_ddl(new, self.database))
+        try:
+            self._create(new, name)
+            common = [c.name for c in new.columns if c.name in {o.name for o in old.columns}]
+            names = ", ".join(f"`{c}`" for c in common)
+            self.store.execute(f"INSERT INTO {staging} ({names}) SELECT {names} FROM {table}")
+            mark(self.store, self.database, name, record["id"])
+        except BaseException:
+            self.changes.abandon(record)
+            raise
+        self.changes.advance(record)
+        self.changes.finish(record)
+
+    def _rebuild_forward(self, record: dict) -> None:
+        """A rebuild's steps once its table is complete aside, each safe to run again: the exchange
+        (once: the live table then carries the change's mark), the old rows dropped, the ingest path
+        made for the new columns, the new datafile in the snapshot."""
+        swap_in(self.store, self.database, record["staging"], record["live"], record["id"])
+        self._drop_staging(record["staging"])
+        for statement in record["ingest"]:
+            self.store.execute(statement)
+        self.snapshot.draft["datasources"][record["live"]] = record["source"]
+        self.snapshot.publish()
+
+    def _drop_staging(self, name: str) -> None:
+        self.store.execute(f"DROP TABLE IF EXISTS {self.database}.`{name}` SYNC")
 
 
 def plan(old: Datasource, new: Datasource) -> list[str]:

@@ -13,7 +13,7 @@ from ...project import Pipe
 from ..catalog import Snapshot, table_map
 from .materialized import downstream, output_columns, view_ddl, view_name, written_columns
 from ..sql.pipes import pipe_sql
-from ..journal import Journal, now
+from ..journal import BUILDING, Changes
 from .refill import Refill, build, promote, roll_back
 from .schema import Schema
 from ..sql.sqlapi import used_tables
@@ -22,8 +22,9 @@ __all__ = ["Views"]
 
 
 class Views:
-    def __init__(self, store, database: str, snapshot: Snapshot, schema: Schema, journal: Journal):
-        self.store, self.database, self.snapshot, self.schema, self.journal = store, database, snapshot, schema, journal
+    def __init__(self, store, database: str, snapshot: Snapshot, schema: Schema, changes: Changes):
+        self.store, self.database, self.snapshot, self.schema, self.changes = store, database, snapshot, schema, changes
+        changes.on("refill", self._promote, lambda record: roll_back(self.store, record))
 
     def deploy(self, pipe: Pipe, datasources: set[str], force: bool, every: dict[str, Pipe]) -> bool:
         """Create, keep or (with ``force``) rebuild a materialized pipe's view; whether it changed."""
@@ -64,9 +65,9 @@ class Views:
         return {"sql": sql, "target": target, "reads": reads, "columns": columns}
 
     def drop(self, pipe: str) -> None:
-        """Drop the pipe's view, if it has one."""
-        if self.snapshot.views.pop(pipe, None) is not None:
-            self.store.execute(f"DROP VIEW IF EXISTS {self.database}.`{view_name(pipe)}`")
+        """Drop the pipe's view, if it has one (again, if it was dropped already)."""
+        self.snapshot.views.pop(pipe, None)
+        self.store.execute(f"DROP VIEW IF EXISTS {self.database}.`{view_name(pipe)}`")
 
     def rebuild(self, target: str) -> None:
         """Refill ``target`` and every datasource materialized from it from their sources, aside."""
@@ -82,20 +83,16 @@ class Views:
         targets = downstream(targets, views)
         refill = Refill(targets, keep=not rebuild, database=self.database)
         cascade, entries = self._plan(refill, views, every, changed, rebuild)
-        record = refill.record(list(cascade))
-        self.journal.write(record)
+        record = self.changes.begin("refill", BUILDING, **refill.fields(list(cascade)))
         try:
             build(self.store, refill, cascade, entries)
         except BaseException:
-            roll_back(self.store, record)
-            self.journal.clear()
+            self.changes.abandon(record)
             raise
         if changed is not None:
             self.snapshot.views[changed] = views[changed]
-        record.update(phase="promoting", views={view_name(changed): ddl} if changed else {},
-                      snapshot=self.snapshot.draft)
-        self.journal.write(record)
-        self._promote(record)
+        self.changes.advance(record, views={view_name(changed): ddl} if changed else {}, snapshot=self.snapshot.draft)
+        self.changes.finish(record)
 
     def _plan(self, refill: Refill, views: dict[str, dict], every, changed: str | None, rebuild: bool):
         """The cascade (the views between the targets, recreated over the staging tables) and the
@@ -117,20 +114,3 @@ class Views:
     def _promote(self, record: dict) -> None:
         promote(self.store, record)
         self.snapshot.replace(record["snapshot"])
-        self.journal.clear()
-
-    def recover(self) -> dict | None:
-        """Finish or undo the refill a killed process left, before anything reads; what became of
-        it, for the deployment history."""
-        record = self.journal.read()
-        if record is None:
-            return None
-        if record["phase"] == "promoting":
-            self._promote(record)
-            status = "promoted when the store opened again, after the process stopped in its promotion"
-        else:
-            roll_back(self.store, record)
-            self.journal.clear()
-            status = "rolled back when the store opened again: the process stopped while building"
-        return {"id": record["id"], "started": record["started"], "finished": now(),
-                "status": status, "targets": sorted(record["targets"])}

@@ -1,13 +1,15 @@
 """Ingesting into a workspace's datasources: appends and batches, the write-ahead log's replay, each import's counts.
 
-Every insert is one statement built by ``ingest`` (ClickHouse parses, checks and routes the lines),
-taken under the locks of the datasources it writes (``Locks.ingesting``). Each import's counts
+Every insert is one statement built by ``statement`` (ClickHouse parses, checks and routes the lines),
+taken under the locks of the datasources it writes, held alone (``Locks.ingesting``), and kept whole
+or taken back whole (``atomic``). Each import's counts
 come back from the datasource's imports audit table, with its first quarantine reasons.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import re
@@ -16,12 +18,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import EvtrackError, QueryError, StoreError
+from ...errors import EvtrackError, QueryError, StoreError, StoreFull
 from ...project import Datasource
 from ..catalog import Snapshot
 from .csvrows import file_format, rows_source
 from .statement import imports_table, ingest_insert, quarantine_name, sql_string
+from ..journal import Changes
 from ..locks import Locks
+from .atomic import AllOrNothing
 from .wal import WriteAheadLog, import_id as wal_import_id
 
 log = logging.getLogger("evtrack.ingest")
@@ -38,8 +42,9 @@ class AppendResult:
 
 
 class Ingest:
-    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, wal: WriteAheadLog):
+    def __init__(self, store, database: str, snapshot: Snapshot, locks: Locks, wal: WriteAheadLog, changes: Changes):
         self.store, self.database, self.snapshot, self.locks, self.wal = store, database, snapshot, locks, wal
+        self.atomic = AllOrNothing(store, database, locks, changes)  # each statement whole, or not at all
 
     def append(self, datasource: str, source: Path | bytes) -> AppendResult:
         """Ingest NDJSON (a file, gzip by its name, or bytes): every non-blank line is stored or quarantined."""
@@ -50,7 +55,7 @@ class Ingest:
         compression = "'gzip'" if path.name.endswith(".gz") else "'none'"
         fmt = file_format(Path(source))  # by the name given (a link's, not its target's): CSV and Parquet
         # rows become NDJSON lines in ClickHouse, then take the one path
-        with self.locks.ingesting(datasource), _glob_safe(path) as readable:
+        with self.locks.ingesting(datasource, alone=True), _glob_safe(path) as readable:
             lines = (rows_source(ds, readable, fmt) if fmt != "ndjson" else
                      f"file({sql_string(str(readable))}, 'LineAsString', 'line String', {compression})")
             self._ingest(ds, lines, sql_string(import_id))
@@ -77,7 +82,7 @@ class Ingest:
         if once and (len(payloads) != 1 or not ids or not ids[0]):
             raise ValueError("an idempotent insert takes one payload and its import id")
         ids = [i or uuid.uuid4().hex for i in ids] if ids else [uuid.uuid4().hex for _ in payloads]
-        with self.locks.ingesting(datasource):
+        with self.locks.ingesting(datasource, alone=True):
             return self.write(ds, payloads, ids, ids[0] if once else None, counted)
 
     def write(self, ds: Datasource, payloads: list[bytes], ids: list[str], once: str | None = None,
@@ -86,7 +91,7 @@ class Ingest:
         copy; the caller holds the locks. ``counted=False``: nobody reads the counts (rows a server
         acknowledged already), so the query that gathers them is not run."""
         home = None if _GLOB_CHARS.search(str(self.store.path)) else self.store.path
-        with tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
+        with _space(ds.name), tempfile.TemporaryDirectory(dir=home, prefix="evtrack-batch-") as folder:
             for import_id, payload in zip(ids, payloads):
                 (Path(folder) / f"{import_id}.ndjson").write_bytes(payload)
             glob = sql_string(f"{folder}/*.ndjson")
@@ -117,8 +122,12 @@ class Ingest:
         the ingest's own fault (a bad line is quarantined, never refused): a 500 with a short id, the
         details in the log under that id."""
         try:
-            self.store.execute(ingest_insert(ds, self.database, source, import_id, once))
+            # A failure takes back what it wrote; the journal's record, written first, may find the disk full.
+            with _space(ds.name), self.atomic.writing(self.atomic.tables(ds.name)):
+                self.store.execute(ingest_insert(ds, self.database, source, import_id, once))
         except QueryError as exc:
+            if _NO_SPACE.search(exc.message):
+                raise StoreFull(_FULL.format(ds.name, "no space left on the store's disk")) from None
             codes = _CODES.findall(exc.message)
             views = [v for v in _VIEWS.findall(exc.message) if not v.endswith(_OWN_VIEWS)]
             if views or not any(code in _STATEMENT_BROKEN for code in codes):
@@ -149,6 +158,8 @@ class Ingest:
         return results
 
 
+_NO_SPACE = re.compile(r"No space left on device|NOT_ENOUGH_SPACE|Cannot reserve .* not enough space", re.IGNORECASE)
+_FULL = "The append to '{}' was refused whole, nothing of it stored: {}. Free space, then send it again"
 _CODES = re.compile(r"\(([A-Z][A-Z_]+)\)")
 _VIEWS = re.compile(r"while pushing to view ([^\s:]+)")
 _OWN_VIEWS = ("__store", "__quarantine", "__count")  # the ingest's own views (ingest.ingest_ddl)
@@ -161,6 +172,17 @@ _STATEMENT_BROKEN = frozenset({
 })
 
 _GLOB_CHARS = re.compile(r"[*?{}\[\]]")
+
+
+@contextlib.contextmanager
+def _space(datasource: str):
+    """A full disk met while writing an append's files (its batch, the journal's record) said so."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StoreFull(_FULL.format(datasource, "no space left on the store's disk")) from None
+        raise
 
 
 @contextlib.contextmanager

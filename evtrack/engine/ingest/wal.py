@@ -15,7 +15,8 @@ insert ran, whole or in part, before the crash adds exactly what was missing.
 
 A record is ``EVW1``, then the CRC32, the datasource name's length and the payload's length
 (little-endian 4, 2 and 4 bytes), then the name and the payload. A record torn by the crash (short,
-or with a wrong CRC) ends the segment: it was never synced, so never acknowledged.
+or with a wrong CRC) ends the segment: it was never synced, so never acknowledged. A write that
+fails (a full disk) is cut off the file before the request is refused, so no record follows a torn one.
 """
 
 from __future__ import annotations
@@ -56,9 +57,14 @@ class WriteAheadLog:
             _sync_folder(self.folder)  # the new file's name is durable too
         name = datasource.encode()
         record = _HEADER.pack(_MAGIC, zlib.crc32(payload, zlib.crc32(name)), len(name), len(payload)) + name + payload
+        end = os.lseek(self._fd, 0, os.SEEK_END)
         view = memoryview(record)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:  # a full disk: no torn record stays between the records before and after it
+            os.ftruncate(self._fd, end)
+            raise
         return self._fd
 
     @staticmethod
