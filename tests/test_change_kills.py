@@ -83,10 +83,10 @@ def _count(engine, sql: str) -> int:
     return int(engine.store.run(sql, "TSV").strip())
 
 
-def _consistent(engine) -> dict[str, tuple[int, int]]:
+def _consistent(engine, rollups: dict = ROLLUPS) -> dict[str, tuple[int, int]]:
     """Per rollup: (rows it holds that its source does not define, rows its source defines that it lacks)."""
     out = {}
-    for rollup, (columns, source) in ROLLUPS.items():
+    for rollup, (columns, source) in rollups.items():
         held = f"SELECT DISTINCT {columns} FROM evtrack.{rollup}"
         defined = f"SELECT DISTINCT {source} FROM evtrack.events"
         out[rollup] = (_count(engine, f"SELECT count() FROM ({held} EXCEPT {defined})"),

@@ -265,3 +265,15 @@ def test_classic_tb_push_force_checks_a_changed_endpoint_against_its_recorded_ca
             changed.stdout), changed.stdout
     finally:
         assert server.stop() == 0
+    # Each push entered the deployment history, as a deploy does: the first push's datafiles, then
+    # the endpoint the `--force` push with the same answers replaced; the refused one did not change it.
+    from evtrack.engine import Engine
+
+    with Engine.open(tmp_path / "store") as engine:
+        pushed = [entry for entry in engine.deployments() if entry.get("via") == "one resource"]
+    assert all(entry["status"] == "done" for entry in pushed), pushed
+    created = {item for entry in pushed for item in entry["created"]}
+    assert {"page_hits_raw.datasource", "daily.pipe"} <= created, pushed
+    # `tb push --force` checks through a daily__checker pipe it pushes and deletes: entered too.
+    assert [entry["changed"] for entry in pushed].count(["daily.pipe"]) == 1, pushed
+    assert ["daily__checker.pipe"] in [entry.get("deleted") for entry in pushed], pushed

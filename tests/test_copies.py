@@ -354,7 +354,8 @@ def test_scheduled_copy_fires_under_evtrack_serve(tmp_path):
         assert ran.stdout.strip() == f"{len(expected_totals(20))} rows copied into user_totals"
     finally:
         server.process.send_signal(signal.SIGTERM)
-        _, err = server.process.communicate(timeout=60)
+        server.process.communicate(timeout=60)
+        err = server.stderr()
     # The failing schedule was logged each time, and never stopped the server.
     assert server.process.returncode == 0, err
     assert "copy pipe failing_totals failed" in err and "a sale above 50" in err

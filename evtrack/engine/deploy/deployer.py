@@ -198,7 +198,7 @@ class Deployer:
                                      "delete them first")
             if dry_run:
                 return
-            self._drop(datasources=[name])
+            self._entered(f"{name}.datasource", lambda: self._drop(datasources=[name]) or "deleted")
 
     def _remove(self, project: Project, result: DeployResult) -> None:
         items = self.removals(project)
@@ -236,7 +236,25 @@ class Deployer:
     def deploy_datasource(self, ds: Datasource, force: bool = False) -> str:
         """Create or update one datasource; 'created', 'changed' or 'unchanged'."""
         with self.locks.deploy:
-            return self._deploy_datasource(ds, force)
+            return self._entered(f"{ds.name}.datasource", lambda: self._deploy_datasource(ds, force))
+
+    def _entered(self, item: str, change) -> str:
+        """Run ``change``, a change of one resource (``tb push``, ``tb pipe rm``...), and enter it in the
+        deployment history as a deploy is: what it created, changed or deleted, or why it failed."""
+        entry = {"id": self.history.next_id(), "started": now(), "status": "failed", "via": "one resource"}
+        outcome = "unchanged"
+        try:
+            outcome = change()
+            entry["status"] = "done"
+        except EvtrackError as exc:
+            entry["error"] = exc.message
+            raise
+        finally:
+            if outcome != "unchanged" or entry["status"] == "failed":
+                self.history.add({**entry, "finished": now(), "created": [item] if outcome == "created" else [],
+                                  "changed": [item] if outcome == "changed" else [],
+                                  **({"deleted": [item]} if outcome == "deleted" else {})})
+        return outcome
 
     def _check_datasource(self, ds: Datasource) -> None:
         try:
@@ -261,7 +279,7 @@ class Deployer:
         """Store one pipe (a snapshot of its file); 'created', 'changed' or 'unchanged'.
         A materialized pipe also creates (or, with ``force``, rebuilds) its view and backfills its target."""
         with self.locks.deploy:
-            return self._deploy_pipe(pipe, datasources, force)
+            return self._entered(f"{pipe.name}.pipe", lambda: self._deploy_pipe(pipe, datasources, force))
 
     def _deploy_pipe(self, pipe: Pipe, datasources: set[str] | None, force: bool = False,
                      every: dict[str, Pipe] | None = None) -> str:
@@ -281,7 +299,7 @@ class Deployer:
     def drop_pipe(self, name: str) -> None:
         with self.locks.deploy:
             self.snapshot.catalog.pipe(name)
-            self._drop(pipes=[name])
+            self._entered(f"{name}.pipe", lambda: self._drop(pipes=[name]) or "deleted")
 
     def _deployed_pipes(self) -> dict[str, Pipe]:
         catalog = self.snapshot.catalog
