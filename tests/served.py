@@ -28,14 +28,14 @@ def _read(marker: Path) -> dict:
 
 
 class Served:
-    def __init__(self, data: Path, *options: str):
+    def __init__(self, data: Path, *options: str, env: dict[str, str] | None = None):
         self.data = data
         # Its log goes to a file: a pipe nobody reads until the end fills, and then blocks the server.
         handle, self.log = tempfile.mkstemp(prefix="evtrack-serve-", suffix=".log")
         with os.fdopen(handle, "w") as log:  # the server holds its own copy
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0", *options],
-                cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=log, text=True,
+                cwd=ROOT, env=clean_env(**(env or {})), stdout=subprocess.DEVNULL, stderr=log, text=True,
             )
         deadline = time.monotonic() + 60  # a stale server.json of a killed server does not count
         marker = data / "server.json"

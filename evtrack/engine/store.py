@@ -35,6 +35,8 @@ from ..errors import QueryError, QueryTimeout, StoreError
 
 __all__ = ["QueryLimits", "Store", "default_memory_budget", "param_text", "public_text"]
 
+MIN_FREE_DISK = int(os.environ.get("EVTRACK_MIN_FREE_DISK", 256 * 1024 * 1024))
+
 _SESSION_SETTINGS = (
     "SET session_timezone = 'UTC'",
     # Tinybird answers counts as JSON numbers, not quoted strings.
@@ -45,6 +47,10 @@ _SESSION_SETTINGS = (
     # A materialized view's SELECT may return columns its target lacks: ClickHouse writes the
     # columns they share (by name, converted) and defaults the rest, as Tinybird's views do.
     "SET allow_materialized_view_with_bad_select = 1",
+    # An insert (an append, a copy, a refill) is refused while less than this is free on the store's
+    # disk, so that merges under way keep the room they need: ClickHouse can leave a part it merged
+    # onto a disk that filled up meanwhile unreadable. EVTRACK_MIN_FREE_DISK (bytes) changes it.
+    f"SET min_free_disk_bytes_to_perform_insert = {MIN_FREE_DISK}",
 )
 _CODE = re.compile(r"\(([A-Z][A-Z_]+)\)")
 _IDLE_PER_KIND = 16  # connections kept open per kind of limits; more are opened when busy, closed after

@@ -25,6 +25,7 @@ from .csvrows import file_format, rows_source
 from .statement import imports_table, ingest_insert, quarantine_name, sql_string
 from ..journal import Changes
 from ..locks import Locks
+from ..store import MIN_FREE_DISK
 from .atomic import AllOrNothing
 from .wal import WriteAheadLog, import_id as wal_import_id
 
@@ -127,7 +128,10 @@ class Ingest:
                 self.store.execute(ingest_insert(ds, self.database, source, import_id, once))
         except QueryError as exc:
             if _NO_SPACE.search(exc.message):
-                raise StoreFull(_FULL.format(ds.name, "no space left on the store's disk")) from None
+                reason = (f"less than {MIN_FREE_DISK // 2**20} MB free on the store's disk, the room merges need "
+                          "(EVTRACK_MIN_FREE_DISK)" if "configured threshold" in exc.message
+                          else "no space left on the store's disk")
+                raise StoreFull(_FULL.format(ds.name, reason)) from None
             codes = _CODES.findall(exc.message)
             views = [v for v in _VIEWS.findall(exc.message) if not v.endswith(_OWN_VIEWS)]
             if views or not any(code in _STATEMENT_BROKEN for code in codes):
