@@ -313,6 +313,39 @@ def sql(ctx: click.Context, query_text: str, fmt: str | None) -> None:
 
 
 @cli.command()
+@click.option("--source", "sources", multiple=True, metavar="NAME",
+              help="A service datasource to read (repeatable): datasources_ops_log, pipe_stats_rt, jobs_log "
+                   "[default: all three].")
+@click.option("--since", default="1h", show_default=True,
+              help="From when: a duration ago (30m, 1h, 2d, 1w) or a date and time (UTC).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000),
+              help="At most this many records, the newest.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing records as they come, until Ctrl-C.")
+@click.pass_context
+def logs(ctx: click.Context, sources: tuple[str, ...], since: str, limit: int, follow: bool) -> None:
+    """What the workspace did, newest last: operations on datasources, endpoint calls and jobs, from
+    Tinybird's service datasources (tinybird.datasources_ops_log, pipe_stats_rt, jobs_log)."""
+    from . import logs as service_logs
+
+    try:
+        names = [service_logs.source_name(s) for s in sources] or list(service_logs.DEFAULT_SOURCES)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--source") from None
+    try:
+        start = service_logs.since_time(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    target = _target(ctx)
+    run = lambda sql: target.sql(sql, None)  # noqa: E731 (the query names its format)
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt):
+            service_logs.follow(run, names, start, limit, click.echo)
+        return
+    for _, line in service_logs.lines(run(service_logs.query(names, start, limit))):
+        click.echo(line)
+
+
+@cli.command()
 @click.pass_context
 def pipes(ctx: click.Context) -> None:
     """List deployed pipes and their parameters."""

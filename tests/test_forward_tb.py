@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -161,7 +162,20 @@ def test_forward_tb_builds_appends_reads_deploys_and_tests(tb_forward, forward_p
         counts = {name[1]: int(count[1]) for name, count in zip(fields[::2], fields[1::2])}
         assert (counts["events"], counts["events_by_user"]) == (6, 6)
         assert [line for line in tb("token", "ls").splitlines() if line.startswith("name: ")] == [
-            "name: admin token", "name: tracker", "name: dashboard"]  # the TOKEN lines of the datafiles
+            "name: admin token", "name: tracker", "name: dashboard", "name: metrics"]  # the datafiles' TOKEN lines
+        # A plain `tb logs` (its default sources: the ops log, pipe_stats_rt and jobs_log) reads what was
+        # done: the build's datasources created, the fixture's and the CSV's appends, their import jobs.
+        time.sleep(1.5)  # the service log is written within a second
+        logged = json.loads(tb("--output", "json", "logs"))
+        assert logged["query"]["sources"] == ["tinybird.datasources_ops_log", "tinybird.pipe_stats_rt",
+                                              "tinybird.jobs_log"]
+        ops = [row["data"] for row in logged["data"] if row["source"] == "tinybird.datasources_ops_log"]  # parsed by tb
+        assert {(op["event_type"], op["datasource_name"]) for op in ops} >= {
+            ("create", "events"), ("create", "events_by_user"), ("append", "events")}, ops
+        appended = sorted(op["rows"] for op in ops if op["event_type"] == "append")
+        assert appended[-2:] == [2, 4], ops  # the CSV's two events; the fixture's four
+        assert any(row["source"] == "tinybird.jobs_log" for row in logged["data"]), logged["data"]
+        assert "No logs found" not in tb("logs")
         (forward_project / "one.ndjson").write_text(EVENTS.splitlines()[1] + "\n")  # a2, the mobile click
         replaced = tb("datasource", "replace", "events", "one.ndjson").splitlines()
         assert "** Data replaced in Data Source 'events' successfully!" in replaced

@@ -147,7 +147,7 @@ ADMIN = "admin token"
 JSON_FAILURES = [
     pytest.param("/v0/pipes/nope.json", ADMIN, 404, "The pipe 'nope' does not exist", id="pipe-unknown"),
     pytest.param("/v0/pipes/get_events.xml", ADMIN, 400,
-                 "Format 'xml' is not supported; use .json, .csv, .ndjson or .parquet", id="pipe-format-unknown"),
+                 "Format 'xml' is not supported; use .json, .csv, .ndjson, .parquet or .prometheus", id="pipe-format-unknown"),
     pytest.param("/v0/pipes/get_events.json?start_date=2023-07-01", ADMIN, 400,
                  "Template Syntax Error: Error validating '2023-07-01' to type DateTime", id="pipe-datetime-malformed"),
     pytest.param("/v0/pipes/user_activity.json", ADMIN, 400, "user_id (String) query param is required",

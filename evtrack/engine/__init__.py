@@ -185,7 +185,7 @@ class Engine:
 
 # What the engine answers for its default workspace: every command that names no workspace.
 _DEFAULT_WORKSPACE = (
-    "catalog", "tokens", "wal", "history", "changes", "database", "folder", "datasources",
+    "catalog", "tokens", "wal", "history", "changes", "service", "database", "folder", "datasources",
     "deploy", "deploy_datasource", "deploy_pipe", "drop_pipe", "plan_datasource", "deployments", "removals",
     "pipe", "pipes", "pipe_names", "datasource", "datasource_stats", "tables",
     "append", "append_rows", "append_many", "replay_log", "run_copy", "pipe_query", "query_pipe", "sql", "run_read",

@@ -14,10 +14,13 @@ reads (``queries``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+import uuid
 from pathlib import Path
 
-from ..errors import BadRequest
+from ..errors import BadRequest, EvtrackError
 from ..project import Datasource, Pipe, Project
 from .catalog import Catalog, Snapshot, deployed_pipes, read_snapshot
 from .change.copies import Copies
@@ -73,7 +76,9 @@ class Workspace:
         self._copies.drop_interrupted()
         schema.remember_blocks()
         store.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-        store.execute(service.ddl(database))  # tinybird.pipe_stats_rt, which the server fills
+        for statement in service.ddl(database):  # the service datasources: pipe_stats_rt, the server fills
+            store.execute(statement)
+        self.service = service.ServiceLog(store, database, lambda: self.tokens.workspace_id)
         self.replay_log()
 
     @property
@@ -86,7 +91,36 @@ class Workspace:
         return self._owner.read_limits if self._owner is not None else None
 
     def close(self) -> None:
+        self.service.close()
         self.wal.close()
+
+    @contextlib.contextmanager
+    def _recorded(self, event_type: str, datasource: str, job: str | None = None, pipe: str = ""):
+        """Enter the operation run in the block in ``tinybird.datasources_ops_log`` (and, with ``job``,
+        a job of that type in ``tinybird.jobs_log``), done or failed; the block fills in what it
+        counted (``rows``, ``quarantined``, ``import_id``)."""
+        started, counted = time.time(), {}
+        job_id = uuid.uuid4().hex if job else None
+        error = None
+        try:
+            yield counted
+        except Exception as exc:
+            error = exc.message if isinstance(exc, EvtrackError) else f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.service.operation(event_type, datasource, started, error=error, job_id=job_id, pipe=pipe,
+                                   **({} if error else counted))
+            if job:
+                self.service.job(job_id, job, started, error=error, pipe=pipe, datasource=datasource)
+
+    def _appended(self, event_type: str, datasource: str, job: str | None, run) -> list[AppendResult]:
+        with self._recorded(event_type, datasource, job) as counted:
+            results = run()
+            if results:
+                counted.update(rows=sum(r.successful_rows for r in results),
+                               quarantined=sum(r.quarantined_rows for r in results),
+                               import_id=results[0].import_id if len(results) == 1 else None)
+        return results
 
     # -- the deployed project: lookups read the catalog, no lock, no SQL ----------------------
     @property
@@ -118,7 +152,12 @@ class Workspace:
     # -- deploy (``deploy``) -----------------------------------------------------------------
     def deploy(self, project: Project, force: bool = False, allow_destructive: bool = False,
                staged: str | None = None) -> DeployResult:
-        return self._deploys.deploy(project, force, allow_destructive, staged)
+        started = time.time()
+        result = self._deploys.deploy(project, force, allow_destructive, staged)
+        for item in result.created:
+            if item.endswith(".datasource"):
+                self.service.operation("create", item.removesuffix(".datasource"), started)
+        return result
 
     def stage(self, files: dict[str, str], plan: dict[str, list[str]], allow_destructive: bool) -> str:
         return self._deploys.stage(files, plan, allow_destructive)
@@ -142,7 +181,11 @@ class Workspace:
         return self._deploys.removals(project)
 
     def deploy_datasource(self, ds: Datasource, force: bool = False) -> str:
-        return self._deploys.deploy_datasource(ds, force)
+        started = time.time()
+        outcome = self._deploys.deploy_datasource(ds, force)
+        if outcome == "created":
+            self.service.operation("create", ds.name, started)
+        return outcome
 
     def plan_datasource(self, ds: Datasource) -> list[str]:
         return self._deploys.plan_datasource(ds)
@@ -158,10 +201,16 @@ class Workspace:
 
     # -- forgetting data (``lifecycle``) ---------------------------------------------------------
     def delete(self, datasource: str, condition: str, cascade: bool = True, dry_run: bool = False) -> Deletion:
-        return self._lifecycle.delete(datasource, condition, cascade, dry_run)
+        if dry_run:
+            return self._lifecycle.delete(datasource, condition, cascade, dry_run)
+        with self._recorded("delete", datasource, "delete_data") as counted:
+            deletion = self._lifecycle.delete(datasource, condition, cascade, dry_run)
+            counted["rows"] = deletion.removed.get(datasource, 0)
+        return deletion
 
     def truncate(self, datasource: str, cascade: bool = False) -> list[str]:
-        return self._lifecycle.truncate(datasource, cascade)
+        with self._recorded("truncate", datasource):
+            return self._lifecycle.truncate(datasource, cascade)
 
     def export(self, name: str, params: dict[str, str], fmt: str, path) -> int:
         return self._queries.export(name, params, fmt, path)
@@ -170,7 +219,9 @@ class Workspace:
         return self._lifecycle.deletions()
 
     def replace(self, datasource: str, payload: bytes, condition: str | None = None) -> AppendResult:
-        stored, quarantined, import_id = self._lifecycle.replace(datasource, payload, condition)
+        with self._recorded("replace", datasource, "import") as counted:
+            stored, quarantined, import_id = self._lifecycle.replace(datasource, payload, condition)
+            counted.update(rows=stored, quarantined=quarantined, import_id=import_id)
         return AppendResult(stored, quarantined, import_id)
 
     def drop_datasource(self, name: str, dry_run: bool = False) -> None:
@@ -178,18 +229,24 @@ class Workspace:
 
     # -- copy pipes (``copies``) ---------------------------------------------------------------
     def run_copy(self, name: str, params: dict[str, str], mode: str | None = None) -> int:
-        return self._copies.run_copy(name, params, mode)
+        node = self.catalog.pipe(name).copy
+        with self._recorded("copy", node.datasource if node else "", "copy", pipe=name) as counted:
+            counted["rows"] = copied = self._copies.run_copy(name, params, mode)
+        return copied
 
     # -- ingest (``ingesting``) ----------------------------------------------------------------
     def append(self, datasource: str, source: Path | bytes) -> AppendResult:
-        return self._ingest.append(datasource, source)
+        return self._appended("append", datasource, "import", lambda: [self._ingest.append(datasource, source)])[0]
 
     def append_rows(self, datasource: str, data: bytes, fmt: str) -> AppendResult:
-        return self._ingest.append_rows(datasource, data, fmt)
+        return self._appended("append", datasource, "import",
+                              lambda: [self._ingest.append_rows(datasource, data, fmt)])[0]
 
     def append_many(self, datasource: str, payloads: list[bytes], ids: list[str] | None = None,
-                    once: bool = False, counted: bool = True) -> list[AppendResult]:
-        return self._ingest.append_many(datasource, payloads, ids, once, counted)
+                    once: bool = False, counted: bool = True, operation: str = "append") -> list[AppendResult]:
+        """``operation``: how ``tinybird.datasources_ops_log`` names it (``append-hfi``: the Events API)."""
+        return self._appended(operation, datasource, "import" if operation == "append" else None,
+                              lambda: self._ingest.append_many(datasource, payloads, ids, once, counted))
 
     def replay_log(self) -> int:
         return self._ingest.replay_log()

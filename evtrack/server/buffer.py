@@ -224,7 +224,8 @@ class IngestBuffer:
         for entry in list(self._logged):
             ident = import_id(entry.segment, entry.datasource)
             try:
-                await call(self.engine.append_many, entry.datasource, [entry.payload], [ident], True, False)
+                await call(self.engine.append_many, entry.datasource, [entry.payload], [ident], True, True,
+                           operation="append-hfi")
             except StoreFull as exc:  # expected until space comes back: one line each time, no traceback
                 log.error("flush of %d acknowledged bytes to %s refused, kept for the next: %s", len(entry.payload),
                           entry.datasource, exc.message)
@@ -251,7 +252,8 @@ class IngestBuffer:
         if not waiting:
             return True
         try:
-            results = await call(self.engine.append_many, datasource, [item.payload for item in waiting])
+            results = await call(self.engine.append_many, datasource, [item.payload for item in waiting],
+                                 operation="append-hfi")
         except Exception as exc:
             if isinstance(exc, StoreFull):
                 log.error("flush of %d waiting requests to %s refused: %s", len(waiting), datasource, exc.message)

@@ -7,11 +7,11 @@ so they are stable across restarts; ``STARTED`` stands for every creation and up
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import datetime, timezone
 
 from ..engine.ingest.statement import quarantine_name
+from ..engine.service import resource_id
 from ..engine.tokens import Token
 from ..project import Datasource, Pipe
 from ..scopes import split
@@ -28,11 +28,6 @@ def timestamp() -> str:
 
 
 STARTED = timestamp()
-
-
-def resource_id(*parts: str) -> str:
-    """The id of a datasource (``"datasource", name``), a pipe (``"pipe", name``) or a node (``"pipe", pipe, node``)."""
-    return "t_" + hashlib.md5("/".join(parts).encode()).hexdigest()
 
 
 def error(message: str) -> dict:

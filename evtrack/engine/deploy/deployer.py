@@ -343,8 +343,9 @@ class Deployer:
             pass  # a template's own error is reported where the pipe is rendered
 
     def _check_pipe(self, pipe: Pipe, datasources: set[str], every: dict[str, Pipe]) -> None:
-        """An endpoint must render and name only datasources, other pipes and its own nodes, and their columns."""
-        tables = table_map(datasources, self.database)
+        """An endpoint must render and name only datasources (the service's too), other pipes and its own
+        nodes, and their columns."""
+        tables = {**table_map(datasources, self.database), **service_tables(self.database)}
         if pipe.endpoint is None:
             return
         try:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from collections.abc import Callable
 
-from ...errors import BadRequest, NotFound
+from ...errors import BadRequest, NotFound, QueryError
 from ..catalog import Catalog, Snapshot
 from .guard import check_parsable
 from ..ingest.statement import sql_string
@@ -21,7 +21,8 @@ from ..store import QueryLimits
 __all__ = ["FORMATS", "Queries"]
 
 # Tinybird's endpoint extensions and the ClickHouse formats behind them.
-FORMATS = {"json": "JSON", "csv": "CSVWithNames", "ndjson": "JSONEachRow", "parquet": "Parquet"}
+FORMATS = {"json": "JSON", "csv": "CSVWithNames", "ndjson": "JSONEachRow", "parquet": "Parquet",
+           "prometheus": "Prometheus"}
 
 
 class Queries:
@@ -66,7 +67,13 @@ class Queries:
 
     def run_read(self, sql: str, fmt: str, tag: str | None = None) -> bytes:
         """A read, under the read limits; ``tag`` lets another thread cancel it (``store.cancel``)."""
-        return self.store.run(sql, FORMATS.get(fmt, fmt), limits=self.limits(), tag=tag)
+        try:
+            return self.store.run(sql, FORMATS.get(fmt, fmt), limits=self.limits(), tag=tag)
+        except QueryError as exc:  # a result without the columns the format needs: Tinybird's words
+            if FORMATS.get(fmt, fmt) == "Prometheus" and "BAD_ARGUMENTS" in exc.message:
+                raise QueryError("Prometheus requires the query output to conform to a specific structure: "
+                                 + exc.message.removeprefix("[Error] ")) from None
+            raise
 
     def export(self, name: str, params: dict[str, str], fmt: str, path: Path) -> int:
         """Write a datasource's rows, or a pipe's result, to ``path`` in ``fmt`` (parquet, ndjson or

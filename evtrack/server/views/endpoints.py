@@ -1,4 +1,4 @@
-"""Endpoints, ``GET|POST /v0/pipes/{name}.json|.csv|.ndjson|.parquet`` (and ``POST /v0/pipes/{name}``,
+"""Endpoints, ``GET|POST /v0/pipes/{name}.json|.csv|.ndjson|.parquet|.prometheus`` (and ``POST /v0/pipes/{name}``,
 as JSON): a pipe's result for the request's parameters, read off the event loop and cancelled if
 the client goes away. Each call is kept in ``tinybird.pipe_stats_rt`` (see ``pipestats``)."""
 
@@ -18,7 +18,7 @@ from ..calls import cancellable_read
 __all__ = ["MEDIA_TYPES", "pipe_name", "read", "read_json"]
 
 MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "ndjson": "application/x-ndjson",
-               "parquet": "application/vnd.apache.parquet"}
+               "parquet": "application/vnd.apache.parquet", "prometheus": "text/plain; version=0.0.4; charset=utf-8"}
 
 
 def pipe_name(request: Request) -> str:
@@ -27,7 +27,7 @@ def pipe_name(request: Request) -> str:
     name = request.path_params["name"]
     stem, dot, ext = name.rpartition(".")
     if dot and ext != "pipe" and ext not in FORMATS and stem in workspace_of(request).pipe_names():
-        raise BadRequest(f"Format '{ext}' is not supported; use .json, .csv, .ndjson or .parquet")
+        raise BadRequest(f"Format '{ext}' is not supported; use .json, .csv, .ndjson, .parquet or .prometheus")
     return name
 
 
