@@ -319,3 +319,30 @@ def test_dashboard_screenshot_from_the_fixture(page, server, rows):
     # a line for each type, up to the 8 most frequent
     assert page.eval_on_selector_all("#chart polyline", "lines => lines.length") == min(8, len(stats))
     shot(page, "dashboard.png")
+
+
+def test_dashboard_shows_ingestion_and_endpoint_health_and_the_last_errors(page, server):
+    """Health, from the service datasources through the metrics and ingest_errors pipes: two lines
+    quarantined of five sent here, endpoint calls with their latency, and a refused delete's reason."""
+    probe = '{"event_type": "health_probe", "user_id": "hp", "timestamp": "2024-05-01 00:00:00"}'
+    sent = httpx.post(f"{server.url}/v0/events?name=events&wait=true&token={server.token('tracker')}",
+                      content="\n".join([probe] * 3 + ["not json", '{"event_type": "x", "timestamp": "never"}']))
+    assert sent.status_code == 200 and sent.json()["quarantined_rows"] == 2, sent.text
+    refused = httpx.post(f"{server.url}/v0/datasources/events/delete", data={"delete_condition": "no_such_column = 1"},
+                         headers={"Authorization": f"Bearer {server.admin}"})
+    assert refused.status_code == 400, refused.text
+    page.goto(f"{server.url}/")
+    # each panel renders when its own call answers: wait for the refresh that has all of them
+    page.wait_for_function("document.getElementById('failures').textContent.includes('no_such_column') && "
+                           "[...document.querySelectorAll('#ingest tr')].some(r => r.cells[0].textContent === 'events' "
+                           "&& +r.cells[3].textContent >= 1) && "
+                           "document.getElementById('endpoints').textContent.includes('get_events')", timeout=15_000)
+    ingest = page.eval_on_selector_all("#ingest tr", "rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent))")
+    [events] = [row for row in ingest if row[0] == "events"]
+    # at least this test's 3 stored and 2 quarantined in the hour (the fixture's send came before)
+    assert float(events[1]) >= 0.99 * 3 / 3600 and float(events[2]) >= 0.99 * 2 / 3600, ingest
+    assert int(events[3]) >= 1, ingest  # the refused delete
+    endpoints = page.eval_on_selector_all("#endpoints tr", "rows => rows.slice(1).map(r => [...r.cells].map(c => c.textContent))")
+    [calls] = [row for row in endpoints if row[0] == "get_events"]
+    assert int(calls[1]) >= 1 and float(calls[3]) > 0 and float(calls[4]) >= float(calls[3]), endpoints
+    shot(page, "dashboard-health.png")

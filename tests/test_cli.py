@@ -43,6 +43,7 @@ def test_deploy_then_redeploy_is_a_no_op(deployed):
         "unchanged  event_stats.pipe",
         "unchanged  event_timeseries.pipe",
         "unchanged  get_events.pipe",
+        "unchanged  ingest_errors.pipe",
         "unchanged  metrics.pipe",
         "unchanged  user_activity.pipe",
         "unchanged  events_by_day_mv.pipe",  # materialized pipes deploy last
@@ -120,7 +121,7 @@ def test_server_side_template_error_is_one_line_exit_1(deployed):
 def test_unknown_pipe_is_a_usage_error(deployed):
     result = run("query", "nope", data=deployed)
     assert result.exit_code == 2
-    assert "no deployed pipe named 'nope' (deployed: event_stats, event_timeseries, get_events, metrics, user_activity)" in result.stderr
+    assert "no deployed pipe named 'nope' (deployed: event_stats, event_timeseries, get_events, ingest_errors, metrics, user_activity)" in result.stderr
 
 
 def test_query_help_lists_parameters_with_types_and_descriptions(deployed):
@@ -239,7 +240,7 @@ def test_token_jwt_prints_a_tinybird_jwt_signed_with_the_admin_token(deployed):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--pipe", "nope"], "Invalid value for '--pipe': no deployed endpoint named 'nope' (deployed: event_stats, event_timeseries, get_events, metrics, user_activity)"),
+    (["--pipe", "nope"], "Invalid value for '--pipe': no deployed endpoint named 'nope' (deployed: event_stats, event_timeseries, get_events, ingest_errors, metrics, user_activity)"),
     (["--pipe", "user_activity", "--fixed", "uid=x"], "Invalid value for '--fixed': 'uid' is not a parameter of user_activity (end_date, start_date, user_id)"),
     (["--pipe", "user_activity", "--fixed", "user_id"], "Invalid value for '--fixed': expected NAME=VALUE, e.g. --fixed user_id=user_abc"),
     (["--pipe", "user_activity", "--ttl", "1w"], "Invalid value for '--ttl': '1w' is not a duration: a positive number with s, m, h or d, e.g. 1h"),
