@@ -18,7 +18,7 @@ from .conftest import ROOT
 from .served import clean_env
 from .test_exactly_once import make_project
 
-ROWS = 2_000_000
+ROWS = 1_000_000
 # Two versions of the materialized pipe: each deploy changes it, so each --force refills the target.
 VERSIONS = {
     "lower": "SELECT event_id, event_type FROM events",

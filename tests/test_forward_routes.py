@@ -43,7 +43,7 @@ def test_build_creates_then_reports_no_changes_then_deletes_what_is_absent(serve
     assert first.status_code == 200
     assert first.json() == {"result": "success", "build": {
         **NO_CHANGES, "new_datasource_names": ["events", "events_by_day", "events_by_user", "events_sessions_by_type", "events_users_by_type"],
-        "new_pipe_names": ["event_stats", "event_timeseries", "get_events", "user_activity", "events_by_day_mv",
+        "new_pipe_names": ["event_stats", "event_timeseries", "get_events", "ingest_errors", "metrics", "user_activity", "events_by_day_mv",
                            "events_by_user_mv", "events_sessions_by_type_mv", "events_users_by_type_mv"],
         "feedback": []}}
     assert http.post("/v1/build", files=_parts(*FILES)).json() == {"result": "success",

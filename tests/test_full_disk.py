@@ -71,7 +71,7 @@ def test_a_full_disk_refuses_appends_whole_loses_nothing_acknowledged_and_recove
     filler = small_disk / "filler"
     free = subprocess.run(["df", "--output=avail", "-B1", str(small_disk)], capture_output=True, text=True)
     room = int(free.stdout.split()[-1])
-    filler.write_bytes(b"\0" * (room - 40 * 1024 * 1024))  # about 40 MB left for the store to grow
+    filler.write_bytes(b"\0" * (room - 22 * 1024 * 1024))  # about 22 MB left for the store to grow
     # Inserts stop with 16 MB left (256 MB by default), the room merges under way may need.
     server = Served(store, env={"EVTRACK_MIN_FREE_DISK": str(16 * 1024 * 1024)})
     try:

@@ -47,7 +47,7 @@ def test_every_operation_enters_the_ops_log_and_jobs_log_and_tinybirds_example_q
         engine.service.flush()  # what a closing workspace writes; a running one writes within a second
         ops = _rows(engine, "SELECT event_type, datasource_name, result, rows, rows_quarantine, pipe_name, "
                             "error IS NOT NULL AS failed FROM tinybird.datasources_ops_log "
-                            "WHERE event_type != 'create' ORDER BY timestamp, event_type")
+                            "WHERE event_type NOT IN ('create', 'populateview') ORDER BY timestamp, event_type")
         # (timestamps are to the second: compared as a set of entries)
         assert sorted((o["event_type"], o["result"], o["rows"] or 0, o["rows_quarantine"] or 0) for o in ops) == sorted([
             ("append", "ok", 4, 2), ("replace", "ok", 3, 0), ("delete", "ok", 2, 0), ("delete", "error", 0, 0),
@@ -59,8 +59,14 @@ def test_every_operation_enters_the_ops_log_and_jobs_log_and_tinybirds_example_q
         assert [c["datasource_name"] for c in created] == sorted(
             ["events", "events_by_day", "events_by_user", "events_sessions_by_type", "events_users_by_type",
              "events_by_country"])
+        # the deploy populated each materialized pipe's target (and those fed from it)
+        populated = _rows(engine, "SELECT datasource_name, pipe_name, result FROM tinybird.datasources_ops_log "
+                                  "WHERE event_type = 'populateview'")
+        assert {(p["datasource_name"], p["pipe_name"], p["result"]) for p in populated} >= {
+            (f"{name}", f"{name}_mv", "ok") for name in ("events_by_day", "events_by_user", "events_sessions_by_type",
+                                                         "events_users_by_type", "events_by_country")}, populated
         jobs = _rows(engine, "SELECT job_type, status, JSONExtractString(job_metadata, 'pipe_name') AS pipe "
-                             "FROM tinybird.jobs_log ORDER BY created_at, job_type")
+                             "FROM tinybird.jobs_log WHERE job_type != 'populateview' ORDER BY created_at, job_type")
         assert sorted((j["job_type"], j["status"], j["pipe"]) for j in jobs) == sorted([
             ("import", "done", ""), ("import", "done", ""), ("delete_data", "done", ""), ("delete_data", "error", ""),
             ("copy", "done", "keep_users")])
@@ -68,11 +74,11 @@ def test_every_operation_enters_the_ops_log_and_jobs_log_and_tinybirds_example_q
         # Tinybird's documented health checks over the ops log, unchanged but for the datasource id.
         every = _rows(engine, "SELECT * FROM tinybird.datasources_ops_log "
                               "WHERE toDate(timestamp) > now() - INTERVAL 7 DAY ORDER BY timestamp DESC")
-        assert len(every) == len(ops) + len(created)
+        assert len(every) == len(ops) + len(created) + len(populated)
         [health] = _rows(engine, "SELECT countIf(result != 'ok') / countIf(result == 'ok') * 100 percentage_failed, "
                                  "sum(rows_quarantine) / sum(rows) * 100 quarantined_rows FROM tinybird.datasources_ops_log")
-        # 1 failed of 11 ok (5 operations and 6 creates); 2 quarantined of 9 rows (4 + 3 + 2 + 0)
-        assert health["percentage_failed"] == pytest.approx(100 / 11)
+        # 1 failed of the 5 operations, 6 creates and the populates that were ok; 2 quarantined of 9 rows (4 + 3 + 2 + 0)
+        assert health["percentage_failed"] == pytest.approx(100 / (5 + 6 + len(populated)))
         assert health["quarantined_rows"] == pytest.approx(2 / 9 * 100)
         events_id = next(o["datasource_id"] for o in every if o["datasource_name"] == "events")
         [duration] = _rows(engine, f"SELECT avg(elapsed_time) avg_duration FROM tinybird.datasources_ops_log "

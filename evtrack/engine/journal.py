@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["APPLYING", "BUILDING", "Changes", "mark", "now", "swap_in", "write_synced"]
+__all__ = ["APPLYING", "BUILDING", "Changes", "mark", "now", "swap_in", "sync_folder", "write_synced"]
 
 log = logging.getLogger("evtrack.engine")
 
@@ -54,10 +54,11 @@ def write_synced(path: Path, text: str) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
-    _sync_folder(path.parent)
+    sync_folder(path.parent)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """Make the names in ``folder`` (a file made, replaced or removed) durable."""
     handle = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(handle)
@@ -115,7 +116,7 @@ class Changes:
         path = self._path(record)
         if path.exists():
             path.unlink()
-            _sync_folder(path.parent)
+            sync_folder(path.parent)
 
     def under_way(self) -> list[dict]:
         """The records a killed process left, newest first."""

@@ -61,7 +61,9 @@ class Workspace:
         self.changes = changes = Changes(self.folder)  # the one journal: every change registers its kind
         self.history = History(self.folder)
         schema = Schema(store, database, snapshot, changes)
-        views = Views(store, database, snapshot, schema, changes)
+        # operations and jobs, for tinybird.datasources_ops_log and jobs_log (written once their tables exist)
+        self.service = service.ServiceLog(store, database, lambda: self.tokens.workspace_id)
+        views = Views(store, database, snapshot, schema, changes, self.service)
         self.tokens = TokenStore(self.folder)
         self._deploys = Deployer(store, database, snapshot, locks, schema, views, self.tokens, self.history, changes)
         self.wal = WriteAheadLog(self.folder)
@@ -78,7 +80,6 @@ class Workspace:
         store.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
         for statement in service.ddl(database):  # the service datasources: pipe_stats_rt, the server fills
             store.execute(statement)
-        self.service = service.ServiceLog(store, database, lambda: self.tokens.workspace_id)
         self.replay_log()
 
     @property

@@ -8,7 +8,10 @@ and one that a killed process left is finished or undone before anything reads (
 
 from __future__ import annotations
 
-from ...errors import BadRequest, QueryError, SchemaConflict
+import time
+import uuid
+
+from ...errors import BadRequest, EvtrackError, QueryError, SchemaConflict
 from ...project import Pipe
 from ..catalog import Snapshot, table_map
 from .materialized import downstream, output_columns, view_ddl, view_name, written_columns
@@ -22,8 +25,9 @@ __all__ = ["Views"]
 
 
 class Views:
-    def __init__(self, store, database: str, snapshot: Snapshot, schema: Schema, changes: Changes):
+    def __init__(self, store, database: str, snapshot: Snapshot, schema: Schema, changes: Changes, service=None):
         self.store, self.database, self.snapshot, self.schema, self.changes = store, database, snapshot, schema, changes
+        self.service = service  # each refill is a populate in tinybird.datasources_ops_log and jobs_log
         changes.on("refill", self._promote, lambda record: roll_back(self.store, record))
 
     def deploy(self, pipe: Pipe, datasources: set[str], force: bool, every: dict[str, Pipe]) -> bool:
@@ -81,6 +85,25 @@ class Views:
         ``rebuild``: start them empty, and backfill each view that writes into them from outside;
         else keep their rows and backfill only ``changed``."""
         targets = downstream(targets, views)
+        started = time.time()
+        try:
+            self._refill_aside(targets, views, every, changed, ddl, rebuild)
+        except Exception as exc:
+            self._populated(targets, changed, started, exc.message if isinstance(exc, EvtrackError) else str(exc))
+            raise
+        self._populated(targets, changed, started, None)
+
+    def _populated(self, targets: set[str], changed: str | None, started: float, error: str | None) -> None:
+        if self.service is None:
+            return
+        job = uuid.uuid4().hex
+        for target in sorted(targets):
+            self.service.operation("populateview", target, started, error=error, job_id=job, pipe=changed or "")
+        self.service.job(job, "populateview", started, error=error, pipe=changed or "",
+                         datasource=min(targets) if targets else "")
+
+    def _refill_aside(self, targets: set[str], views: dict[str, dict], every, changed: str | None,
+                      ddl: str | None, rebuild: bool) -> None:
         refill = Refill(targets, keep=not rebuild, database=self.database)
         cascade, entries = self._plan(refill, views, every, changed, rebuild)
         record = self.changes.begin("refill", BUILDING, **refill.fields(list(cascade)))

@@ -28,6 +28,8 @@ import uuid
 import zlib
 from pathlib import Path
 
+from ..journal import sync_folder
+
 __all__ = ["WriteAheadLog", "import_id"]
 
 _MAGIC = b"EVW1"
@@ -54,7 +56,7 @@ class WriteAheadLog:
             self._segment = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
             self._fd = os.open(self.folder / f"{self._segment}.wal", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._fds[self._segment] = self._fd
-            _sync_folder(self.folder)  # the new file's name is durable too
+            sync_folder(self.folder)  # the new file's name is durable too
         name = datasource.encode()
         record = _HEADER.pack(_MAGIC, zlib.crc32(payload, zlib.crc32(name)), len(name), len(payload)) + name + payload
         end = os.lseek(self._fd, 0, os.SEEK_END)
@@ -116,11 +118,3 @@ class WriteAheadLog:
             out.setdefault(name.decode(), []).append(payload)
             at = end
         return out
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
