@@ -7,6 +7,7 @@ Expected values are counted by hand over the four fixture events below; the CLI'
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -66,17 +67,30 @@ timestamp,event_type,user_id,event_id
 
 
 @pytest.fixture(scope="session")
-def tb_forward(tmp_path_factory) -> Path:
-    """`tb` from PyPI in a venv of its own: `tinybird` and the tinybird-cli evtrack uses install the same package."""
-    venv = tmp_path_factory.mktemp("tb-forward")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", TB_SPEC],
-                         capture_output=True, text=True, timeout=600)
-    if pip.returncode != 0:
-        if any(marker in pip.stdout + pip.stderr for marker in UNREACHABLE):
-            pytest.skip(f"PyPI cannot be reached to install {TB_SPEC}: {(pip.stderr or pip.stdout).strip().splitlines()[-1]}")
-        raise AssertionError(pip.stdout + pip.stderr)
-    return venv / "bin" / "tb"
+def tb_forward() -> Path:
+    """`tb` from PyPI in a venv of its own: `tinybird` and the tinybird-cli evtrack uses install the same
+    package. The venv is kept between runs, as pip keeps its downloads, in ~/.cache/evtrack-tests (or
+    $XDG_CACHE_HOME's): remove it to take the newest release of TB_SPEC."""
+    venv = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evtrack-tests" / (
+        "tb-forward-" + "".join(c if c.isalnum() else "_" for c in TB_SPEC))
+    tb = venv / "bin" / "tb"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / ".lock", "w") as lock:  # one worker makes it; another waits and takes it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (venv / "installed").exists() and tb.exists():
+            return tb
+        shutil.rmtree(venv, ignore_errors=True)  # an install that did not finish
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+        pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", TB_SPEC],
+                             capture_output=True, text=True, timeout=600)
+        if pip.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            if any(marker in pip.stdout + pip.stderr for marker in UNREACHABLE):
+                pytest.skip(f"PyPI cannot be reached to install {TB_SPEC}: "
+                            f"{(pip.stderr or pip.stdout).strip().splitlines()[-1]}")
+            raise AssertionError(pip.stdout + pip.stderr)
+        (venv / "installed").write_text(TB_SPEC)
+    return tb
 
 
 @pytest.fixture

@@ -277,6 +277,10 @@ DATASOURCE pages_mv
         assert sql_rows(engine, "SELECT count() AS c FROM clicks") == [{"c": 0}]
         assert sql_rows(engine, "SELECT count() AS c FROM pages_mv") == [{"c": 0}]
         assert engine.store.run("SELECT count() FROM evtrack.clicks__imports", "TSV").strip() == b"0"
+        engine.service.flush()  # the refusal, in the ops log with the rows it refused (the metrics pipe's "rejected")
+        assert sql_rows(engine, "SELECT event_type, result, rows FROM tinybird.datasources_ops_log "
+                                "WHERE datasource_name = 'clicks' AND event_type != 'create'") == [
+            {"event_type": "append", "result": "error", "rows": 1}]
         engine.append("clicks", ndjson([{"ts": "2024-01-01 00:00:00", "page": "fine", "user": "u", "ms": 1}]))
         assert sql_rows(engine, "SELECT count() AS c FROM clicks") == [{"c": 1}]
         assert (tmp_path / "store" / "changes").is_dir() and not list((tmp_path / "store" / "changes").glob("*.json"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import uuid
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = ["Workspace", "AppendResult", "DeployResult", "FORMATS", "deployed_pip
 
 
 log = logging.getLogger("evtrack.engine")
+_LINE = re.compile(rb"^[ \t\r\f\v]*[^\s]", re.MULTILINE)  # a non-blank line, counted by the regex engine
 KINDS = ("both", "forward", "classic")
 
 
@@ -96,10 +98,11 @@ class Workspace:
         self.wal.close()
 
     @contextlib.contextmanager
-    def _recorded(self, event_type: str, datasource: str, job: str | None = None, pipe: str = ""):
+    def _recorded(self, event_type: str, datasource: str, job: str | None = None, pipe: str = "", refused=None):
         """Enter the operation run in the block in ``tinybird.datasources_ops_log`` (and, with ``job``,
         a job of that type in ``tinybird.jobs_log``), done or failed; the block fills in what it
-        counted (``rows``, ``quarantined``, ``import_id``)."""
+        counted (``rows``, ``quarantined``, ``import_id``). ``refused()``: the rows a failure refused
+        (counted only then), entered as its ``rows``."""
         started, counted = time.time(), {}
         job_id = uuid.uuid4().hex if job else None
         error = None
@@ -109,13 +112,16 @@ class Workspace:
             error = exc.message if isinstance(exc, EvtrackError) else f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            self.service.operation(event_type, datasource, started, error=error, job_id=job_id, pipe=pipe,
-                                   **({} if error else counted))
+            if error:
+                counted = {"rows": refused()} if refused is not None else {}
+            self.service.operation(event_type, datasource, started, error=error, job_id=job_id, pipe=pipe, **counted)
             if job:
                 self.service.job(job_id, job, started, error=error, pipe=pipe, datasource=datasource)
 
-    def _appended(self, event_type: str, datasource: str, job: str | None, run) -> list[AppendResult]:
-        with self._recorded(event_type, datasource, job) as counted:
+    def _appended(self, event_type: str, datasource: str, job: str | None, run, payloads=()) -> list[AppendResult]:
+        """``payloads``: the NDJSON bodies, whose lines a failure refused."""
+        refused = (lambda: sum(len(_LINE.findall(p)) for p in payloads)) if payloads else None
+        with self._recorded(event_type, datasource, job, refused=refused) as counted:
             results = run()
             if results:
                 counted.update(rows=sum(r.successful_rows for r in results),
@@ -237,7 +243,8 @@ class Workspace:
 
     # -- ingest (``ingesting``) ----------------------------------------------------------------
     def append(self, datasource: str, source: Path | bytes) -> AppendResult:
-        return self._appended("append", datasource, "import", lambda: [self._ingest.append(datasource, source)])[0]
+        return self._appended("append", datasource, "import", lambda: [self._ingest.append(datasource, source)],
+                              [bytes(source)] if isinstance(source, (bytes, bytearray, memoryview)) else ())[0]
 
     def append_rows(self, datasource: str, data: bytes, fmt: str) -> AppendResult:
         return self._appended("append", datasource, "import",
@@ -247,7 +254,7 @@ class Workspace:
                     once: bool = False, counted: bool = True, operation: str = "append") -> list[AppendResult]:
         """``operation``: how ``tinybird.datasources_ops_log`` names it (``append-hfi``: the Events API)."""
         return self._appended(operation, datasource, "import" if operation == "append" else None,
-                              lambda: self._ingest.append_many(datasource, payloads, ids, once, counted))
+                              lambda: self._ingest.append_many(datasource, payloads, ids, once, counted), payloads)
 
     def replay_log(self) -> int:
         return self._ingest.replay_log()
