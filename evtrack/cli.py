@@ -341,7 +341,7 @@ def logs(ctx: click.Context, sources: tuple[str, ...], since: str, limit: int, f
         with contextlib.suppress(KeyboardInterrupt):
             service_logs.follow(run, names, start, limit, click.echo)
         return
-    for _, line in service_logs.lines(run(service_logs.query(names, start, limit))):
+    for _, line, _ in service_logs.lines(run(service_logs.query(names, start, limit))):
         click.echo(line)
 
 

@@ -61,8 +61,9 @@ def query(sources, since: str, limit: int) -> str:
             f"ORDER BY timestamp DESC LIMIT {int(limit)} FORMAT JSONEachRow")
 
 
-def lines(body: bytes) -> list[tuple[str, str]]:
-    """The records of an answer to ``query``, oldest first: (its time, its line for the terminal)."""
+def lines(body: bytes) -> list[tuple[str, str, str]]:
+    """The records of an answer to ``query``, oldest first: (its time, its line for the terminal, the
+    record whole: two records of one second may print alike)."""
     out = []
     for raw in reversed(body.splitlines()):
         if not raw.strip():
@@ -77,7 +78,7 @@ def lines(body: bytes) -> list[tuple[str, str]]:
         error = fields.get("error") if fields.get("error") not in (None, 0, "") else ""
         shown = [record["at"][:19], record["source"].removeprefix("tinybird."), str(kind), str(resource),
                  str(result), took, str(error)]
-        out.append((record["at"], "  ".join(value for value in shown if value != "")))
+        out.append((record["at"], "  ".join(value for value in shown if value != ""), record["data"]))
     return out
 
 
@@ -85,12 +86,12 @@ def follow(run, sources, since: str, limit: int, echo, interval: float = 1.0, st
     """Print the records as they come: ``run(sql)`` answers ``query``. Every record once."""
     seen: set[tuple[str, str]] = set()  # the records of the last second printed, read again from ``since``
     while True:
-        for at, line in lines(run(query(sources, since, limit))):
-            if (at, line) not in seen:
-                seen.add((at, line))
+        for at, line, whole in lines(run(query(sources, since, limit))):
+            if (at, whole) not in seen:
+                seen.add((at, whole))
                 echo(line)
                 since = max(since, at[:19])
-        seen = {(at, line) for at, line in seen if at[:19] >= since}
+        seen = {(at, whole) for at, whole in seen if at[:19] >= since}
         if stop is not None and stop():
             return
         time.sleep(interval)

@@ -144,3 +144,25 @@ def test_evtrack_logs_prints_what_was_done_newest_last_and_refuses_a_bad_since(t
     assert sum(" create " in f" {line} " for line in lines) == 5  # the project's five datasources, first
     bad = evtrack("--data", store, "logs", "--since", "yesterday")
     assert bad.returncode == 2 and "--since" in bad.stderr and "30m, 1h, 2d, 1w" in bad.stderr
+
+
+def test_evtrack_logs_follow_prints_each_record_once_as_it_comes(tmp_path):
+    from evtrack.logs import DEFAULT_SOURCES, follow, since_time
+
+    with Engine.open(tmp_path / "store") as engine:
+        engine.deploy(load_project(_project(tmp_path / "project")))
+        engine.service.flush()
+        printed, rounds = [], iter(range(3))
+        def run(sql):  # between the reads of `follow`, one more append each time
+            engine.service.flush()
+            return engine.sql(sql)
+        def stop():
+            step = next(rounds, None)
+            if step is None:
+                return True
+            engine.append("events", _ndjson([{**GOOD[0], "event_id": f"f{step}"}]))
+            return False
+        follow(run, list(DEFAULT_SOURCES), since_time("10m"), 100, printed.append, interval=0, stop=stop)
+    # each record once, however many reads saw it: the six creates, the three appends (one a read)
+    assert sum("  append  events" in line for line in printed) == 3, printed
+    assert sum("  create  " in line for line in printed) == 6, printed
