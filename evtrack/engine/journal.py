@@ -32,6 +32,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from .ingest.statement import sql_string
+
 __all__ = ["APPLYING", "BUILDING", "Changes", "mark", "now", "swap_in", "sync_folder", "write_synced"]
 
 log = logging.getLogger("evtrack.engine")
@@ -159,17 +161,13 @@ class Changes:
 def mark(store, database: str, staging: str, ident: str) -> None:
     """Mark a complete staging table with the change it belongs to: EXCHANGE carries the mark into
     the live name, so an exchange already done is recognised (``swap_in``)."""
-    store.execute(f"ALTER TABLE `{database}`.`{staging}` MODIFY COMMENT {_quoted(f'evtrack change {ident}')}")
+    store.execute(f"ALTER TABLE `{database}`.`{staging}` MODIFY COMMENT {sql_string(f'evtrack change {ident}')}")
 
 
 def swap_in(store, database: str, staging: str, live: str, ident: str) -> None:
     """Exchange ``staging`` with ``live`` unless ``live`` carries the change's mark already."""
-    comment = store.run(f"SELECT comment FROM system.tables WHERE database = {_quoted(database)} "
-                        f"AND name = {_quoted(live)}", "TSVRaw").decode().strip()
+    comment = store.run(f"SELECT comment FROM system.tables WHERE database = {sql_string(database)} "
+                        f"AND name = {sql_string(live)}", "TSVRaw").decode().strip()
     # "evtrack deploy": the mark of refills journaled before the one journal
     if comment not in (f"evtrack change {ident}", f"evtrack deploy {ident}"):
         store.execute(f"EXCHANGE TABLES `{database}`.`{staging}` AND `{database}`.`{live}`")
-
-
-def _quoted(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +26,7 @@ from .catalog import Catalog, Snapshot, deployed_pipes, read_snapshot
 from .change.copies import Copies
 from .deploy.deployer import Deployer, DeployResult, History
 from .ingest.appends import AppendResult, Ingest
+from .ingest.statement import count_lines
 from .change.lifecycle import Deletion, Lifecycle
 from .locks import Locks
 from .sql.queries import FORMATS, Queries
@@ -42,7 +42,6 @@ __all__ = ["Workspace", "AppendResult", "DeployResult", "FORMATS", "deployed_pip
 
 
 log = logging.getLogger("evtrack.engine")
-_LINE = re.compile(rb"^[ \t\r\f\v]*[^\s]", re.MULTILINE)  # a non-blank line, counted by the regex engine
 KINDS = ("both", "forward", "classic")
 
 
@@ -120,7 +119,7 @@ class Workspace:
 
     def _appended(self, event_type: str, datasource: str, job: str | None, run, payloads=()) -> list[AppendResult]:
         """``payloads``: the NDJSON bodies, whose lines a failure refused."""
-        refused = (lambda: sum(len(_LINE.findall(p)) for p in payloads)) if payloads else None
+        refused = (lambda: sum(map(count_lines, payloads))) if payloads else None
         with self._recorded(event_type, datasource, job, refused=refused) as counted:
             results = run()
             if results:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import re
 from dataclasses import dataclass, field
 
 from ..engine import AppendResult, Engine
+from ..engine.ingest.statement import count_lines
 from ..engine.ingest.wal import import_id
 from ..errors import StoreFull, TooManyRequests, Unavailable
 from .calls import call
@@ -31,12 +31,6 @@ from .calls import call
 __all__ = ["IngestBuffer", "buffer_of", "count_lines"]
 
 log = logging.getLogger("evtrack.server")
-_NON_BLANK_LINE = re.compile(rb"^[ \t\r\f\v]*[^\s]", re.MULTILINE)
-
-
-def count_lines(payload: bytes) -> int:
-    """Non-blank lines, counted by the regex engine rather than a Python loop."""
-    return len(_NON_BLANK_LINE.findall(payload))
 
 
 @dataclass
