@@ -90,14 +90,18 @@ class Client:
             raise RemoteError(response.status_code, _error_text(response), dict(response.headers))
         return response
 
-    def send(self, datasource: str, ndjson: bytes, wait: bool = True, retry: Retry | None = None) -> tuple[dict, int]:
+    def send(self, datasource: str, ndjson: bytes, wait: bool = True, retry: Retry | None = None,
+             key: str | None = None) -> tuple[dict, int]:
         """POST NDJSON to the Events API, gzip-compressed, retrying as ``retry`` says.
 
         Returns ``{"successful_rows", "quarantined_rows"}`` and how many retries it took. A resend
         after an unanswered attempt cannot double-count: events are deduplicated by ``event_id``.
+        ``key`` goes as the ``Idempotency-Key`` header, the same on every resend of these lines:
+        ``evtrack serve`` acknowledges a key it has logged without storing the lines again (Tinybird
+        ignores the header, and dedups as read by ``event_id``).
         """
         params = {"name": datasource, "wait": "true" if wait else "false"}
-        headers = {"Content-Type": "application/x-ndjson"}
+        headers = {"Content-Type": "application/x-ndjson", **({"Idempotency-Key": key} if key else {})}
         body = ndjson
         if self.compress:
             body, headers["Content-Encoding"] = gzip.compress(ndjson, compresslevel=1), "gzip"

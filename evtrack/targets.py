@@ -41,7 +41,9 @@ __all__ = ["CopyResult", "Delivery", "DeployOptions", "Embedded", "Remote", "Rem
 class Delivery:
     """How a send reaches a target."""
 
-    deliver: Callable[[bytes], Receipt]  # one batch of NDJSON lines, and what became of them
+    # One batch of NDJSON lines, and what became of them; with a key (the same on a resend of the same
+    # lines), a target that can makes a resend a no-op.
+    deliver: Callable[..., Receipt]
     max_line: int | None  # a longer line is rejected before sending; None: the target checks every line
     whole_file: Callable[[Path], Receipt] | None  # a whole file in one statement, where the target can
     concurrency: int  # batches in flight at once
@@ -158,8 +160,11 @@ class Embedded:
         file goes in one statement."""
         self.engine.datasource(datasource)
 
-        def deliver(payload: bytes) -> Receipt:
-            return _receipt(self.engine.append(datasource, payload))
+        def deliver(payload: bytes, key: str | None = None) -> Receipt:
+            if key is None:
+                return _receipt(self.engine.append(datasource, payload))
+            # An idempotent insert under the key: the same lines sent again after a kill add nothing.
+            return _receipt(self.engine.append_many(datasource, [payload], [f"key-{key}"], once=True)[0])
 
         def whole_file(path: Path) -> Receipt:
             return _receipt(self.engine.append(datasource, path))
@@ -248,8 +253,8 @@ class Remote:
 
         retry = Retry()
 
-        def deliver(payload: bytes) -> Receipt:
-            answer, retries = self.client.send(datasource, payload, wait=options.wait, retry=retry)
+        def deliver(payload: bytes, key: str | None = None) -> Receipt:
+            answer, retries = self.client.send(datasource, payload, wait=options.wait, retry=retry, key=key)
             stored, quarantined = answer.get("successful_rows", 0), answer.get("quarantined_rows", 0)
             return Receipt(lines=stored + quarantined, stored=stored, quarantined=quarantined, retries=retries)
 

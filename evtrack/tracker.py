@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import EvtrackError
+from .spool import Batch, Spool
 
 __all__ = ["Tracker", "uuid7"]
 
@@ -61,10 +62,15 @@ class Tracker:
                  datasource: str = "events", flush_at: int = 500, flush_bytes: int = 1_000_000,
                  flush_interval: float = 1.0, max_queue_size: int = 10_000, on_overflow: str = "drop_new",
                  on_error: Callable[[list[bytes], str], None] | None = None, close_timeout: float = 10.0,
-                 target=None):
-        """``target``: an open ``evtrack.targets`` target to send to, instead of the one the settings name."""
+                 spool_dir: str | Path | None = None, max_spool_bytes: int = 1024**3, target=None):
+        """``spool_dir``: keep events on disk until acknowledged (see ``evtrack.spool``), and send first
+        what an ended process left there. ``target``: an open ``evtrack.targets`` target to send to,
+        instead of the one the settings name."""
         if on_overflow not in OVERFLOW:
             raise ValueError(f"on_overflow must be one of {', '.join(OVERFLOW)}, not {on_overflow!r}")
+        if spool_dir is not None and on_overflow == "drop_oldest":
+            raise ValueError("with a spool_dir, on_overflow is drop_new or block (the oldest events are on disk, "
+                             "waiting to be sent)")
         self._owns_target = target is None  # closed with the tracker
         if target is None:
             from .settings import resolve
@@ -77,7 +83,10 @@ class Tracker:
         self.on_overflow, self.on_error, self.close_timeout = on_overflow, on_error, close_timeout
         self._columns = _columns(target, datasource)
         self._kinds: dict[str, Callable[[object], bool]] = {}  # field -> its value check, made once
-        self.stats = {"queued": 0, "sent": 0, "retried": 0, "dropped": 0, "quarantined": 0, "failed": 0}
+        self.spool, self.max_spool_bytes = spool_dir, max_spool_bytes
+        self._backlog: _Memory | Spool = Spool(spool_dir) if spool_dir is not None else _Memory()
+        self.stats = {"queued": 0, "sent": 0, "retried": 0, "dropped": 0, "quarantined": 0, "failed": 0,
+                      "spilled": 0, "recovered": self._backlog.recovered}
         self._start()
         _LIVE.add(self)
 
@@ -101,7 +110,7 @@ class Tracker:
             if not check(value):
                 raise TypeError(f"field '{name}': a {type(value).__name__} cannot go into the column "
                                 f"'{name}' {self._columns[name]}")
-        self._enqueue(json.dumps(event, separators=(",", ":"), default=_jsonable).encode())
+        self._enqueue(json.dumps(event, separators=(",", ":"), default=_jsonable).encode() + b"\n")
         return event["event_id"]
 
     def flush(self, timeout: float | None = None) -> dict[str, int]:
@@ -117,7 +126,7 @@ class Tracker:
                 if left is not None and left <= 0:
                     break
                 self._idle.wait(left if left is not None else 0.5)
-            return {"delivered": self.stats["sent"], "left": len(self._queue) + self._in_flight}
+            return {"delivered": self.stats["sent"], "left": self._backlog.lines}
 
     def close(self, timeout: float | None = None) -> dict[str, int]:
         """Flush, then stop the sender (``timeout``: at most this long; the Tracker's ``close_timeout`` by default)."""
@@ -127,10 +136,13 @@ class Tracker:
             self._wake.notify_all()
         self._thread.join(timeout=5.0)
         _LIVE.discard(self)
-        if self._owns_target and not self._thread.is_alive():
-            self.target.close()
+        if not self._thread.is_alive():
+            self._backlog.close()
+            if self._owns_target:
+                self.target.close()
         if result["left"]:
-            log.warning("evtrack Tracker closed with %d events not delivered", result["left"])
+            kept = f", kept in {self.spool}" if self.spool is not None else ""
+            log.warning("evtrack Tracker closed with %d events not delivered%s", result["left"], kept)
         return result
 
     def __enter__(self) -> "Tracker":
@@ -141,6 +153,8 @@ class Tracker:
 
     # -- checks, made once per field -------------------------------------------------------------
     def _kind(self, name: str) -> Callable[[object], bool]:
+        if self._columns is None:
+            return _anything
         if name not in self._columns:
             raise TypeError(f"field '{name}': the datasource '{self.datasource}' has no such column "
                             f"(it has {', '.join(sorted(self._columns))})")
@@ -151,29 +165,32 @@ class Tracker:
     def _start(self) -> None:
         self._lock = threading.Lock()
         self._wake, self._idle, self._room = (threading.Condition(self._lock) for _ in range(3))
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._bytes = self._enqueued = self._done = self._in_flight = 0
+        self._enqueued, self._done = self._backlog.recovered, 0  # what an ended process left is sent first
         self._flush_asked = self._closing = self._warned = False
         self._thread = threading.Thread(target=self._run, name="evtrack-tracker", daemon=True)
         self._thread.start()
 
+    def _full(self) -> bool:
+        if self.spool is not None:
+            return self._backlog.bytes >= self.max_spool_bytes
+        return self._backlog.lines >= self.max_queue_size
+
     def _enqueue(self, line: bytes) -> None:
         with self._lock:
-            if len(self._queue) >= self.max_queue_size:
+            if self._full():
                 if self.on_overflow == "block":
-                    while len(self._queue) >= self.max_queue_size and self._thread.is_alive():
+                    while self._full() and self._thread.is_alive():
                         self._room.wait(0.5)
-                elif self.on_overflow == "drop_oldest":
-                    self._bytes -= len(self._queue.popleft())
+                elif self.on_overflow == "drop_oldest" and self._backlog.drop_oldest():
                     self._dropped(queued=True)
                 else:
                     self._dropped(queued=False)
                     return
-            self._queue.append(line)
-            self._bytes += len(line)
+            self._backlog.put(line)
             self._enqueued += 1
             self.stats["queued"] += 1
-            if len(self._queue) >= self.flush_at or self._bytes >= self.flush_bytes:
+            self.stats["spilled"] += self.spool is not None
+            if self._backlog.lines >= self.flush_at or self._backlog.bytes >= self.flush_bytes:
                 self._wake.notify()
 
     def _dropped(self, queued: bool) -> None:
@@ -182,97 +199,129 @@ class Tracker:
         self._done += queued
         if not self._warned:
             self._warned = True
-            log.warning("evtrack Tracker queue full (%d events): dropping events (%s); see tracker.stats",
-                        self.max_queue_size, self.on_overflow)
+            limit = (f"spool full ({self.max_spool_bytes} bytes)" if self.spool is not None
+                     else f"queue full ({self.max_queue_size} events)")
+            log.warning("evtrack Tracker %s: dropping events (%s); see tracker.stats", limit, self.on_overflow)
 
     # -- the sender's thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        delivery, backoff = None, 0.0
+        """Take a batch, deliver it, and only then take the next: a batch that fails is sent again as
+        it was (the same lines and idempotency key) after a backoff."""
+        delivery, batch, backoff = None, None, 0.0
         while True:
             with self._lock:
-                if self._closing and backoff:  # closed while the target refused: what is left stays unsent
+                if batch is None:
+                    ready = lambda: (self._closing or self._flush_asked  # noqa: E731
+                                     or self._backlog.lines >= self.flush_at or self._backlog.bytes >= self.flush_bytes)
+                    if not ready():
+                        self._wake.wait_for(ready, timeout=self.flush_interval)
+                    batch = self._backlog.take(self.flush_at, self.flush_bytes)
+                    if batch is None:
+                        self._flush_asked = False
+                        self._idle.notify_all()
+                        if self._closing:
+                            return
+                        continue
+                elif self._closing:  # closed while the target refused: what is left stays (in the spool, if any)
                     self._idle.notify_all()
                     return
-                ready = lambda: (self._closing or self._flush_asked or len(self._queue) >= self.flush_at  # noqa: E731
-                                 or self._bytes >= self.flush_bytes)
-                if not ready():
-                    self._wake.wait_for(ready, timeout=self.flush_interval)
-                if not self._queue:
-                    self._flush_asked = False
-                    self._idle.notify_all()
-                    if self._closing:
-                        return
-                    continue
-                batch = self._take()
             if backoff:
                 time.sleep(backoff)
             try:
                 delivery = delivery or self.target.delivery(self.datasource, _options())
-                receipt = delivery.deliver(b"\n".join(batch))
+                receipt = delivery.deliver(batch.payload, batch.key)
             except EvtrackError as exc:
                 if exc.status < 500 and exc.status != 429:  # refused for good: the app hears it
-                    self._finished(batch, failed=True)
+                    self._acked(batch, failed=True)
                     self._report(batch, exc.message)
+                    batch = None
                     continue
                 backoff = min(max(backoff * 2, 0.2), 5.0)
-                self._put_back(batch)
                 continue
             except Exception as exc:  # anything else: kept, and tried again
-                log.warning("evtrack Tracker could not send %d events: %s", len(batch), exc)
+                log.warning("evtrack Tracker could not send %d events: %s", batch.count, exc)
                 backoff = min(max(backoff * 2, 0.2), 5.0)
-                self._put_back(batch)
                 continue
             backoff = 0.0
             self.stats["retried"] += receipt.retries
             self.stats["quarantined"] += receipt.quarantined
-            self._finished(batch)
+            self._acked(batch)
             if receipt.quarantined:
                 self._report(batch, "; ".join(receipt.reasons) or f"{receipt.quarantined} lines quarantined")
+            batch = None
 
-    def _take(self) -> list[bytes]:
-        batch, size = [], 0
-        while self._queue and len(batch) < self.flush_at:
-            line = self._queue[0]
-            if batch and size + len(line) + 1 > self.flush_bytes:
-                break
-            batch.append(self._queue.popleft())
-            size += len(line) + 1
-        self._bytes -= size - len(batch)
-        self._in_flight = len(batch)
-        self._room.notify_all()
-        return batch
-
-    def _put_back(self, batch: list[bytes]) -> None:
+    def _acked(self, batch: Batch, failed: bool = False) -> None:
         with self._lock:
-            self._queue.extendleft(reversed(batch))
-            self._bytes += sum(map(len, batch))
-            self._in_flight = 0
-
-    def _finished(self, batch: list[bytes], failed: bool = False) -> None:
-        with self._lock:
-            self._in_flight = 0
-            self._done += len(batch)
-            self.stats["failed" if failed else "sent"] += len(batch)
+            self._backlog.ack(batch)
+            self._done += batch.count
+            self.stats["failed" if failed else "sent"] += batch.count
             self._idle.notify_all()
+            self._room.notify_all()
 
-    def _report(self, batch: list[bytes], reason: str) -> None:
+    def _report(self, batch: Batch, reason: str) -> None:
         if self.on_error is None:
-            log.warning("evtrack Tracker: %d events: %s", len(batch), reason)
+            log.warning("evtrack Tracker: %d events: %s", batch.count, reason)
             return
         try:
-            self.on_error(batch, reason)
+            self.on_error(batch.payload.split(b"\n"), reason)
         except Exception:
             log.exception("evtrack Tracker: on_error raised")
 
     def _after_fork(self) -> None:
-        """In a forked child: a queue, a sender and connections of its own (the parent sends what it
-        had queued)."""
+        """In a forked child: a queue (or spool writer), a sender and connections of its own (the
+        parent sends what it had queued)."""
         client = getattr(self.target, "client", None)
         if client is not None:
             client.reopen()
+        if self.spool is not None:
+            self._backlog.after_fork()
+        else:
+            self._backlog = _Memory()
         self._start()
         for name in self.stats:
             self.stats[name] = 0
+
+
+class _Memory:
+    """The queue without a spool: lines in memory, each counted until its batch is acknowledged."""
+
+    recovered = 0
+
+    def __init__(self):
+        self._queue: collections.deque[bytes] = collections.deque()
+        self.lines = self.bytes = 0  # queued or in flight, not yet acknowledged
+
+    def put(self, line: bytes) -> None:
+        self._queue.append(line)
+        self.lines += 1
+        self.bytes += len(line)
+
+    def take(self, max_lines: int, max_bytes: int) -> Batch | None:
+        lines, size, queue = [], 0, self._queue
+        while queue and len(lines) < max_lines:
+            if lines and size + len(queue[0]) > max_bytes:
+                break
+            line = queue.popleft()
+            lines.append(line)
+            size += len(line)
+        if not lines:
+            return None
+        return Batch(b"".join(lines)[:-1], len(lines), uuid7())
+
+    def ack(self, batch: Batch) -> None:
+        self.lines -= batch.count
+        self.bytes -= len(batch.payload) + 1
+
+    def drop_oldest(self) -> bool:
+        if not self._queue:
+            return False
+        line = self._queue.popleft()
+        self.lines -= 1
+        self.bytes -= len(line)
+        return True
+
+    def close(self) -> None:
+        self._queue.clear()
 
 
 def _options():
@@ -284,12 +333,26 @@ def _options():
     return SendOptions(wait=False)
 
 
-def _columns(target, datasource: str) -> dict[str, str]:
-    """The datasource's columns and their types, from the target (the store, or the host's API)."""
+def _columns(target, datasource: str) -> dict[str, str] | None:
+    """The datasource's columns and their types: from the target (the store, or the host's API); while
+    the host cannot be reached, from the datafile in the working directory's project; else None (the
+    fields go unchecked, with a warning: an app starts while its analytics host is down)."""
     engine = getattr(target, "engine", None)
     if engine is not None:
         return {c.name: c.sql_type for c in engine.datasource(datasource).columns}
-    described = target.client.datasource(datasource)
+    try:
+        described = target.client.datasource(datasource)
+    except EvtrackError as exc:
+        if exc.status < 500:
+            raise
+        from .project import load_project
+
+        try:
+            return {c.name: c.sql_type for c in load_project(Path.cwd()).datasources[datasource].columns}
+        except Exception:
+            log.warning("evtrack Tracker: %s, and no datafile of '%s' here: fields are not checked", exc.message,
+                        datasource)
+            return None
     return {c["name"]: (f"Nullable({c['type']})" if c.get("nullable") and not c["type"].startswith("Nullable(")
                         else c["type"]) for c in described.get("columns", [])}
 
@@ -325,6 +388,10 @@ def _accepts(type_: str) -> Callable[[object], bool]:
         return isinstance(value, kinds) and not (rejects_bool and isinstance(value, bool))
 
     return check
+
+
+def _anything(value) -> bool:
+    return True
 
 
 def _timestamp(value) -> str:

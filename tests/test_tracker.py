@@ -1,15 +1,20 @@
 """`evtrack.Tracker` against a real `evtrack serve` on loopback and the embedded store: every event it
-was given is stored once, through a kill -9 and restart of the server, from threads and from a forked
-child; bad fields raise at the call, naming the field; a full queue drops by its policy, counted.
+was given is stored once, raw, through a kill -9 and restart of the server, a proxy that answers 429,
+holds and loses answers, and a kill -9 of the app with a spool; from threads and from a forked child.
+Bad fields raise at the call, naming the field; a full queue drops by its policy, counted.
 
-Counts are by hand (threads x events each); each is read raw and as distinct event ids.
+Counts are by hand (threads x events each) or from the events as generated here; each is read raw
+and as distinct event ids.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -19,7 +24,9 @@ import pytest
 from evtrack import Tracker
 from evtrack.tracker import uuid7
 
-from .served import Served, evtrack
+from .conftest import ROOT
+from .proxy import Proxy
+from .served import Served, clean_env, evtrack
 
 
 def _free_port() -> int:
@@ -65,38 +72,168 @@ def shared(tmp_path_factory):
     served[0].stop()
 
 
-def test_threads_track_through_a_kill_9_and_restart_of_the_server_and_lose_nothing(server):
+def _sql(url: str, token: str, q: str) -> list[dict]:
+    return httpx.get(f"{url}/v0/sql", params={"q": f"{q} FORMAT JSON", "token": token}, timeout=60).json()["data"]
+
+
+def _stored_once(url: str, token: str, prefix: str, expected: int) -> None:
+    """Every tracked event (users starting with ``prefix``) stored once: in ``events`` and in
+    ``events_by_user`` (one row per event) raw, not only as read."""
+    raw, ids = _counts(url, token, prefix, expected)
+    by_user = _sql(url, token, f"SELECT count() AS n FROM events_by_user WHERE startsWith(user_id, '{prefix}')")
+    assert (raw, ids, by_user[0]["n"]) == (expected, expected, expected)
+
+
+EVENT_TYPES = ("tap", "view", "buy")
+DAY = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
+
+
+def _acceptance_event(n: int, i: int) -> dict:
+    """The i-th event of thread n: three types, 50 users and 10 sessions per thread, over one day."""
+    return {"event_type": EVENT_TYPES[i % 3], "user_id": f"k{n}_{i % 50}", "session_id": f"k{n}_s{i % 10}",
+            "timestamp": DAY + dt.timedelta(seconds=i % 86_400), "properties": {"i": i}}
+
+
+def _reference(threads: int, each: int) -> dict[str, tuple[int, int, int]]:
+    """Per event type: (events, users, sessions), counted here from the events as generated."""
+    out = {}
+    for event_type in EVENT_TYPES:
+        events = [_acceptance_event(n, i) for n in range(threads) for i in range(each)
+                  if _acceptance_event(n, i)["event_type"] == event_type]
+        out[event_type] = (len(events), len({e["user_id"] for e in events}), len({e["session_id"] for e in events}))
+    return out
+
+
+def _stats(url: str, token: str, **params) -> dict[str, tuple[int, int, int]]:
+    rows = httpx.get(f"{url}/v0/pipes/event_stats.json", params={"token": token, **params}, timeout=60).json()["data"]
+    return {r["event_type"]: (r["event_count"], r["unique_users"], r["session_count"]) for r in rows}
+
+
+def test_four_threads_track_100k_events_through_a_kill_9_and_restart_of_the_server(server):
+    """The acceptance run: 4 threads x 25,000 events, the server killed with kill -9 halfway and
+    started again 3 s later; after close(), every event is stored once, raw, in events and in the
+    rollup of one row per event, and event_stats (which reads the other rollups) answers what the
+    events define, over all time and over the day (its whole-day rollup)."""
     served, data, port = server
-    tracker = Tracker(host=served.url, token=served.admin, flush_at=200, flush_interval=0.2)
-    threads, each = 4, 2_500
+    # While the server is down the queue fills: the threads wait for room rather than drop.
+    tracker = Tracker(host=served.url, token=served.admin, on_overflow="block")
+    threads, each = 4, 25_000
     half = threading.Barrier(threads + 1)
 
     def track(n: int) -> None:
         for i in range(each):
-            tracker.track("tap", user_id=f"t{n}_{i % 50}", session_id=f"s{n}", properties={"i": i})
+            tracker.track(**_acceptance_event(n, i))
             if i == each // 2:
                 half.wait()
 
     workers = [threading.Thread(target=track, args=(n,)) for n in range(threads)]
     for worker in workers:
         worker.start()
-    half.wait()  # every thread is halfway: the server goes down hard, and comes back a second later
+    half.wait()  # every thread is halfway: the server goes down hard, and comes back 3 s later
     served.process.kill()
     served.process.communicate(timeout=30)
-    time.sleep(1)
+    time.sleep(3)
     restarted = Served(data, "--port", str(port))
     try:
         for worker in workers:
             worker.join()
         result = tracker.close(timeout=120)
         assert result["left"] == 0 and tracker.stats["dropped"] == 0, (result, tracker.stats)
-        raw, ids = _counts(restarted.url, restarted.admin, "t", threads * each)
-        assert ids == threads * each, (raw, ids)
-        assert raw >= ids  # a batch resent after the kill may stand twice until merges: read as once
-        as_read = httpx.get(f"{restarted.url}/v0/sql", params={
-            "q": "SELECT count() AS n FROM events FINAL WHERE startsWith(user_id, 't') FORMAT JSON",
-            "token": restarted.admin}).json()["data"][0]["n"]
-        assert as_read == threads * each
+        _stored_once(restarted.url, restarted.admin, "k", threads * each)
+        expected = _reference(threads, each)
+        assert _stats(restarted.url, restarted.admin) == expected
+        assert _stats(restarted.url, restarted.admin, start_date="2026-03-02 00:00:00",
+                      end_date="2026-03-02 23:59:59") == expected
+    finally:
+        restarted.stop()
+
+
+def test_429s_slow_and_lost_answers_through_a_loopback_proxy_store_every_event_once(shared):
+    """Through a real proxy: every 3rd request answered 429, every 5th held 0.3 s, every 7th
+    forwarded but its answer lost (the server stored it), every 11th dropped unsent. The tracker
+    retries each batch with its idempotency key, so a lost answer's resend is not stored twice."""
+    served, _, _ = shared
+
+    def plan(n: int):
+        if n % 3 == 1:
+            return ("429", 0.05)
+        return {0: ("delay", 0.3)}.get(n % 5) or {0: "lose"}.get(n % 7) or {0: "drop"}.get(n % 11) or "pass"
+
+    proxy = Proxy(served.url, plan)
+    try:
+        with Tracker(host=proxy.url, token=served.admin, flush_at=250, flush_interval=0.1) as tracker:
+            for i in range(10_000):
+                tracker.track("tap", user_id=f"x{i % 100}", properties={"i": i})
+        assert tracker.stats["sent"] == 10_000 and tracker.stats["retried"] > 0, tracker.stats
+        assert all(proxy.counts[kind] for kind in ("429", "delay", "lose", "drop", "pass")), proxy.counts
+        _stored_once(served.url, served.admin, "x", 10_000)
+    finally:
+        proxy.close()
+
+
+APP = """
+import sys, threading, time
+from evtrack import Tracker
+host, token, spool, threads, each = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+tracker = Tracker(host=host, token=token, spool_dir=spool, flush_interval=0.2)
+def track(n):
+    for i in range(each):
+        tracker.track("tap", user_id=f"a{n}_{i % 50}", event_id=f"a{n}-{i}")
+workers = [threading.Thread(target=track, args=(n,)) for n in range(threads)]
+for w in workers: w.start()
+for w in workers: w.join()
+print(tracker.stats["sent"], flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_kill_9_of_the_app_loses_nothing_it_spooled(shared, tmp_path):
+    """An app tracks 100,000 events with a spool, through a proxy that holds each request 0.1 s, and is
+    killed (kill -9) once its threads have tracked everything, with most not yet sent. A new Tracker
+    on the spool sends the rest: every event is stored once, raw."""
+    served, _, _ = shared
+    proxy = Proxy(served.url, lambda n: ("delay", 0.1))
+    spool = tmp_path / "spool"
+    threads, each = 4, 25_000
+    try:
+        app = subprocess.Popen([sys.executable, "-c", APP, proxy.url, served.admin, str(spool), str(threads), str(each)],
+                               cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sent_before = int(app.stdout.readline() or -1)
+        app.kill()
+        _, err = app.communicate(timeout=30)
+        assert app.returncode == -9 and 0 <= sent_before < threads * each, (sent_before, err)
+        with Tracker(host=served.url, token=served.admin, spool_dir=spool, close_timeout=120) as tracker:
+            recovered = tracker.stats["recovered"]
+        assert recovered >= threads * each - sent_before - 500, (recovered, sent_before)  # 500: a batch in flight
+        assert tracker.stats["sent"] == recovered and not list(spool.iterdir())
+        _stored_once(served.url, served.admin, "a", threads * each)
+    finally:
+        proxy.close()
+
+
+def test_a_resend_with_the_same_idempotency_key_is_stored_once_even_after_a_restart(server):
+    served, data, port = server
+    body = "\n".join(json.dumps({"event_id": f"i{i}", "event_type": "tap", "user_id": f"idem{i}",
+                                  "timestamp": "2026-03-02 00:00:00"}) for i in range(20))
+
+    def post(url: str, key: str) -> int:
+        return httpx.post(f"{url}/v0/events", params={"name": "events", "wait": "false"}, content=body,
+                          headers={"Authorization": f"Bearer {served.admin}", "Idempotency-Key": key}).status_code
+
+    assert post(served.url, "key-1") == 202 and post(served.url, "key-1") == 202
+    served.process.kill()  # the answer may have been lost: the key outlives the process
+    served.process.communicate(timeout=30)
+    restarted = Served(data, "--port", str(port))
+    try:
+        assert post(restarted.url, "key-1") == 202
+        raw, _ = _counts(restarted.url, restarted.admin, "idem", 20)
+        time.sleep(0.5)  # a second copy, had one been queued, would be flushed by now
+        assert _counts(restarted.url, restarted.admin, "idem") == (20, 20)
+        assert post(restarted.url, "key-2") == 202  # another key: stored again (read once, by event_id)
+        deadline = time.monotonic() + 30
+        while _counts(restarted.url, restarted.admin, "idem")[0] < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _counts(restarted.url, restarted.admin, "idem") == (40, 20)
     finally:
         restarted.stop()
 

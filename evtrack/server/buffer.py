@@ -134,7 +134,15 @@ class IngestBuffer:
                 self._wake.set()
             await asyncio.sleep(0.005)
 
-    async def submit(self, datasource: str, payload: bytes, wait: bool) -> AppendResult | None:
+    async def submit(self, datasource: str, payload: bytes, wait: bool, key: str | None = None) -> AppendResult | None:
+        """``key``: the request's ``Idempotency-Key``; with ``wait=false``, a key the log has already is
+        acknowledged again once its record is synced, and its rows are not queued twice."""
+        if key and not wait:
+            seen, fd = self.engine.wal.seen(key)
+            if seen:
+                if fd is not None:
+                    await self._sync(fd)
+                return None
         if self._pending_bytes + len(payload) > self.max_pending_bytes:
             raise TooManyRequests(retry_after=max(1, round(self.flush_interval * 4)), limit=self.max_pending_bytes)
         self.requests += 1
@@ -142,7 +150,7 @@ class IngestBuffer:
         # The log record and the queue entry are made in one step of the event loop, so that the
         # segment a flush takes (see flush) holds exactly the acknowledged rows of its queue.
         try:
-            fd = self.engine.wal.write(datasource, payload) if done is None else None
+            fd = self.engine.wal.write(datasource, payload, key) if done is None else None
         except OSError as exc:  # not logged, so not acknowledged: refused whole, queued nowhere
             log.error("the write-ahead log refused %d bytes for %s: %s", len(payload), datasource, exc)
             raise Unavailable("the write-ahead log could not be written: "

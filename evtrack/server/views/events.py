@@ -1,5 +1,7 @@
 """The Events API, ``POST /v0/events?name=&wait=``: NDJSON (or JSON documents) appended through the
-server's ingest buffer, answered 202 once logged or, with ``wait=true``, 200 once inserted."""
+server's ingest buffer, answered 202 once logged or, with ``wait=true``, 200 once inserted. A request
+with ``wait=false`` and an ``Idempotency-Key`` the log already has is answered as the first was, and
+stored once (see ``evtrack.engine.ingest.wal``)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ async def send(request: Request) -> Response:
     # Inflating and reading the body happen off the event loop, beside other requests and inserts.
     body = await call(lambda: as_ndjson(decode_body(raw, encoding, limit)))
     wait = request.query_params.get("wait", "").lower() == "true"
-    result = await (await buffer_of(request.app, engine)).submit(name, body, wait)
+    key = request.headers.get("idempotency-key") or None
+    result = await (await buffer_of(request.app, engine)).submit(name, body, wait, key)
     if result is None:  # queued: its rows are stored or quarantined at the next flush
         return JSONResponse({"successful_rows": count_lines(body), "quarantined_rows": 0}, status_code=202)
     return JSONResponse({"successful_rows": result.successful_rows, "quarantined_rows": result.quarantined_rows})
