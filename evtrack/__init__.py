@@ -2,13 +2,18 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Tracker", "__version__"]
+__all__ = ["Client", "Tracker", "__version__"]
 
 
 def __getattr__(name: str):
-    # The tracker is loaded when an app asks for it, so `evtrack` commands do not pay for it.
+    # The tracker and the typed reads are loaded when an app asks for them, so `evtrack` commands do
+    # not pay for them.
     if name == "Tracker":
         from .tracker import Tracker
 
         return Tracker
+    if name == "Client":
+        from .reads import Client
+
+        return Client
     raise AttributeError(f"module 'evtrack' has no attribute {name!r}")

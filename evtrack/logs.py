@@ -11,6 +11,8 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 
+from .times import utc_text
+
 __all__ = ["SOURCES", "DEFAULT_SOURCES", "lines", "query", "since_time"]
 
 # Each source, its time column, and the fields shown as (type, resource, result, duration).
@@ -46,7 +48,7 @@ def since_time(text: str, now: datetime | None = None) -> str:
             raise ValueError(f"'{text}' is neither a duration (30m, 1h, 2d, 1w) nor a date and time "
                              "(YYYY-MM-DD HH:MM:SS, UTC)") from None
         at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return utc_text(at)
 
 
 def query(sources, since: str, limit: int) -> str:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # The HTTP client (httpx) and the sender are imported where they are used, so a query on the embedded
 # store loads neither.
 
-__all__ = ["CopyResult", "Delivery", "DeployOptions", "Embedded", "Remote", "Removed", "Target", "open_target", "tb_push"]
+__all__ = ["CopyResult", "Delivery", "DeployOptions", "Embedded", "Remote", "Removed", "Target", "open_for_app", "open_target", "tb_push"]
 
 
 @dataclass(frozen=True)
@@ -337,6 +337,15 @@ def tb_push(project_dir: Path, host: str, token: str, force: bool = False) -> li
         raise EvtrackError(f"tb push failed: {detail.strip()}", status=400)
     keep = ("created", "updated", "unchanged", "already", "token", "alter", "-  ")
     return [line.removeprefix("** ") for line in lines if any(k in line.lower() for k in keep)]
+
+
+def open_for_app(host: str | None = None, token: str | None = None, data: str | Path | None = None) -> Target:
+    """The target an app's ``Tracker`` or ``Client`` uses, found as the CLI finds its own: a host and
+    token given or configured, else the store in ``data`` (``EVTRACK_DATA``, ``.evtrack``), through
+    its ``evtrack serve`` if one runs."""
+    from .settings import resolve
+
+    return open_target(resolve(Path(data or os.environ.get("EVTRACK_DATA") or ".evtrack"), host, token))
 
 
 def open_target(settings: Settings) -> Target:

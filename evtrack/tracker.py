@@ -39,6 +39,7 @@ from pathlib import Path
 
 from .errors import EvtrackError
 from .spool import Batch, Spool
+from .times import jsonable, utc_text
 
 __all__ = ["Tracker", "uuid7"]
 
@@ -73,10 +74,9 @@ class Tracker:
                              "waiting to be sent)")
         self._owns_target = target is None  # closed with the tracker
         if target is None:
-            from .settings import resolve
-            from .targets import open_target
+            from .targets import open_for_app
 
-            target = open_target(resolve(Path(data or os.environ.get("EVTRACK_DATA") or ".evtrack"), host, token))
+            target = open_for_app(host, token, data)
         self.target, self.datasource = target, datasource
         self.flush_at, self.flush_bytes = flush_at, min(flush_bytes, MAX_REQUEST)
         self.flush_interval, self.max_queue_size = flush_interval, max_queue_size
@@ -110,7 +110,7 @@ class Tracker:
             if not check(value):
                 raise TypeError(f"field '{name}': a {type(value).__name__} cannot go into the column "
                                 f"'{name}' {self._columns[name]}")
-        self._enqueue(json.dumps(event, separators=(",", ":"), default=_jsonable).encode() + b"\n")
+        self._enqueue(json.dumps(event, separators=(",", ":"), default=jsonable).encode() + b"\n")
         return event["event_id"]
 
     def flush(self, timeout: float | None = None) -> dict[str, int]:
@@ -395,21 +395,7 @@ def _anything(value) -> bool:
 
 
 def _timestamp(value) -> str:
-    if value is None:
-        value = dt.datetime.now(dt.timezone.utc)
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return value
-
-
-def _jsonable(value):
-    if isinstance(value, dt.datetime):
-        return _timestamp(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    raise TypeError(f"a {type(value).__name__} is not JSON")
+    return value if isinstance(value, str) else utc_text(value)
 
 
 def _close_all() -> None:

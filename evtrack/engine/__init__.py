@@ -27,11 +27,11 @@ import secrets
 import shutil
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
 from ..errors import BadRequest, NotFound
+from ..times import utc_text
 from .catalog import DATABASE
 from .store import QueryLimits, Store
 from .tokens import Token
@@ -207,4 +207,4 @@ def _jwt_workspace(value: str) -> str:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    return utc_text()

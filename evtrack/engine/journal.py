@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .ingest.statement import sql_string
+from ..times import utc_text
 
 __all__ = ["APPLYING", "BUILDING", "Changes", "mark", "now", "swap_in", "sync_folder", "write_synced"]
 
@@ -45,7 +46,7 @@ _EARLIER = {"deployment.json": "refill", "change.json": None}
 
 
 def now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    return utc_text()
 
 
 def write_synced(path: Path, text: str) -> None:

@@ -22,6 +22,8 @@ import threading
 import time
 import uuid
 
+from ..times import utc_text
+
 __all__ = ["JOBS_LOG", "OPS_LOG", "PIPE_STATS_RT", "ServiceLog", "ddl", "insert", "resource_id", "service_tables"]
 
 log = logging.getLogger("evtrack.engine")
@@ -137,8 +139,7 @@ def insert(database: str, rows: list[dict], name: tuple[str, str] = PIPE_STATS_R
 
 
 def _stamp(at: float, millis: bool = False) -> str:
-    text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
-    return f"{text}.{int(at * 1000) % 1000:03d}" if millis else text
+    return utc_text(at, millis)
 
 
 class ServiceLog:

@@ -18,6 +18,7 @@ import uuid
 from starlette.requests import Request
 
 from .calls import call
+from ..times import utc_text
 
 __all__ = ["PipeStats"]
 
@@ -47,7 +48,7 @@ class PipeStats:
         give the rows and bytes read and the rows returned; other formats leave them 0."""
         counts = _STATISTICS.search(body[-400:]) if body else None
         self._rows.setdefault(workspace.id, (workspace, []))[1].append({
-            "start_datetime": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+            "start_datetime": utc_text(started),
             "pipe_id": pipe, "pipe_name": pipe, "duration": round(time.time() - started, 6),
             "url": _path(request), "error": int(status >= 400),
             "request_id": uuid.uuid4().hex, "token_name": token_name, "status_code": status,

@@ -37,6 +37,7 @@ from typing import Callable
 
 from ...errors import BadRequest, EvtrackError, TemplateError
 from ...project import COPY_MODES, ON_DEMAND, Node, Pipe
+from ...times import utc_text
 from ..catalog import Snapshot
 from ..ingest.appends import Ingest
 from ..journal import BUILDING, Changes, mark
@@ -113,7 +114,7 @@ class Copies:
         if node is None:
             raise BadRequest(f"The pipe '{name}' is not a copy pipe (it has no TYPE COPY node)")
         # Tinybird's job_timestamp: when the job was received, unless the caller (or a schedule) says.
-        params = {"job_timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), **params}
+        params = {"job_timestamp": utc_text(), **params}
         try:
             validate_params(pipe, params)
         except InvalidParam as exc:
@@ -204,7 +205,7 @@ class CopyScheduler:
             if running is not None and running.is_alive():
                 log.warning("copy pipe %s: the run of the previous schedule is still going; this one is skipped", name)
                 continue
-            slot = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(known[1]))
+            slot = utc_text(known[1])
             worker = threading.Thread(target=self._run, args=(name, slot), name=f"evtrack-copy-{name}", daemon=True)
             self._running[name] = worker
             worker.start()

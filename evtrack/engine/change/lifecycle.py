@@ -23,11 +23,11 @@ import dataclasses
 import json
 import os
 import re
-import time
 import uuid
 from dataclasses import dataclass, field
 
 from ...errors import BadRequest, QueryError
+from ...times import utc_text
 from ..catalog import Snapshot
 from ..journal import BUILDING, Changes, mark, swap_in
 from ..sql.gate import admit
@@ -181,7 +181,7 @@ class Lifecycle:
         deletion, with ``resumed`` when a kill interrupted it and the next open finished it."""
         if any(entry.get("id") == record["id"] for entry in self.deletions()[-3:]):
             return  # written before the kill that left the journal
-        entry = {"at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "id": record["id"],
+        entry = {"at": utc_text(), "id": record["id"],
                  **{key: record[key] for key in ("datasource", "condition", "removed", "skipped", "rebuilt")},
                  **({"resumed": True} if record.get("resumed") else {})}
         with open(self.snapshot.folder / DELETIONS, "a", encoding="utf-8") as out:
