@@ -2,16 +2,16 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Tracker", "__version__"]
+__all__ = ["AsyncTracker", "Client", "Tracker", "__version__"]
 
 
 def __getattr__(name: str):
     # The tracker and the typed reads are loaded when an app asks for them, so `evtrack` commands do
     # not pay for them.
-    if name == "Tracker":
-        from .tracker import Tracker
+    if name in ("Tracker", "AsyncTracker"):
+        from . import tracker
 
-        return Tracker
+        return getattr(tracker, name)
     if name == "Client":
         from .reads import Client
 

@@ -24,6 +24,7 @@ an empty queue and a sender of its own; the parent keeps and sends what it had q
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
 import datetime as dt
@@ -41,7 +42,7 @@ from .errors import EvtrackError
 from .spool import Batch, Spool
 from .times import jsonable, utc_text
 
-__all__ = ["Tracker", "uuid7"]
+__all__ = ["AsyncTracker", "Tracker", "uuid7"]
 
 log = logging.getLogger("evtrack.tracker")
 OVERFLOW = ("drop_new", "drop_oldest", "block")
@@ -280,6 +281,42 @@ class Tracker:
         self._start()
         for name in self.stats:
             self.stats[name] = 0
+
+
+class AsyncTracker:
+    """``Tracker`` for asyncio apps: ``await tracker.track(...)`` returns without waiting for the network,
+    and ``flush``/``close`` wait without holding up the event loop.
+
+    The sender is the ``Tracker``'s own thread (one implementation of batching, retries, the spool and
+    idempotency keys), which never runs on the loop. With ``on_overflow="block"``, a full queue is
+    waited for off the loop. Made once, at start-up (it reads the datasource's columns).
+    """
+
+    def __init__(self, host: str | None = None, token: str | None = None, data: str | Path | None = None,
+                 **options):
+        self.tracker = Tracker(host, token, data, **options)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.tracker.stats
+
+    async def track(self, event_type: str, **fields) -> str:
+        tracker = self.tracker
+        if tracker.on_overflow == "block" and tracker._full():
+            return await asyncio.to_thread(tracker.track, event_type, **fields)
+        return tracker.track(event_type, **fields)
+
+    async def flush(self, timeout: float | None = None) -> dict[str, int]:
+        return await asyncio.to_thread(self.tracker.flush, timeout)
+
+    async def close(self, timeout: float | None = None) -> dict[str, int]:
+        return await asyncio.to_thread(self.tracker.close, timeout)
+
+    async def __aenter__(self) -> "AsyncTracker":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
 
 
 class _Memory:
