@@ -17,11 +17,14 @@ same event ids, so it counts once.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
+import itertools
 import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +37,23 @@ _ACKED = 20  # digits of an acknowledged offset
 @dataclass
 class Batch:
     """Lines to send as one request: the payload (lines joined by newlines), how many, and the key a
-    resend of the same lines carries."""
+    resend of the same lines carries. A batch of the tracker's queue in memory comes as ``items``
+    (lines, or events not yet written) and gets its payload from ``seal``."""
 
-    payload: bytes
+    payload: bytes | None
     count: int
     key: str
     segment: "_Segment | None" = None
     end: int = 0  # the offset in the segment after the batch
+    items: list | None = None
+
+    def seal(self, max_bytes: int, write: Callable[[dict], bytes]) -> list[bytes]:
+        """Write the payload from ``items`` (an event with ``write``), as many as fit in ``max_bytes``
+        (one at least); the lines of those that did not fit."""
+        lines = [item if type(item) is bytes else write(item) for item in self.items]
+        keep = max(1, bisect.bisect_right(list(itertools.accumulate(map(len, lines))), max_bytes))
+        self.payload, self.count, self.items = b"".join(lines[:keep])[:-1], keep, None
+        return lines[keep:]
 
 
 class _Segment:

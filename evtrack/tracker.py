@@ -28,6 +28,7 @@ import asyncio
 import atexit
 import collections
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -51,12 +52,29 @@ _LIVE: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
 
 
 def uuid7() -> str:
-    """A UUID version 7: the milliseconds since the epoch, then random bits; sorts by time."""
-    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    """A UUID version 7 (RFC 9562): the milliseconds since the epoch, then random bits; sorts by time.
+
+    Within a millisecond, the random bits are drawn once and the last 48 count up from a random start
+    (the RFC's monotonic method), so ids made in one millisecond by this process are distinct and in
+    order, and one costs a counter and a short format rather than a random draw. A forked child
+    draws its own."""
+    global _id_prefix
+    ms = time.time_ns() // 1_000_000
+    prefix = _id_prefix
+    if prefix[0] != ms:
+        bits = secrets.randbits(26)
+        prefix = _id_prefix = (ms, f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-{0x7000 | bits >> 14:04x}-"
+                                   f"{0x8000 | (bits & 0x3FFF):04x}-")
+    return f"{prefix[1]}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+def _new_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = (0, ""), itertools.count(secrets.randbits(47))
+
+
+_new_ids()
+_encode = json.JSONEncoder(separators=(",", ":"), default=jsonable).encode  # made once, not per event
 
 
 class Tracker:
@@ -104,14 +122,24 @@ class Tracker:
         if session_id is not None:
             event["session_id"] = session_id
         if properties is not None:
-            event["properties"] = properties if isinstance(properties, str) else json.dumps(properties)
+            # Written as the JSON text the column holds: now, or by the sender if a copy of it keeps
+            # every value (no value of it can change once this returns).
+            if type(properties) is dict and all(type(v) in _IMMUTABLE for v in properties.values()):
+                properties = _Properties(properties)
+            elif not isinstance(properties, str):
+                properties = json.dumps(properties, default=jsonable)
+            event["properties"] = properties
         event.update(fields)
+        settled = True  # every value immutable: the line may be written later, on the sender's thread
         for name, value in event.items():
             check = self._kinds.get(name) or self._kind(name)
-            if not check(value):
+            if not check("{}" if type(value) is _Properties else value):
                 raise TypeError(f"field '{name}': a {type(value).__name__} cannot go into the column "
                                 f"'{name}' {self._columns[name]}")
-        self._enqueue(json.dumps(event, separators=(",", ":"), default=jsonable).encode() + b"\n")
+            settled = settled and type(value) in _SETTLED
+        # The spool needs the line now; the queue in memory takes the event as it is, when no value of
+        # it can change after this call returns.
+        self._enqueue(event if settled and self.spool is None else _line(event))
         return event["event_id"]
 
     def flush(self, timeout: float | None = None) -> dict[str, int]:
@@ -176,7 +204,7 @@ class Tracker:
             return self._backlog.bytes >= self.max_spool_bytes
         return self._backlog.lines >= self.max_queue_size
 
-    def _enqueue(self, line: bytes) -> None:
+    def _enqueue(self, line: bytes | dict) -> None:
         with self._lock:
             if self._full():
                 if self.on_overflow == "block":
@@ -226,6 +254,11 @@ class Tracker:
                 elif self._closing:  # closed while the target refused: what is left stays (in the spool, if any)
                     self._idle.notify_all()
                     return
+            if batch.payload is None:  # events of the queue in memory, written here, off the app's thread
+                rest = batch.seal(self.flush_bytes, _line)
+                if rest:
+                    with self._lock:
+                        self._backlog.put_back(rest)
             if backoff:
                 time.sleep(backoff)
             try:
@@ -320,41 +353,47 @@ class AsyncTracker:
 
 
 class _Memory:
-    """The queue without a spool: lines in memory, each counted until its batch is acknowledged."""
+    """The queue without a spool: events in memory, each counted until its batch is acknowledged. An
+    event is kept as its line, or as its dict when none of its values can change, to be written by
+    the sender (``Batch.seal``)."""
 
     recovered = 0
 
     def __init__(self):
-        self._queue: collections.deque[bytes] = collections.deque()
-        self.lines = self.bytes = 0  # queued or in flight, not yet acknowledged
+        self._queue: collections.deque[bytes | dict] = collections.deque()
+        self.lines = 0  # queued or in flight, not yet acknowledged
+        self.bytes = 0  # of the lines written already (an event kept as a dict counts when written)
 
-    def put(self, line: bytes) -> None:
-        self._queue.append(line)
+    def put(self, item: bytes | dict) -> None:
+        self._queue.append(item)
         self.lines += 1
-        self.bytes += len(line)
+        if type(item) is bytes:
+            self.bytes += len(item)
 
     def take(self, max_lines: int, max_bytes: int) -> Batch | None:
-        lines, size, queue = [], 0, self._queue
-        while queue and len(lines) < max_lines:
-            if lines and size + len(queue[0]) > max_bytes:
-                break
-            line = queue.popleft()
-            lines.append(line)
-            size += len(line)
-        if not lines:
+        """Up to ``max_lines`` events; ``max_bytes`` is applied when the batch is written (``Batch.seal``)."""
+        queue = self._queue
+        items = [queue.popleft() for _ in range(min(max_lines, len(queue)))]
+        if not items:
             return None
-        return Batch(b"".join(lines)[:-1], len(lines), uuid7())
+        self.bytes -= sum(len(item) for item in items if type(item) is bytes)
+        return Batch(None, len(items), uuid7(), items=items)
+
+    def put_back(self, items: list[bytes]) -> None:
+        """Lines a batch could not hold, first in line again."""
+        self._queue.extendleft(reversed(items))
+        self.bytes += sum(map(len, items))
 
     def ack(self, batch: Batch) -> None:
         self.lines -= batch.count
-        self.bytes -= len(batch.payload) + 1
 
     def drop_oldest(self) -> bool:
         if not self._queue:
             return False
-        line = self._queue.popleft()
+        item = self._queue.popleft()
         self.lines -= 1
-        self.bytes -= len(line)
+        if type(item) is bytes:
+            self.bytes -= len(item)
         return True
 
     def close(self) -> None:
@@ -432,7 +471,32 @@ def _anything(value) -> bool:
 
 
 def _timestamp(value) -> str:
+    """The event's time as text: now (written once a second), a datetime in UTC, or the text given."""
+    global _now
+    if value is None:
+        second = int(time.time())
+        if _now[0] != second:
+            _now = (second, utc_text(second))
+        return _now[1]
     return value if isinstance(value, str) else utc_text(value)
+
+
+_now = (0, "")
+
+
+class _Properties(dict):
+    """A copy of an event's properties, written as JSON text with the event (and checked as such)."""
+
+
+_IMMUTABLE = frozenset((str, int, float, bool, type(None), dt.datetime, dt.date))
+_SETTLED = _IMMUTABLE | {_Properties}
+
+
+def _line(event: dict) -> bytes:
+    properties = event.get("properties")
+    if type(properties) is _Properties:
+        event["properties"] = json.dumps(properties, default=jsonable)
+    return _encode(event).encode() + b"\n"
 
 
 def _close_all() -> None:
@@ -444,6 +508,7 @@ def _close_all() -> None:
 
 
 def _reset_after_fork() -> None:
+    _new_ids()
     for tracker in list(_LIVE):
         tracker._after_fork()
 

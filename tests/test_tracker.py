@@ -354,3 +354,30 @@ def test_an_asyncio_app_tracks_without_waiting_for_the_network(shared):
         _stored_once(served.url, served.admin, "as", 5_000)
     finally:
         proxy.close()
+
+
+def test_an_event_is_sent_as_it_was_when_tracked_in_requests_under_flush_bytes(tmp_path):
+    """The queue in memory writes lines on the sender's thread: a properties dict the app changes
+    after track() is sent as it was, and a batch bigger than flush_bytes goes as several requests."""
+    store = tmp_path / "store"
+    assert evtrack("--data", str(store), "deploy").returncode == 0
+    with Tracker(data=store, flush_bytes=1_000, flush_interval=60) as tracker:
+        shared_properties = {"step": 0}
+        for i in range(40):
+            shared_properties["step"] = i
+            tracker.track("tap", user_id=f"m{i}", properties=shared_properties, event_id=f"m{i}")
+        nested = {"tags": ["a"]}
+        tracker.track("tap", user_id="nested", properties=nested, event_id="nested")
+        nested["tags"].append("b")
+    answer = evtrack("--data", str(store), "sql", "SELECT event_id, properties FROM events ORDER BY event_id",
+                     "--format", "json")
+    stored = {row["event_id"]: json.loads(row["properties"]) for row in json.loads(answer.stdout)["data"]}
+    assert stored == {**{f"m{i}": {"step": i} for i in range(40)}, "nested": {"tags": ["a"]}}
+    assert tracker.stats["sent"] == 41
+    requests = evtrack("--data", str(store), "sql", "SELECT count() AS n, sum(rows) AS rows FROM "
+                       "tinybird.datasources_ops_log WHERE datasource_name = 'events' AND event_type = 'append'",
+                       "--format", "json")
+    [logged] = json.loads(requests.stdout)["data"]
+    # Each line holds at least its id, type, user, time and properties: over 100 bytes, so 41 lines
+    # need at least 5 requests of 1,000 bytes.
+    assert logged["rows"] == 41 and logged["n"] >= 5, (logged, requests.stderr)
