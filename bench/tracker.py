@@ -7,7 +7,8 @@ Beside it, the loops a user would otherwise write, and posthog-python's client.
 Starts `evtrack serve` on a temporary store (loopback), deploys the project, then sends the same
 number of events of one shape (event type "tap", a user id of 1,000, a session id per 20 events,
 a small properties dict), each way in turn, in this one invocation:
-- Tracker, with its defaults (a queue of 10,000, then drop_new) and lossless (on_overflow=block):
+- Tracker, with its defaults (a queue of 10,000, then drop_new), lossless (on_overflow=block) and
+  with a spool (every event written to disk in `track()`):
   times each `track()` call on the app's thread (p50, p99), the events going to the server
   meanwhile; events/s delivered from the first `track()` to `close()` returning with every event
   delivered (202: in the server's write-ahead log); the stored count read back (each event once).
@@ -23,6 +24,8 @@ a small properties dict), each way in turn, in this one invocation:
   (in this process, one thread per connection) that parses each `POST /batch/` body, counts its
   events and answers 200. The sink stores nothing, so posthog's events/s is an upper bound of its
   delivery.
+- memory: an app process tracking `--events` while its host is down, its RSS at each quarter of
+  the run, with the queue in memory and with a spool.
 Events dropped on a full queue are counted, and events/s counts delivered events only. The app's
 loop does nothing but send, so where the sender keeps up, events/s is about 1 / the mean per-call
 cost. The server (or sink) takes its share of the two cores meanwhile. Each run waits until the
@@ -254,7 +257,9 @@ def main() -> None:
         try:
             assert evtrack("--host", server.url, "--token", server.admin, "deploy").returncode == 0
             for label, prefix, settings in (("defaults: max_queue_size=10000, on_overflow=drop_new", "u", {}),
-                                            ("lossless: on_overflow=block", "k", {"on_overflow": "block"})):
+                                            ("lossless: on_overflow=block", "k", {"on_overflow": "block"}),
+                                            ("spool: spool_dir, on_overflow=block", "s",
+                                             {"on_overflow": "block", "spool_dir": Path(folder) / "spool"})):
                 t = run_tracker(server, args.events, prefix, **settings)
                 print(f"track() on the app's thread, {label}, {args.events} calls: {spread(t['costs'])}")
                 print(f"  Tracker into evtrack serve: {t['delivered'] / t['elapsed']:,.0f} events/s delivered (first "
@@ -303,6 +308,9 @@ def main() -> None:
             rows.append((f"posthog {h['version']}, {label.split(':')[0]} (sink)", args.events, h["delivered"],
                          h["elapsed"], h["costs"]))
 
+    for mode, rss in memory_while_down(args.events).items():
+        print(f"memory, {args.events} events tracked while the host is down, {mode}: {rss}")
+
     reference = first["delivered"] / first["elapsed"]
     print()
     print("delivered/s: from the first call to close()/shutdown() returning; x Tracker: against the Tracker's defaults")
@@ -313,6 +321,40 @@ def main() -> None:
         print(f"{way:<44} {sent:>7} {delivered:>9} {rate:>9,.0f} {rate / reference:>9.2f} "
               f"{us(costs, 0.5):>11.1f} {us(costs, 0.99):>9.1f} {us(costs, 0.999):>9.1f}")
     print(f"median track() cost: {statistics.median(first['costs']) / 1000:.1f} us")
+
+MEMORY = """
+import json, sys, time
+from evtrack import Tracker
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+events, spool = int(sys.argv[1]), sys.argv[2] or None
+tracker = Tracker(host="http://127.0.0.1:9", token="t", spool_dir=spool, flush_interval=0.05)
+before = rss()
+marks = []
+for i in range(events):
+    tracker.track("tap", user_id=f"u{i % 1000}", session_id=f"s{i // 20}", properties={"i": i})
+    if (i + 1) % (events // 4) == 0:
+        marks.append(rss())
+print(json.dumps({"before": before, "marks": marks, "stats": tracker.stats}))
+"""
+
+
+def memory_while_down(events: int) -> dict[str, str]:
+    """Resident memory of an app process tracking ``events`` into a host that is down (a closed
+    loopback port): the queue in memory holds its 10,000 and drops the rest; a spool holds them all
+    on disk. RSS at each quarter of the run, in MB, after the Tracker is made."""
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for mode, spool in (("queue in memory (max_queue_size=10000, drop_new)", ""),
+                            ("spool", str(Path(folder) / "spool"))):
+            done = subprocess.run([sys.executable, "-c", MEMORY, str(events), spool], cwd=ROOT, capture_output=True,
+                                  text=True, timeout=600)
+            m = json.loads(done.stdout.strip().splitlines()[-1])
+            out[mode] = (f"RSS {m['before']} MB after Tracker(), then {', '.join(map(str, m['marks']))} MB at each "
+                         f"quarter; queued {m['stats']['queued']}, dropped {m['stats']['dropped']}, "
+                         f"spilled {m['stats']['spilled']}")
+    return out
+
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import secrets
 import threading
 import time
@@ -48,6 +49,9 @@ __all__ = ["AsyncTracker", "Tracker", "uuid7"]
 log = logging.getLogger("evtrack.tracker")
 OVERFLOW = ("drop_new", "drop_oldest", "block")
 MAX_REQUEST = 9_500_000  # under Tinybird's 10 MB per Events API request
+# A batch goes once flush_at events wait (or flush_bytes, or flush_interval); when more wait, it takes
+# up to this many times flush_at, within flush_bytes: under load, fewer and larger requests.
+BACKLOG_BATCH = 10
 _LIVE: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
 
 
@@ -62,7 +66,7 @@ def uuid7() -> str:
     ms = time.time_ns() // 1_000_000
     prefix = _id_prefix
     if prefix[0] != ms:
-        bits = secrets.randbits(26)
+        bits = random.getrandbits(26)  # not a system call each millisecond; reseeded in a forked child
         prefix = _id_prefix = (ms, f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-{0x7000 | bits >> 14:04x}-"
                                    f"{0x8000 | (bits & 0x3FFF):04x}-")
     return f"{prefix[1]}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
@@ -101,6 +105,9 @@ class Tracker:
         self.flush_interval, self.max_queue_size = flush_interval, max_queue_size
         self.on_overflow, self.on_error, self.close_timeout = on_overflow, on_error, close_timeout
         self._columns = _columns(target, datasource)
+        # Made now, not on the first send: a first send at the interpreter's exit could not import
+        # what it needs (no atexit registration is allowed then).
+        self._delivery = target.delivery(datasource, _options())
         self._kinds: dict[str, Callable[[object], bool]] = {}  # field -> its value check, made once
         self.spool, self.max_spool_bytes = spool_dir, max_spool_bytes
         self._backlog: _Memory | Spool = Spool(spool_dir) if spool_dir is not None else _Memory()
@@ -236,7 +243,7 @@ class Tracker:
     def _run(self) -> None:
         """Take a batch, deliver it, and only then take the next: a batch that fails is sent again as
         it was (the same lines and idempotency key) after a backoff."""
-        delivery, batch, backoff = None, None, 0.0
+        batch, backoff = None, 0.0
         while True:
             with self._lock:
                 if batch is None:
@@ -244,7 +251,7 @@ class Tracker:
                                      or self._backlog.lines >= self.flush_at or self._backlog.bytes >= self.flush_bytes)
                     if not ready():
                         self._wake.wait_for(ready, timeout=self.flush_interval)
-                    batch = self._backlog.take(self.flush_at, self.flush_bytes)
+                    batch = self._backlog.take(self.flush_at * BACKLOG_BATCH, self.flush_bytes)
                     if batch is None:
                         self._flush_asked = False
                         self._idle.notify_all()
@@ -262,8 +269,7 @@ class Tracker:
             if backoff:
                 time.sleep(backoff)
             try:
-                delivery = delivery or self.target.delivery(self.datasource, _options())
-                receipt = delivery.deliver(batch.payload, batch.key)
+                receipt = self._delivery.deliver(batch.payload, batch.key)
             except EvtrackError as exc:
                 if exc.status < 500 and exc.status != 429:  # refused for good: the app hears it
                     self._acked(batch, failed=True)

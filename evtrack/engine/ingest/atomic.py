@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from ...errors import QueryError, StoreError
 from ..journal import BUILDING, Changes
 from .statement import imports_table, quarantine_name, sql_string
 
@@ -67,15 +68,30 @@ class AllOrNothing:
         found = dict(line.split("\t") for line in out.decode().splitlines() if line)
         return {table: int(found.get(table, 0)) for table in tables}
 
-    def _merges(self, verb: str, tables: list[str]) -> None:
+    def _merges(self, verb: str, tables: list[str], database: str | None = None) -> None:
         for table in tables:
-            self.store.execute(f"SYSTEM {verb} MERGES `{self.database}`.`{table}`")
+            self.store.execute(f"SYSTEM {verb} MERGES `{database or self.database}`.`{table}`")
 
     def _undo(self, record: dict) -> None:
-        """Drop every part written above the marks: the append's, and only its."""
+        """Drop every part written above the marks: the append's, and only its. Merges of those tables
+        are stopped meanwhile (in a new process they start as soon as the store opens): a part merged
+        away between listing and dropping is listed again, under its new name."""
         database, marks = record["database"], record["marks"]
         if not marks:
             return
+        tables = list(marks)
+        self._merges("STOP", tables, database)
+        try:
+            for _ in range(10):
+                if not self._drop_above(database, marks):
+                    return
+            raise StoreError(f"could not take back an interrupted insert into {database}: its parts kept "
+                             "changing while they were dropped")
+        finally:
+            self._merges("START", tables, database)
+
+    def _drop_above(self, database: str, marks: dict[str, int]) -> bool:
+        """Drop the parts above the marks; True if one was gone before it could be (list again)."""
         above = " OR ".join(f"(table = {sql_string(t)} AND max_block_number > {mark})" for t, mark in marks.items())
         out = self.store.run(f"SELECT table, name, min_block_number FROM system.parts WHERE active AND "
                              f"database = {sql_string(database)} AND ({above})", "TSV")
@@ -85,4 +101,10 @@ class AllOrNothing:
                 log.error("%s.%s: part %s holds rows of an interrupted insert merged with older ones; "
                           "they stay", database, table, part)
                 continue
-            self.store.execute(f"ALTER TABLE `{database}`.`{table}` DROP PART {sql_string(part)}")
+            try:
+                self.store.execute(f"ALTER TABLE `{database}`.`{table}` DROP PART {sql_string(part)}")
+            except QueryError as exc:
+                if "NO_SUCH_DATA_PART" not in exc.message:
+                    raise
+                return True
+        return False
