@@ -10,7 +10,8 @@ the datasources' ENGINE_SETTINGS too, about 5 minutes), then two phases of S sec
 1. idle: readers call four endpoints in turn (get_events first page, get_events for a type and a
    month, user_activity for a user, event_stats for a month): p50/p99 per call;
 2. streaming: the same readers while senders (in a process of their own, as trackers are) post R
-   events/s in batches of 20 with wait=false, as a tracker sends them, and one marker event a
+   events/s in batches of 20 with wait=false, as a tracker sends them (or, with --senders tracker,
+   one `evtrack.Tracker` paced at R events/s, batching as it does), and one marker event a
    second (a unique event_type, stamped with the current time) whose time from its 202 to its
    first appearance in get_events (asked for its type since its time, as a live view asks) is its
    freshness: p50/p99/max, and of it, the time until the read that found it began (by then it
@@ -85,6 +86,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="events/s while streaming")
     parser.add_argument("--seconds", type=int, default=60, help="length of each phase")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "out" / "live.png", help="where the plot goes")
+    parser.add_argument("--senders", choices=("http", "tracker"), default="http",
+                        help="http: four threads posting batches of 20; tracker: one evtrack.Tracker "
+                             "(flush_interval 0.1 s), both in a process of their own")
     parser.add_argument("--no-settle", action="store_true",
                         help="serve the store right after the preload, while its merges run")
     args = parser.parse_args()
@@ -119,7 +123,8 @@ def run(url: str, tokens: dict, args) -> dict:
     # would otherwise hold this process's interpreter lock while a reader's answer waits for it.
     context = multiprocessing.get_context("spawn")
     go, halt, results = context.Event(), context.Event(), context.Queue()
-    trackers = context.Process(target=stream, args=(url, tokens, args.rate, go, halt, results), daemon=True)
+    trackers = context.Process(target=stream, args=(url, tokens, args.rate, go, halt, results, args.senders),
+                               daemon=True)
     trackers.start()
     for thread in threads:
         thread.start()
@@ -137,7 +142,7 @@ def run(url: str, tokens: dict, args) -> dict:
     return {"reads": reads, "idle_end": idle_end, "freshness": freshness, "acked": acked}
 
 
-def stream(url: str, tokens: dict, rate: int, go, halt, results) -> None:
+def stream(url: str, tokens: dict, rate: int, go, halt, results, senders_kind: str = "http") -> None:
     """From ``go`` to ``halt``: senders posting ``rate`` events/s in batches of 20 with wait=false,
     and one marker a second; then (acknowledged events, freshness records) into ``results``.
     time.monotonic() is the system's monotonic clock, so its times compare with the readers'."""
@@ -185,8 +190,28 @@ def stream(url: str, tokens: dict, rate: int, go, halt, results) -> None:
                 i += 1
                 time.sleep(max(0.0, 1 - (time.perf_counter() - acknowledged)))
 
+    def track() -> None:
+        """One Tracker, paced at ``rate`` in steps of 10 ms; acknowledged: what it delivered by close()."""
+        from evtrack import Tracker
+
+        tracker = Tracker(host=url, token=tracker_token, flush_interval=0.1, on_overflow="block")
+        step, i, next_at = max(1, rate // 100), 0, time.monotonic()
+        while not halt.is_set():
+            for j in range(step):
+                tracker.track("tap", user_id=f"u{j}", event_id=f"live-t-{i}-{j}", timestamp="2023-06-15 12:00:00")
+            i += 1
+            next_at += 0.01
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        tracker.close(timeout=60)
+        with lock:
+            acked[0] += tracker.stats["sent"]
+
+    tracker_token = tracker
     senders = 4
-    threads = [threading.Thread(target=send, args=(n, senders), daemon=True) for n in range(senders)]
+    if senders_kind == "tracker":
+        threads = [threading.Thread(target=track, daemon=True)]
+    else:
+        threads = [threading.Thread(target=send, args=(n, senders), daemon=True) for n in range(senders)]
     threads.append(threading.Thread(target=markers, daemon=True))
     for thread in threads:
         thread.start()
@@ -208,7 +233,9 @@ def print_report(report: dict, args) -> None:
     fresh = [ms for _, ms, _, _ in report["freshness"]]
     stored_by = [ms for _, _, ms, _ in report["freshness"]]
     found_in = [ms for _, _, _, ms in report["freshness"]]
-    print(f"{args.n:,} events preloaded; streaming {args.rate:,} events/s in batches of 20 for {args.seconds} s")
+    how = "by one evtrack.Tracker" if args.senders == "tracker" else "in batches of 20"
+    print(f"{args.n:,} events preloaded; streaming {args.rate:,} events/s {how} for {args.seconds} s: "
+          f"acknowledged {report['acked'] / args.seconds:,.0f} events/s")
     print(f"reads (4 endpoints), ms   idle p50 {pct(idle, 50):.0f} p99 {pct(idle, 99):.0f}   "
           f"streaming p50 {pct(busy, 50):.0f} p99 {pct(busy, 99):.0f}   "
           f"ratios p50 {pct(busy, 50) / pct(idle, 50):.2f} p99 {pct(busy, 99) / pct(idle, 99):.2f}")

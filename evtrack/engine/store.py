@@ -216,13 +216,12 @@ class Store:
         if not markers or not self._open:
             return
         where = " OR ".join(f"startsWith(query, '{m}')" for m in markers)
-        conn = _connect(str(self.path))
+        # A connection counted as busy, as every other: one made aside could outlive close() and keep
+        # the engine up on this path, and the next store opened in the process could not start.
         try:
-            conn.query(f"KILL QUERY WHERE {where} ASYNC")
-        except Exception:  # finished meanwhile, or the engine is going away: nothing left to cancel
+            self._query(f"KILL QUERY WHERE {where} ASYNC", "CSV", None, None)
+        except (StoreError, QueryError):  # finished meanwhile, or the store is closing: nothing left to cancel
             pass
-        finally:
-            conn.close()
 
     def close(self) -> None:
         with _Shared.lock:
@@ -255,11 +254,14 @@ def param_text(value: str) -> str:
 
 def _connect(target: str):
     chdb = _import_chdb()
+    conn = None
     try:
         conn = chdb.connect(target)
         for statement in _SESSION_SETTINGS:
             conn.query(statement)
     except Exception as exc:
+        if conn is not None:  # an open connection keeps the engine up on this path
+            conn.close()
         raise StoreError(f"cannot open the store at {target}: {_first_line(exc)}") from None
     return conn
 
