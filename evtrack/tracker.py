@@ -416,16 +416,17 @@ def _options():
 
 
 def _columns(target, datasource: str) -> dict[str, str] | None:
-    """The datasource's columns and their types: from the target (the store, or the host's API); while
-    the host cannot be reached, from the datafile in the working directory's project; else None (the
-    fields go unchecked, with a warning: an app starts while its analytics host is down)."""
+    """The datasource's columns and their types: from the target (the store, or the host's API); when
+    the host cannot be reached, or the token may only append (it cannot read the datasource's
+    schema), from the datafile in the working directory's project; else None (the fields go
+    unchecked, with a warning: an app starts while its analytics host is down)."""
     engine = getattr(target, "engine", None)
     if engine is not None:
         return {c.name: c.sql_type for c in engine.datasource(datasource).columns}
     try:
         described = target.client.datasource(datasource)
     except EvtrackError as exc:
-        if exc.status < 500:
+        if exc.status < 500 and exc.status not in (401, 403):  # 403: an append-only token, as apps carry
             raise
         from .project import load_project
 

@@ -402,3 +402,16 @@ def test_an_app_that_exits_without_close_sends_what_it_tracked(shared):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     _stored_once(served.url, served.admin, "exit_", 3_000)
+
+
+def test_an_append_only_token_tracks_with_fields_checked_against_the_datafile(shared, monkeypatch):
+    """The token an app carries may only append: the schema comes from the project's datafile."""
+    served, _, _ = shared
+    monkeypatch.chdir(ROOT)
+    with Tracker(host=served.url, token=served.token("tracker")) as tracker:
+        with pytest.raises(TypeError, match="field 'colour': the datasource 'events' has no such column"):
+            tracker.track("tap", user_id="u", colour="red")
+        for i in range(20):
+            tracker.track("tap", user_id=f"append_only_{i}")
+    assert tracker.stats["sent"] == 20
+    _stored_once(served.url, served.admin, "append_only_", 20)
