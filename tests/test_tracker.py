@@ -188,11 +188,11 @@ time.sleep(600)
 
 
 def test_a_kill_9_of_the_app_loses_nothing_it_spooled(shared, tmp_path):
-    """An app tracks 100,000 events with a spool, through a proxy that holds each request 0.1 s, and is
+    """An app tracks 100,000 events with a spool, through a proxy that holds each request 0.5 s, and is
     killed (kill -9) once its threads have tracked everything, with most not yet sent. A new Tracker
     on the spool sends the rest: every event is stored once, raw."""
     served, _, _ = shared
-    proxy = Proxy(served.url, lambda n: ("delay", 0.1))
+    proxy = Proxy(served.url, lambda n: ("delay", 0.5))
     spool = tmp_path / "spool"
     threads, each = 4, 25_000
     try:
@@ -204,7 +204,9 @@ def test_a_kill_9_of_the_app_loses_nothing_it_spooled(shared, tmp_path):
         assert app.returncode == -9 and 0 <= sent_before < threads * each, (sent_before, err)
         with Tracker(host=served.url, token=served.admin, spool_dir=spool, close_timeout=120) as tracker:
             recovered = tracker.stats["recovered"]
-        assert recovered >= threads * each - sent_before - 500, (recovered, sent_before)  # 500: a batch in flight
+        # Left on disk: what was not acknowledged when the app was killed (it had sent sent_before by the
+        # time its threads were done, and went on until the kill).
+        assert 0 < recovered <= threads * each - sent_before, (recovered, sent_before)
         assert tracker.stats["sent"] == recovered and not list(spool.iterdir())
         _stored_once(served.url, served.admin, "a", threads * each)
     finally:
@@ -321,10 +323,11 @@ def test_event_ids_are_time_ordered_uuids():
 
 
 def test_an_asyncio_app_tracks_without_waiting_for_the_network(shared):
-    """Fifty tasks track through a proxy that holds every request 0.2 s: the loop is never held up
-    (a ticker's longest gap stays under the proxy's delay), and every event is stored once."""
+    """Fifty tasks track through a proxy that holds every request 1 s: the loop is never held up (a
+    ticker's longest gap, flush included, stays under half the proxy's delay, however busy the
+    machine), and every event is stored once."""
     served, _, _ = shared
-    proxy = Proxy(served.url, lambda n: ("delay", 0.2))
+    proxy = Proxy(served.url, lambda n: ("delay", 1.0))
 
     async def app() -> tuple[float, dict]:
         gaps, running = [], True
@@ -352,8 +355,8 @@ def test_an_asyncio_app_tracks_without_waiting_for_the_network(shared):
 
     try:
         longest, stats = asyncio.run(app())
-        assert stats["sent"] == 5_000 and proxy.counts["delay"] >= 3, (stats, proxy.counts)
-        assert longest < 0.15, longest  # a call that waited for the network would hold it 0.2 s or more
+        assert stats["sent"] == 5_000 and proxy.counts["delay"] >= 1, (stats, proxy.counts)
+        assert longest < 0.5, longest  # a call that waited for the network would hold it 1 s or more
         _stored_once(served.url, served.admin, "as", 5_000)
     finally:
         proxy.close()
