@@ -66,7 +66,7 @@ def data(body: bytes) -> list[dict]:
 
 # The files that take longest, first: the suite runs on two workers a file at a time (pytest-xdist,
 # --dist loadfile), and the short files then fill in while the long ones run, so both end together.
-LONGEST_FIRST = ("test_change_kills_more.py", "test_forward_tb.py", "test_security.py", "test_durability.py", "test_lifecycle.py",
+LONGEST_FIRST = ("test_change_kills_more.py", "test_forward_tb.py", "test_tracker.py", "test_security.py", "test_durability.py", "test_lifecycle.py",
                  "test_exactly_once.py", "test_change_kills.py", "test_deploy_crash.py", "test_serve_limits.py",
                  "test_classic_project.py", "test_remote_deploy.py", "test_formats.py", "test_sql_guard.py",
                  "test_memory.py", "test_browser.py", "test_full_disk.py")
