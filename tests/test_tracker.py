@@ -213,16 +213,34 @@ def test_a_kill_9_of_the_app_loses_nothing_it_spooled(shared, tmp_path):
         proxy.close()
 
 
+REACHED = {"events": "user_id", "events_by_user": "user_id", "events_by_day": "user_id",
+           "events_users_by_type": "user_id", "events_sessions_by_type": "session_id"}
+
+
+def _raw_rows(url: str, token: str, prefix: str) -> dict[str, int]:
+    """Raw rows (no FINAL) of ``prefix``'s events in every table an append to events reaches."""
+    return {table: _sql(url, token, f"SELECT count() AS n FROM {table} WHERE startsWith({column}, '{prefix}')")[0]["n"]
+            for table, column in REACHED.items()}
+
+
 def test_a_resend_with_the_same_idempotency_key_is_stored_once_even_after_a_restart(server):
+    """Raw rows in every table the append reaches are as one copy made them, after a resend with the
+    key across a kill -9 and restart; a resend under another key adds rows to each (so the count
+    would see a double)."""
     served, data, port = server
     body = "\n".join(json.dumps({"event_id": f"i{i}", "event_type": "tap", "user_id": f"idem{i}",
-                                  "timestamp": "2026-03-02 00:00:00"}) for i in range(20))
+                                  "session_id": f"idem_s{i}", "timestamp": "2026-03-02 00:00:00"})
+                     for i in range(20))
 
     def post(url: str, key: str) -> int:
         return httpx.post(f"{url}/v0/events", params={"name": "events", "wait": "false"}, content=body,
                           headers={"Authorization": f"Bearer {served.admin}", "Idempotency-Key": key}).status_code
 
     assert post(served.url, "key-1") == 202 and post(served.url, "key-1") == 202
+    _counts(served.url, served.admin, "idem", 20)
+    time.sleep(0.5)  # a second copy, had one been queued, would be flushed by now
+    # 20 distinct users, sessions and pairs, one day: 20 raw rows in each table, by hand.
+    assert _raw_rows(served.url, served.admin, "idem") == dict.fromkeys(REACHED, 20)
     served.process.kill()  # the answer may have been lost: the key outlives the process
     served.process.communicate(timeout=30)
     restarted = Served(data, "--port", str(port))
@@ -231,11 +249,13 @@ def test_a_resend_with_the_same_idempotency_key_is_stored_once_even_after_a_rest
         raw, _ = _counts(restarted.url, restarted.admin, "idem", 20)
         time.sleep(0.5)  # a second copy, had one been queued, would be flushed by now
         assert _counts(restarted.url, restarted.admin, "idem") == (20, 20)
+        assert _raw_rows(restarted.url, restarted.admin, "idem") == dict.fromkeys(REACHED, 20)
         assert post(restarted.url, "key-2") == 202  # another key: stored again (read once, by event_id)
         deadline = time.monotonic() + 30
         while _counts(restarted.url, restarted.admin, "idem")[0] < 40 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _counts(restarted.url, restarted.admin, "idem") == (40, 20)
+        assert _raw_rows(restarted.url, restarted.admin, "idem") == dict.fromkeys(REACHED, 40)
     finally:
         restarted.stop()
 
