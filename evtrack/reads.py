@@ -50,6 +50,7 @@ class Client:
 
             target = open_for_app(host, token, data)
         self.target = target
+        self._pipes: dict = {}  # name -> its Pipe (parameters), looked up once per Client
 
     def pipe(self, name: str, params: Mapping[str, object] | None = None, /, **values: object) -> Rows:
         """Call the endpoint ``name``; a keyword the pipe does not declare is a TypeError.
@@ -60,7 +61,10 @@ class Client:
         here: the target answers for it (NotFound on the store, the host's 404)."""
         from .params import InvalidParam, validate_params
 
-        pipe = self.target.pipe(name)
+        # Looked up once: the target reads the deployed datafiles (or asks the host) to answer.
+        if name not in self._pipes:
+            self._pipes[name] = self.target.pipe(name)
+        pipe = self._pipes[name]
         if pipe is not None:
             declared = [p.name for p in pipe.params]
             for key in values:
