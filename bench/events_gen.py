@@ -54,14 +54,15 @@ class Events:
         return len(self.event_id)
 
 
-def generate(lines: int, shape: str = "realistic", seed: int = 11) -> Events:
+def generate(lines: int, shape: str = "realistic", seed: int = 11, start: int = YEAR_START, span: int = YEAR) -> Events:
+    """``lines`` lines (about 1% resends) with times in [start, start + span), epoch seconds."""
     rng = np.random.default_rng(seed)
     originals = int(round(lines / 1.01))
     users = max(1000, originals // 50)
     if shape == "realistic":
-        events = _sessions(rng, originals, users)
+        events = _sessions(rng, originals, users, start, span)
     elif shape == "uniform":
-        events = _uniform(rng, originals, users)
+        events = _uniform(rng, originals, users, start, span)
     else:
         raise ValueError(f"unknown shape {shape!r}")
     resends = lines - originals
@@ -77,14 +78,14 @@ def _type_weights() -> np.ndarray:
     return weights / weights.sum()
 
 
-def _sessions(rng, count: int, users: int) -> Events:
+def _sessions(rng, count: int, users: int, begin: int, span: int) -> Events:
     lengths = rng.integers(5, 51, count // 5 + 1)
     lengths = lengths[: np.searchsorted(np.cumsum(lengths), count) + 1]
     lengths[-1] -= lengths.sum() - count
     sessions = len(lengths)
     weights = 1.0 / (np.arange(users) + 20.0)
     session_user = rng.choice(users, sessions, p=weights / weights.sum()).astype(np.int32)
-    start = rng.integers(YEAR_START, YEAR_START + YEAR - SESSION_SECONDS, sessions)
+    start = rng.integers(begin, begin + span - SESSION_SECONDS, sessions)
     session = np.repeat(np.arange(sessions), lengths)
     offset = rng.integers(0, SESSION_SECONDS, count)
     user_country = rng.integers(0, len(COUNTRIES), users)
@@ -105,7 +106,7 @@ def _sessions(rng, count: int, users: int) -> Events:
     return events
 
 
-def _uniform(rng, count: int, users: int) -> Events:
+def _uniform(rng, count: int, users: int, begin: int, span: int) -> Events:
     def pick(n):
         return rng.integers(0, n, count)
 
@@ -114,7 +115,7 @@ def _uniform(rng, count: int, users: int) -> Events:
         event_type=pick(len(EVENT_TYPES)).astype(np.int16),
         user=pick(users).astype(np.int32),
         session=pick(max(1, count // 27)).astype(np.int64),
-        timestamp=rng.integers(YEAR_START, YEAR_START + YEAR, count),
+        timestamp=rng.integers(begin, begin + span, count),
         platform=pick(2).astype(np.int8),
         os=pick(len(OSES)).astype(np.int8),
         device=pick(len(DEVICES)).astype(np.int8),
@@ -124,12 +125,13 @@ def _uniform(rng, count: int, users: int) -> Events:
     )
 
 
-def write_ndjson(events: Events, path: Path, session) -> None:
-    """The file's lines, in ``events.order``, written by chDB from the columns (numbers in, JSON text out)."""
+def write_ndjson(events: Events, path: Path, session, lines: slice = slice(None)) -> None:
+    """The file's lines, in ``events.order`` (``lines`` of them: a chunk of a larger set), written
+    by chDB from the columns (numbers in, JSON text out)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    o = events.order
+    o = events.order[lines]
     table = pa.table({
         "id": events.event_id[o], "type": events.event_type[o], "user": events.user[o],
         "session": events.session[o], "ts": events.timestamp[o], "platform": events.platform[o],

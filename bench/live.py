@@ -3,15 +3,17 @@
     python bench/live.py                         # 2M events preloaded, 2,000 events/s for 60 s
     python bench/live.py -n 200000 --rate 2000 --seconds 20
 
-One `evtrack serve` on loopback over a store preloaded with N generated events (embedded send,
-not timed) and, unless --no-settle, left to merge as a running store is (its merges done, those of
-the datasources' ENGINE_SETTINGS too, about 5 minutes), then two phases of S seconds each:
+One `evtrack serve` on loopback over a store preloaded with N generated events (bench/events_gen.py:
+sessions, power-law users, 1% resends, stamped over the last --days days up to now, so the month
+being written holds its share of them, as a running store's does; an embedded send, not timed)
+and, unless --no-settle, left to merge as a running store is (its merges done, those of the
+datasources' ENGINE_SETTINGS too, about 5 minutes), then two phases of S seconds each:
 
-1. idle: readers call four endpoints in turn (get_events first page, get_events for a type and a
-   month, user_activity for a user, event_stats for a month): p50/p99 per call;
+1. idle: readers call four endpoints in turn (get_events first page, get_events for a type and
+   this month, user_activity for a user, event_stats for this month): p50/p99 per call;
 2. streaming: the same readers while senders (in a process of their own, as trackers are) post R
-   events/s in batches of 20 with wait=false, as a tracker sends them (or, with --senders tracker,
-   one `evtrack.Tracker` paced at R events/s, batching as it does), and one marker event a
+   events/s stamped now, in batches of 20 with wait=false, as a tracker sends them (or, with
+   --senders tracker, one `evtrack.Tracker` paced at R events/s, batching as it does), and one marker event a
    second (a unique event_type, stamped with the current time) whose time from its 202 to its
    first appearance in get_events (asked for its type since its time, as a live view asks) is its
    freshness: p50/p99/max, and of it, the time until the read that found it began (by then it
@@ -26,6 +28,7 @@ ratios (streaming against idle) of one run.
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import multiprocessing
 import statistics
@@ -37,35 +40,54 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "fixtures"), str(ROOT / "bench")]
 
-READS = {
-    "get_events first page": ("get_events", {}),
-    "get_events type+month": ("get_events", {"event_type": "page_view", "start_date": "2023-06-01 00:00:00",
-                                             "end_date": "2023-06-30 23:59:59"}),
-    "user_activity": ("user_activity", {"user_id": "user_0042"}),
-    "event_stats month": ("event_stats", {"start_date": "2023-06-01 00:00:00", "end_date": "2023-06-30 23:59:59"}),
-}
+def month_reads(now: float) -> dict:
+    """The four reads of the bench, over the month being written (this one), as a dashboard asks."""
+    start = time.strftime("%Y-%m-01 00:00:00", time.gmtime(now))
+    end = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now + 3600))
+    return {
+        "get_events first page": ("get_events", {}),
+        "get_events type+month": ("get_events", {"event_type": "page_view", "start_date": start, "end_date": end}),
+        "user_activity": ("user_activity", {"user_id": USER}),
+        "event_stats month": ("event_stats", {"start_date": start, "end_date": end}),
+    }
+
+
+USER = "u0000500"  # about 500 of 2M events: an active user
+READS = month_reads(time.time())
 
 
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else (values[0] if values else float("nan"))
 
 
-def preload(data: Path, count: int, settled: bool) -> str:
-    """Deploy and send ``count`` generated events; with ``settled``, then open the store until its
+def preload(data: Path, count: int, settled: bool, days: int) -> str:
+    """Deploy and send ``count`` generated events (bench/events_gen.py: sessions, power-law users,
+    1% resends) stamped over the last ``days`` days up to now, so the month being written holds
+    its share of them, as a running store's does; with ``settled``, then open the store until its
     merges are done (bench/ingest.py settle), as a store that has been running a while is."""
-    from ingest import settle, write_events
+    from chdb import session
 
+    from events_gen import generate, write_ndjson
+    from ingest import settle
+
+    now = int(time.time())
+    events = generate(count, "realistic", start=now - days * 86400, span=days * 86400 - 3600)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "events.ndjson"
-        write_events(path, count)
+        db = session.Session(str(Path(folder) / "chdb"))
+        write_ndjson(events, path, db)
+        db.close()
         for args in (["deploy"], ["send", str(path)]):
             subprocess.run([sys.executable, "-m", "evtrack", "--data", str(data), *args], cwd=ROOT, check=True,
                            stdout=subprocess.DEVNULL)
-    return settle(data) if settled else "no"
+    month_start = calendar.timegm(time.strptime(time.strftime("%Y-%m-01", time.gmtime(now)), "%Y-%m-%d"))
+    in_month = int(np.count_nonzero(events.timestamp[events.order] >= month_start))
+    return (settle(data) if settled else "no") + f"; {in_month:,} of the preloaded events are in this month"
 
 
 def readers(url: str, token: str, stop: threading.Event, out: list, clients: int = 2) -> list[threading.Thread]:
@@ -89,12 +111,18 @@ def main() -> None:
     parser.add_argument("--senders", choices=("http", "tracker"), default="http",
                         help="http: four threads posting batches of 20; tracker: one evtrack.Tracker "
                              "(flush_interval 0.1 s), both in a process of their own")
+    parser.add_argument("--days", type=int, default=30,
+                        help="the preloaded events span the last DAYS days up to now (default 30)")
+    parser.add_argument("--sweep", type=lambda text: [int(r) for r in text.split(",")], default=[],
+                        help="after the main phases, one streaming phase per rate of this list (e.g. "
+                             "500,1000,2000,5000,10000): freshness against rate, plotted to --sweep-plot")
+    parser.add_argument("--sweep-plot", type=Path, default=ROOT / "bench" / "out" / "freshness.png")
     parser.add_argument("--no-settle", action="store_true",
                         help="serve the store right after the preload, while its merges run")
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="evtrack-live-"))
-    settled = preload(data, args.n, not args.no_settle)
+    settled = preload(data, args.n, not args.no_settle, args.days)
     server = subprocess.Popen([sys.executable, "-m", "evtrack", "--data", str(data), "serve", "--port", "0"],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -116,30 +144,44 @@ def main() -> None:
 
 
 def run(url: str, tokens: dict, args) -> dict:
+    """The idle phase, then the streaming one at --rate; then, with --sweep, one streaming phase per
+    rate of it (the readers reading throughout)."""
     reads: list = []
     stop = threading.Event()
     threads = readers(url, tokens["dashboard"], stop, reads)
-    # The trackers run in a process of their own, as they run on other machines: their threads
-    # would otherwise hold this process's interpreter lock while a reader's answer waits for it.
-    context = multiprocessing.get_context("spawn")
-    go, halt, results = context.Event(), context.Event(), context.Queue()
-    trackers = context.Process(target=stream, args=(url, tokens, args.rate, go, halt, results, args.senders),
-                               daemon=True)
-    trackers.start()
     for thread in threads:
         thread.start()
-    time.sleep(args.seconds)  # the idle phase: only reads
-    go.set()
-    idle_end = time.monotonic()
-    time.sleep(args.seconds)
-    halt.set()
-    acked, freshness = results.get(timeout=120)
+    time.sleep(args.seconds)  # the idle phase: only reads (it ends when the streaming starts)
+    acked, freshness, idle_end = streaming(url, tokens, args.rate, args.seconds, args.senders)
+    main_end = time.monotonic()
+    sweep = []
+    for rate in args.sweep:
+        got, fresh, began = streaming(url, tokens, rate, args.seconds, args.senders)
+        sweep.append({"rate": rate, "acked": got, "freshness": fresh, "from": began, "to": time.monotonic()})
     stop.set()
     for thread in threads:
         thread.join(timeout=60)
-    trackers.join(timeout=60)
     time.sleep(1)  # let the last flush land (250 ms interval) before counting
-    return {"reads": reads, "idle_end": idle_end, "freshness": freshness, "acked": acked}
+    return {"reads": [r for r in reads if r[0] <= main_end], "all_reads": reads, "idle_end": idle_end,
+            "freshness": freshness, "acked": acked, "sweep": sweep}
+
+
+def streaming(url: str, tokens: dict, rate: int, seconds: float, senders: str) -> tuple[int, list, float]:
+    """One streaming phase: (acknowledged, freshness records, when it began). The trackers run in a process of their
+    own, as they run on other machines: their threads would otherwise hold this process's
+    interpreter lock while a reader's answer waits for it."""
+    context = multiprocessing.get_context("spawn")
+    go, halt, results = context.Event(), context.Event(), context.Queue()
+    trackers = context.Process(target=stream, args=(url, tokens, rate, go, halt, results, senders), daemon=True)
+    trackers.start()
+    time.sleep(1)  # the process's start (imports) is not part of the phase
+    go.set()
+    began = time.monotonic()
+    time.sleep(seconds)
+    halt.set()
+    acked, freshness = results.get(timeout=120)
+    trackers.join(timeout=60)
+    return acked, freshness, began
 
 
 def stream(url: str, tokens: dict, rate: int, go, halt, results, senders_kind: str = "http") -> None:
@@ -155,8 +197,9 @@ def stream(url: str, tokens: dict, rate: int, go, halt, results, senders_kind: s
         with httpx.Client(base_url=url, timeout=30, params={"name": "events", "token": tracker}) as http:
             i, next_at = 0, time.monotonic()
             while not halt.is_set():
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())  # live events happen now
                 body = "\n".join(json.dumps({"event_id": f"live-{n}-{i}-{j}", "event_type": "tap", "user_id": f"u{j}",
-                                             "timestamp": "2023-06-15 12:00:00"}) for j in range(batch))
+                                             "timestamp": stamp}) for j in range(batch))
                 if http.post("/v0/events", content=body).status_code == 202:
                     with lock:
                         acked[0] += batch
@@ -198,7 +241,7 @@ def stream(url: str, tokens: dict, rate: int, go, halt, results, senders_kind: s
         step, i, next_at = max(1, rate // 100), 0, time.monotonic()
         while not halt.is_set():
             for j in range(step):
-                tracker.track("tap", user_id=f"u{j}", event_id=f"live-t-{i}-{j}", timestamp="2023-06-15 12:00:00")
+                tracker.track("tap", user_id=f"u{j}", event_id=f"live-t-{i}-{j}")  # stamped now
             i += 1
             next_at += 0.01
             time.sleep(max(0.0, next_at - time.monotonic()))
@@ -227,6 +270,37 @@ def server_resources(pid: int) -> dict:
     return {"cpu_s": (int(stat[11]) + int(stat[12])) / ticks, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024}
 
 
+def print_sweep(report: dict, args, idle_p50: float) -> None:
+    """Freshness against rate: a table, and a plot to --sweep-plot."""
+    print(f"\nfreshness against rate ({args.seconds} s a rate, the readers reading throughout; reads idle p50 {idle_p50:.0f} ms)")
+    print(f"  {'asked/s':>8} {'acked/s':>8} {'fresh p50':>10} {'p99':>6} {'max':>6} {'reads p50':>10} {'× idle':>7}")
+    rows = []
+    for phase in report["sweep"]:
+        fresh = [ms for _, ms, _, _ in phase["freshness"]]
+        reads = [ms for at, _, ms, _ in report["all_reads"] if phase["from"] < at <= phase["to"]]
+        rows.append((phase["rate"], phase["acked"] / args.seconds, pct(fresh, 50), pct(fresh, 99), max(fresh, default=0)))
+        print(f"  {phase['rate']:>8,} {rows[-1][1]:>8,.0f} {rows[-1][2]:>8.0f}ms {rows[-1][3]:>4.0f}ms {rows[-1][4]:>4.0f}ms "
+              f"{pct(reads, 50):>8.0f}ms {pct(reads, 50) / idle_p50:>6.2f}x")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot([r[1] for r in rows], [r[2] for r in rows], "o-", label="freshness p50")
+    axis.plot([r[1] for r in rows], [r[3] for r in rows], "s--", label="freshness p99")
+    axis.set_xlabel("events acknowledged a second")
+    axis.set_ylabel("202 to visible in get_events (ms)")
+    axis.set_title(f"freshness against rate, {args.n:,} events preloaded, {args.senders} senders")
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    args.sweep_plot.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.sweep_plot, dpi=100, bbox_inches="tight")
+    print(f"plot: {args.sweep_plot}")
+
+
 def print_report(report: dict, args) -> None:
     idle = [ms for at, _, ms, _ in report["reads"] if at <= report["idle_end"]]
     busy = [ms for at, _, ms, _ in report["reads"] if at > report["idle_end"]]
@@ -249,8 +323,11 @@ def print_report(report: dict, args) -> None:
         print(f"  of which stored by (the start of the read that found it), ms: p50 {pct(stored_by, 50):.0f} "
               f"p99 {pct(stored_by, 99):.0f} max {max(stored_by):.0f}; that read, ms: p50 {pct(found_in, 50):.0f} "
               f"p99 {pct(found_in, 99):.0f}")
-    print(f"acknowledged {report['acked']:,}, stored {report['stored']:,}; server CPU {report['cpu_s']:.1f} s, "
+    acked = report["acked"] + sum(phase["acked"] for phase in report["sweep"])
+    print(f"acknowledged {acked:,}, stored {report['stored']:,}; server CPU {report['cpu_s']:.1f} s, "
           f"peak RSS {report['peak_rss_mb']:.0f} MB")
+    if report["sweep"]:
+        print_sweep(report, args, pct(idle, 50))
     try:
         import matplotlib
 

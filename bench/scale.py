@@ -35,9 +35,11 @@ Then a table, and a plot of p50 against size (--plot, PNG).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +53,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import httpx  # noqa: E402
 from events_gen import EVENT_TYPES, PLATFORMS, Events, generate, write_ndjson  # noqa: E402
-from ingest import evtrack_send, plain_table, settle  # noqa: E402
+from ingest import ENV, plain_table, settle, timed_process  # noqa: E402
 from serve import Server  # noqa: E402
 
 COLUMNS = "event_id, event_type, user_id, session_id, timestamp, platform, app_version, device_type, os, country, properties"
@@ -210,8 +212,11 @@ class Result:
     latency: dict = field(default_factory=dict)  # label -> (p50, p99, hand p50, hand p99) in ms
     fresh: dict = field(default_factory=dict)  # label -> (p50, p99) right after the send, when settled after
     settled: str = ""
+    sent_at: float = 0.0  # monotonic time the last send returned
+    first_call_s: float = 0.0  # seconds from then to the first answer right after the send
     checked: int = 0
     mismatches: list = field(default_factory=list)
+    errors: list = field(default_factory=list)  # answers other than 200, e.g. 408 past the 10 s limit
 
 
 def percentiles(times: list[float]) -> tuple[float, float]:
@@ -219,43 +224,77 @@ def percentiles(times: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))] * 1000
 
 
-def run_size(shape: str, size: int, work: Path, calls: int, db, settled: bool = True) -> Result:
+CHUNK = 10_000_000  # lines per generated file: 100M events are ten 2.6 GB files, not one 26 GB file
+TABLES = (("hand_time", "PARTITION BY toYYYYMM(timestamp) ORDER BY (timestamp, event_id, event_type, user_id)"),
+          ("hand_user", "ORDER BY (user_id, timestamp, event_id, event_type)"))
+
+
+def run_size(shape: str, size: int, work: Path, calls: int, db, settled: bool = True, reuse: bool = False,
+             keep: bool = False) -> Result:
+    """One size: generate, send in chunks, call right after the send, settle, insert the same
+    chunks plainly, call settled. With ``reuse`` and a finished run of this shape and size in
+    ``work`` (--work DIR --keep), only the settled calls run again, on the stores kept."""
     result = Result(shape, size)
     folder = work / f"{shape}-{size}"
+    store, done = folder / "store", folder / "ingested.json"
+    events = generate(size, shape)
+    truth = Truth(events)
+    # Every answer computed first, so the calls right after the send follow each other without a pause.
+    truth.answers = {case.label: getattr(truth, case.pipe)(case.params) for case in matrix(events)}
+    if reuse and done.exists():
+        kept = json.loads(done.read_text())
+        result.ingest_s, result.ingest_peak_mb, result.plain_ingest_s = kept["ingest_s"], kept["peak_mb"], kept["plain_s"]
+        result.settled = f"{kept['settled']} (kept from the run that ingested)"
+        _call_cases(result, store, events, truth, calls, db, result.latency)
+        return result
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    events = generate(size, shape)
-    ndjson = folder / "events.ndjson"
-    write_ndjson(events, ndjson, db)
-    truth = Truth(events)
-
-    sent = evtrack_send(ndjson, folder / "store")
-    receipt = json.loads(sent.output)
-    assert receipt["stored"] == size, receipt
-    result.ingest_s, result.ingest_peak_mb = sent.seconds, sent.peak_mb
+    deploy(store)
+    chunks = []
+    for first in range(0, len(events.order), CHUNK):
+        chunks.append(folder / f"events-{first // CHUNK:03d}.ndjson")
+        write_ndjson(events, chunks[-1], db, slice(first, first + CHUNK))
+        sent = send_file(chunks[-1], store)  # a whole process each, timed; generating the next one is not
+        receipt = json.loads(sent.output)
+        assert receipt["stored"] == receipt["lines"], receipt
+        result.ingest_s += sent.seconds
+        result.ingest_peak_mb = max(result.ingest_peak_mb, sent.peak_mb)
+    result.sent_at = time.monotonic()
     if settled:  # first the calls right after the send, alone (no hand-written SQL between them)
-        _call_cases(result, folder / "store", events, truth, calls, None, result.fresh)
-        result.settled = settle(folder / "store")
+        _call_cases(result, store, events, truth, calls, None, result.fresh)
+        result.settled = settle(store)
     else:
         result.settled = "no (measured right after the insert)"
 
     columns, _, structure = plain_table()
     started = time.perf_counter()
-    tables = (("hand_time", "PARTITION BY toYYYYMM(timestamp) ORDER BY (timestamp, event_id, event_type, user_id)"),
-              ("hand_user", "ORDER BY (user_id, timestamp, event_id, event_type)"))
-    for table, key in tables:
+    for table, key in TABLES:
         db.query(f"DROP TABLE IF EXISTS default.{table}")
         db.query(f"CREATE TABLE default.{table} ({columns}) ENGINE = ReplacingMergeTree {key}")
-        db.query(f"INSERT INTO default.{table} SELECT * FROM file('{ndjson}', 'JSONEachRow', '{structure}') "
+        db.query(f"INSERT INTO default.{table} SELECT * FROM file('{folder}/events-*.ndjson', 'JSONEachRow', '{structure}') "
                  "SETTINGS date_time_input_format = 'best_effort'")
     result.plain_ingest_s = time.perf_counter() - started
     if settled:  # the state the settled store is in: one part per partition, which FINAL reads as is
-        for table, _ in tables:
+        for table, _ in TABLES:
             db.query(f"OPTIMIZE TABLE default.{table} FINAL")
+    for chunk in chunks:
+        chunk.unlink()
+    done.write_text(json.dumps({"ingest_s": result.ingest_s, "peak_mb": result.ingest_peak_mb,
+                                "plain_s": result.plain_ingest_s, "settled": result.settled}))
 
-    _call_cases(result, folder / "store", events, truth, calls, db, result.latency)
-    shutil.rmtree(folder, ignore_errors=True)
+    _call_cases(result, store, events, truth, calls, db, result.latency)
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def deploy(store: Path) -> None:
+    subprocess.run([sys.executable, "-m", "evtrack", "--data", str(store), "deploy"], cwd=ROOT, env=ENV,
+                   check=True, capture_output=True)
+
+
+def send_file(events: Path, store: Path):
+    return timed_process([sys.executable, "-m", "evtrack", "--data", str(store), "send", str(events), "--json"])
 
 
 def _call_cases(result: Result, store: Path, events: Events, truth: Truth, calls: int, db, into: dict) -> None:
@@ -268,17 +307,25 @@ def _call_cases(result: Result, store: Path, events: Events, truth: Truth, calls
                 if not ds["name"].endswith("_quarantine"):
                     result.bytes_per_event[ds["name"]] = ds["statistics"]["bytes"] / len(events)
             for case in matrix(events):
-                expected = getattr(truth, case.pipe)(case.params)
+                expected = truth.answers[case.label]
                 ours, hand, by_hand = [], [], None
                 for _ in range(calls):
                     started = time.perf_counter()
                     answer = client.get(f"/v0/pipes/{case.pipe}.json", params=case.params)
                     ours.append(time.perf_counter() - started)
-                    answer.raise_for_status()
+                    if into is result.fresh and not result.first_call_s:
+                        result.first_call_s = time.monotonic() - result.sent_at
+                    if answer.status_code != 200:  # e.g. a 408 past the 10 s limit: kept, and the call made again
+                        result.errors.append(f"{case.label}: {answer.status_code} after {ours[-1]:.1f} s "
+                                             f"({'right after the send' if into is result.fresh else 'settled'})")
+                        continue
                     if db is not None:
                         started = time.perf_counter()
                         by_hand = db.query(hand_sql(case.pipe, case.params), "JSON").bytes()
                         hand.append(time.perf_counter() - started)
+                if answer.status_code != 200:
+                    into[case.label] = (*percentiles(ours), *((float("nan"),) * 2 if db is not None else ()))
+                    continue
                 answers = [("evtrack", answer.json())] + ([("hand-written SQL", json.loads(by_hand))] if db is not None else [])
                 for who, body in answers:
                     result.checked += 1
@@ -295,6 +342,10 @@ def report(results: list[Result]) -> None:
         print(f"  ingest: evtrack send {r.ingest_s:.1f} s ({r.size / r.ingest_s:,.0f} events/s, {r.ingest_peak_mb:,.0f} MB peak); "
               f"plain inserts into the two hand-written SQL's tables {r.plain_ingest_s:.1f} s")
         print(f"  merges settled before the calls: {r.settled}")
+        if r.first_call_s:
+            print(f"  first answer right after the send: {r.first_call_s:.1f} s after it returned (server start included)")
+        for error in r.errors:
+            print(f"  NOT 200: {error}")
         stored = ", ".join(f"{name} {b:.1f}" for name, b in sorted(r.bytes_per_event.items()))
         print(f"  stored bytes per event: {stored}; total {sum(r.bytes_per_event.values()):.1f}")
         fresh = "  right after the send: p50     p99" if r.fresh else ""
@@ -307,6 +358,18 @@ def report(results: list[Result]) -> None:
             print(f"  {label:<42} {p50:8.1f}ms {p99:6.1f}ms {h50:7.1f}ms {h99:6.1f}ms {p50 / h50:6.2f}{after}")
         verdict = "all match" if not r.mismatches else "MISMATCH: " + "; ".join(r.mismatches)
         print(f"  answers checked against numpy over the generated events: {r.checked}, {verdict}")
+
+
+def merge_results(path: Path, results: list[Result]) -> list[Result]:
+    """``results`` and those kept in ``path`` of other shapes or sizes, all written back to it."""
+    from dataclasses import asdict
+
+    kept = [Result(**r) for r in json.loads(path.read_text())] if path.exists() else []
+    new = {(r.shape, r.size) for r in results}
+    merged = sorted([r for r in kept if (r.shape, r.size) not in new] + results, key=lambda r: (r.shape, r.size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(r) for r in merged], indent=1))
+    return merged
 
 
 def plot(results: list[Result], path: Path) -> None:
@@ -341,24 +404,39 @@ def main() -> None:
     parser.add_argument("--shape", choices=("realistic", "uniform", "both"), default="both")
     parser.add_argument("--calls", type=int, default=10, help="calls per case (p99 of few calls is their maximum)")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "scale.png")
+    parser.add_argument("--results", type=Path,
+                        help="a JSON file of results: each run's replace those of its shape and size, and the plot "
+                             "shows them all (so 1M and 10M in one run, 100M in another, make one plot)")
     parser.add_argument("--no-settle", action="store_true",
                         help="call the endpoints right after the insert, while its merges run")
     parser.add_argument("--work", type=Path, help="folder for the generated files and stores (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the stores in --work, for --reuse")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep, measure the settled calls again on a kept run's stores (after a pipe change)")
     args = parser.parse_args()
+    if args.keep and not args.work:
+        parser.error("--keep needs --work")
     from chdb import session
 
     sizes = [_size(s) for s in args.sizes.split(",")]
     shapes = ["realistic", "uniform"] if args.shape == "both" else [args.shape]
-    with tempfile.TemporaryDirectory(prefix="evtrack-scale-", dir=args.work) as work:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            work = args.work
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            work = stack.enter_context(tempfile.TemporaryDirectory(prefix="evtrack-scale-", dir=args.work))
         db = session.Session(str(Path(work) / "plain"))
         db.query("SET session_timezone = 'UTC'")
         db.query("SET output_format_json_quote_64bit_integers = 0")
         results = []
         for shape in shapes:
             for size in sizes:
-                results.append(run_size(shape, size, Path(work), args.calls, db, not args.no_settle))
+                results.append(run_size(shape, size, Path(work), args.calls, db, not args.no_settle, args.reuse, args.keep))
                 report(results[-1:])
         db.close()
+    if args.results:
+        results = merge_results(args.results, results)
     plot(results, args.plot)
 
 

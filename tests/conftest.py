@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,10 +49,26 @@ def engine(store_dir):
         yield opened
 
 
+@pytest.fixture(scope="session")
+def deployed_store(tmp_path_factory, project) -> Path:
+    """A store with the project deployed and nothing sent: what `fresh_engine` starts from."""
+    path = tmp_path_factory.mktemp("deployed") / "store"
+    with Engine.open(path) as engine:
+        engine.deploy(project)
+    return path
+
+
+def copy_store(source: Path, target: Path) -> Path:
+    """A closed store, copied: its own tables, tokens and logs, as the deploy left them (the
+    store's links between its folders are relative, so the copy reads its own files). Deploying
+    the project takes about 1.5 s; copying its result, a tenth of that."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
 @pytest.fixture
-def fresh_engine(tmp_path, project):
-    with Engine.open(tmp_path / "store") as opened:
-        opened.deploy(project)
+def fresh_engine(tmp_path, deployed_store):
+    with Engine.open(copy_store(deployed_store, tmp_path / "store")) as opened:
         yield opened
 
 

@@ -114,7 +114,9 @@ def test_decoding_four_times_the_body_costs_about_four_times_the_time(name):
     make, decode, n = LINEAR[name]
     small, large = make(n), make(4 * n)
     ratio = _best_of(5, lambda: decode(large)) / _best_of(5, lambda: decode(small))
-    assert ratio < 8, f"{name}: 4 times the body took {ratio:.1f} times as long"  # linear: about 4; quadratic: 16
+    # Linear: about 4, up to about 8 on a loaded machine once 16 MB outgrow the caches (seen: 8.2);
+    # quadratic: 16 and more (the member copy this guards against took 17 to 20).
+    assert ratio < 12, f"{name}: 4 times the body took {ratio:.1f} times as long"
 
 
 # -- forms and JSON parameters ---------------------------------------------------------------------

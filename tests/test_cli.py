@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from evtrack.cli import cli
 
 from . import reference
-from .conftest import BAD_FIXTURE, FIXTURE, ROOT
+from .conftest import BAD_FIXTURE, FIXTURE, ROOT, copy_store
 
 
 def run(*args, data: Path, input=None):
@@ -24,11 +24,10 @@ def run(*args, data: Path, input=None):
 
 
 @pytest.fixture
-def deployed(tmp_path, monkeypatch) -> Path:
+def deployed(tmp_path, monkeypatch, deployed_store) -> Path:
+    """A store `evtrack deploy` made: a copy of the suite's deployed one (the same project)."""
     monkeypatch.chdir(ROOT)
-    data = tmp_path / "store"
-    assert run("deploy", data=data).exit_code == 0
-    return data
+    return copy_store(deployed_store, tmp_path / "store")
 
 
 def test_deploy_then_redeploy_is_a_no_op(deployed):
