@@ -3,11 +3,15 @@
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python bench/scale.py                          # 200,000 events, both shapes: minutes
     .venv/bin/python bench/scale.py --sizes 1M,3M,10M --shape realistic
+    .venv/bin/python bench/scale.py --sizes 100M --shape realistic --work /big/disk --keep   # about an hour
 
 For each shape (realistic: sessions and power-law users; uniform: every field drawn uniformly,
 the worst case for rollups; see bench/events_gen.py) and each size, in one run:
-1. generate the events (about 1% exact resends) and their NDJSON;
-2. ingest: `evtrack send FILE` into a fresh embedded store, a whole process (after `deploy`);
+1. generate the events (about 1% exact resends) as numpy columns, and their NDJSON as files of
+   10M lines at most, each written just before its send (100M events are ten 2.6 GB files, not
+   one of 26 GB; kept until the plain inserts below have read them);
+2. ingest: `evtrack send FILE` of each file into a fresh embedded store, a whole process each,
+   the sends' times summed and their peak memory the largest (after `deploy`);
    then each endpoint case is called through a server started as soon as the send has returned,
    while it merges the parts the bulk insert left (the "right after the send" column); then
    (unless --no-settle) the store is opened until its background merges have settled, as a store
@@ -29,7 +33,10 @@ the worst case for rollups; see bench/events_gen.py) and each size, in one run:
 5. every answer, the endpoint's and the hand-written SQL's, compared with an independent
    computation in numpy over the generated events (each original event once, by construction),
    so resends counted twice anywhere would show.
-Then a table, and a plot of p50 against size (--plot, PNG).
+Then a table, and a plot of p50 against size (--plot, PNG). --results FILE keeps each run's
+figures in FILE (a run replaces those of its shape and size) and plots them all: sizes measured in
+different runs share one plot. --work DIR --keep keeps the stores; --reuse then measures the
+settled calls again on them (after a change to the pipes, say) without generating or sending.
 """
 
 from __future__ import annotations
