@@ -125,8 +125,18 @@ def _plain_child(store: str, events: str, fmt: str = "JSONEachRow", settings: st
 
 
 def evtrack_send(events: Path, store: Path) -> Run:
+    """`evtrack deploy` (not timed), then `evtrack send` of ``events``, timed."""
+    deploy(store)
+    return send(events, store)
+
+
+def deploy(store: Path) -> None:
     subprocess.run([sys.executable, "-m", "evtrack", "--data", str(store), "deploy"], cwd=ROOT, env=ENV,
                    check=True, capture_output=True)
+
+
+def send(events: Path, store: Path) -> Run:
+    """`evtrack send FILE --json` into a deployed store, as a whole process: its time and peak memory."""
     return timed_process([sys.executable, "-m", "evtrack", "--data", str(store), "send", str(events), "--json"])
 
 

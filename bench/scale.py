@@ -46,7 +46,6 @@ import contextlib
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +59,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import httpx  # noqa: E402
 from events_gen import EVENT_TYPES, PLATFORMS, Events, generate, write_ndjson  # noqa: E402
-from ingest import ENV, plain_table, settle, timed_process  # noqa: E402
+from ingest import deploy, plain_table, send, settle  # noqa: E402
 from serve import Server  # noqa: E402
 
 COLUMNS = "event_id, event_type, user_id, session_id, timestamp, platform, app_version, device_type, os, country, properties"
@@ -261,7 +260,7 @@ def run_size(shape: str, size: int, work: Path, calls: int, db, settled: bool = 
     for first in range(0, len(events.order), CHUNK):
         chunks.append(folder / f"events-{first // CHUNK:03d}.ndjson")
         write_ndjson(events, chunks[-1], db, slice(first, first + CHUNK))
-        sent = send_file(chunks[-1], store)  # a whole process each, timed; generating the next one is not
+        sent = send(chunks[-1], store)  # a whole process each, timed; generating the next one is not
         receipt = json.loads(sent.output)
         assert receipt["stored"] == receipt["lines"], receipt
         result.ingest_s += sent.seconds
@@ -293,15 +292,6 @@ def run_size(shape: str, size: int, work: Path, calls: int, db, settled: bool = 
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
     return result
-
-
-def deploy(store: Path) -> None:
-    subprocess.run([sys.executable, "-m", "evtrack", "--data", str(store), "deploy"], cwd=ROOT, env=ENV,
-                   check=True, capture_output=True)
-
-
-def send_file(events: Path, store: Path):
-    return timed_process([sys.executable, "-m", "evtrack", "--data", str(store), "send", str(events), "--json"])
 
 
 def _call_cases(result: Result, store: Path, events: Events, truth: Truth, calls: int, db, into: dict) -> None:
